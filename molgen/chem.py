@@ -1,0 +1,194 @@
+"""The RDKit boundary: parsing, canonical SMILES, standardisation, scaffolds, fingerprints.
+
+Every other module goes through these functions to turn text into molecules, so that parse
+failures are handled in one place: a failed parse is ``None``, never an exception, and
+:func:`parse_failure` says why in one word a report can count.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Union
+
+import numpy as np
+from rdkit import Chem, DataStructs, rdBase
+from rdkit.Chem import rdFingerprintGenerator
+from rdkit.Chem.MolStandardize import rdMolStandardize
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+MolLike = Union[str, Chem.Mol, None]
+
+__all__ = [
+    "MolLike",
+    "to_mol",
+    "to_smiles",
+    "canonicalize",
+    "canonicalize_many",
+    "parse_failure",
+    "standardize",
+    "scaffold",
+    "morgan_fp",
+    "morgan_fps",
+    "fps_to_numpy",
+    "randomize_smiles",
+    "quiet",
+]
+
+
+def quiet() -> rdBase.BlockLogs:
+    """Silence RDKit's log for the lifetime of the returned object (use in a ``with`` or keep a ref)."""
+    return rdBase.BlockLogs()
+
+
+def to_mol(x: MolLike, sanitize: bool = True) -> Chem.Mol | None:
+    """Parse a SMILES string (or pass a ``Mol`` through); ``None`` on failure, no log noise.
+
+    Non-string junk (``NaN``, numbers, ``bytes``) also gives ``None`` rather than a TypeError,
+    because it arrives that way from real spreadsheets.
+    """
+    if isinstance(x, Chem.Mol):
+        return x
+    if not isinstance(x, str):
+        return None
+    s = x.strip()
+    if not s:
+        return None
+    _block = quiet()  # noqa: F841  (RDKit logs while this object lives)
+    try:
+        return Chem.MolFromSmiles(s, sanitize=sanitize)
+    except Exception:  # RDKit raises on a few malformed inputs instead of returning None
+        return None
+
+
+def to_smiles(x: MolLike, canonical: bool = True, isomeric: bool = True) -> str | None:
+    """Canonical SMILES of a molecule or SMILES string; ``None`` on failure or an empty molecule."""
+    mol = to_mol(x)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    try:
+        return Chem.MolToSmiles(mol, canonical=canonical, isomericSmiles=isomeric)
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=200_000)
+def canonicalize(smiles: str, isomeric: bool = True) -> str | None:
+    """Canonical SMILES of a string, cached: sets compared for novelty repeat the same strings."""
+    return to_smiles(smiles, isomeric=isomeric)
+
+
+def canonicalize_many(smiles: Iterable[object], isomeric: bool = True) -> list[str | None]:
+    """Canonical SMILES for each item, ``None`` where it does not parse (positions kept)."""
+    return [canonicalize(s, isomeric) if isinstance(s, str) else None for s in smiles]
+
+
+def parse_failure(x: object) -> str | None:
+    """Why ``x`` does not give a molecule, as one word a report can count; ``None`` if it parses.
+
+    Reasons: ``missing`` (None/NaN/non-string), ``empty``, ``syntax`` (not SMILES),
+    ``valence``, ``aromaticity`` (kekulisation failed), ``sanitize`` (other chemistry errors).
+    """
+    if not isinstance(x, str):
+        return "missing"
+    s = x.strip()
+    if not s:
+        return "empty"
+    _block = quiet()  # noqa: F841
+    mol = Chem.MolFromSmiles(s, sanitize=False)
+    if mol is None:
+        return "syntax"
+    problems = Chem.DetectChemistryProblems(mol)
+    if not problems:
+        return None if to_mol(s) is not None else "sanitize"
+    kind = problems[0].GetType()
+    if kind == "AtomValenceException":
+        return "valence"
+    if kind in ("AtomKekulizeException", "KekulizeException"):
+        return "aromaticity"
+    return "sanitize"
+
+
+_LARGEST = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
+_UNCHARGER = rdMolStandardize.Uncharger()
+
+
+def standardize(x: MolLike) -> Chem.Mol | None:
+    """Clean up a molecule the usual way before modelling; ``None`` if it cannot be done.
+
+    Steps: RDKit cleanup (normalise functional groups, reionise), keep the largest organic
+    fragment (drops salts and solvents), neutralise charges where a neutral form exists.
+    Stereochemistry is kept.
+    """
+    mol = to_mol(x)
+    if mol is None:
+        return None
+    _block = quiet()  # noqa: F841
+    try:
+        mol = rdMolStandardize.Cleanup(mol)
+        mol = _LARGEST.choose(mol)
+        mol = _UNCHARGER.uncharge(mol)
+        Chem.SanitizeMol(mol)
+    except Exception:
+        return None
+    return mol
+
+
+def scaffold(x: MolLike, generic: bool = False) -> str | None:
+    """Bemis-Murcko scaffold as canonical SMILES ('' for acyclic molecules); ``None`` on failure.
+
+    ``generic=True`` turns every atom into carbon and every bond into single (the framework).
+    """
+    mol = to_mol(x)
+    if mol is None:
+        return None
+    try:
+        core = MurckoScaffold.GetScaffoldForMol(mol)
+        if generic:
+            core = MurckoScaffold.MakeScaffoldGeneric(core)
+        return Chem.MolToSmiles(core)
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=16)
+def _morgan_generator(radius: int, n_bits: int, chiral: bool):
+    return rdFingerprintGenerator.GetMorganGenerator(
+        radius=radius, fpSize=n_bits, includeChirality=chiral
+    )
+
+
+def morgan_fp(x: MolLike, radius: int = 2, n_bits: int = 2048, chiral: bool = False):
+    """Morgan (ECFP-like) bit vector with RDKit's generator API; ``None`` on failure."""
+    mol = to_mol(x)
+    if mol is None:
+        return None
+    return _morgan_generator(radius, n_bits, chiral).GetFingerprint(mol)
+
+
+def morgan_fps(mols: Iterable[MolLike], radius: int = 2, n_bits: int = 2048) -> list:
+    """Fingerprints for many molecules, ``None`` where a molecule does not parse."""
+    return [morgan_fp(m, radius, n_bits) for m in mols]
+
+
+def fps_to_numpy(fps: Iterable, n_bits: int = 2048) -> np.ndarray:
+    """Stack bit vectors into a ``(N, n_bits)`` uint8 array (zeros for ``None``)."""
+    fps = list(fps)
+    out = np.zeros((len(fps), n_bits), dtype=np.uint8)
+    for i, fp in enumerate(fps):
+        if fp is not None:
+            DataStructs.ConvertToNumpyArray(fp, out[i])
+    return out
+
+
+def randomize_smiles(x: MolLike, seed: int | random.Random | None = None) -> str | None:
+    """A valid non-canonical SMILES of the same molecule (random atom order) for augmentation."""
+    mol = to_mol(x)
+    if mol is None:
+        return None
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    order = list(range(mol.GetNumAtoms()))
+    rng.shuffle(order)
+    shuffled = Chem.RenumberAtoms(mol, order)
+    return Chem.MolToSmiles(shuffled, canonical=False)
