@@ -20,6 +20,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    # an explicit group callback keeps `molgen <command>` working even while one command exists
+    pass
+
+
 def friendly(fn):
     """Turn a MolgenError into one clear line on stderr and exit code 2."""
 
@@ -35,6 +41,29 @@ def friendly(fn):
 
 
 # --- data and scoring commands (datasets, score, evaluate) -------------------------------------
+
+
+@app.command("datasets")
+@friendly
+def datasets_cmd(
+    verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every data file."),
+) -> None:
+    """List the named data sets: size, splits, targets, source and licence."""
+    from rich.table import Table
+
+    from molgen import datasets
+
+    table = Table(title="molgen data sets (load with molgen.datasets.load(name))")
+    for col in ("name", "n", "splits", "targets", "source", "licence"):
+        table.add_column(col, justify="right" if col == "n" else "left", overflow="fold")
+    if verify:
+        table.add_column("sha256")
+    for row in datasets.list().itertuples(index=False):
+        cells = [row.name, f"{row.n:,}", row.splits, row.targets or "-", row.source, row.licence]
+        if verify:
+            cells.append("ok" if datasets.verify(row.name) else "-")
+        table.add_row(*cells)
+    Console().print(table)
 
 
 # --- model commands (pretrain, generate) ---------------------------------------------------------

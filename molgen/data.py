@@ -1,0 +1,95 @@
+"""Splitting molecule tables into train / validation / test, the same way for the same seed.
+
+Both splitters return three DataFrames that keep the input's index (so a row can be traced back)
+and together hold every input row exactly once; invalid SMILES are split like any other row.
+Datasets, collate functions and LightningDataModules for the models live here too, next to the
+splits they use.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from molgen import chem
+from molgen.errors import InputError
+
+__all__ = ["random_split", "scaffold_split"]
+
+Frac = Sequence[float]
+
+
+def _check_frac(frac: Frac) -> tuple[float, float, float]:
+    if len(frac) != 3 or any(f < 0 for f in frac) or not np.isclose(sum(frac), 1.0):
+        raise InputError(f"split fractions {tuple(frac)} must be three numbers >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)")
+    return float(frac[0]), float(frac[1]), float(frac[2])
+
+
+def _take(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    train, valid, test = (df.iloc[np.asarray(p, dtype=np.int64)] for p in parts)
+    return train, valid, test
+
+
+def random_split(
+    df: pd.DataFrame, frac: Frac = (0.8, 0.1, 0.1), seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Shuffle rows with ``seed`` and cut them into ``(train, valid, test)`` by ``frac``.
+
+    Sizes are ``floor(frac * n)`` for train and valid; test takes the rest.
+    """
+    f_train, f_valid, _ = _check_frac(frac)
+    n = len(df)
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_valid = int(f_train * n), int(f_valid * n)
+    return _take(df, [order[:n_train], order[n_train : n_train + n_valid], order[n_train + n_valid :]])
+
+
+def scaffold_split(
+    df: pd.DataFrame,
+    frac: Frac = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    smiles_col: str = "smiles",
+    generic: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split so that no Bemis-Murcko scaffold is shared between train, valid and test.
+
+    The balanced scaffold split of chemprop: scaffold groups too big for half of valid or test
+    go first (so they land in train), the rest in a ``seed``-shuffled order; each group fills
+    train, then valid, then test. Acyclic molecules share the empty scaffold; a row whose
+    SMILES does not parse is a group of its own. Sizes are therefore close to, not exactly,
+    ``frac``.
+
+    Args:
+        df: the table; ``smiles_col`` holds the SMILES.
+        frac: (train, valid, test) fractions, summing to 1.
+        seed: shuffles the order of the small scaffold groups.
+        generic: group by generic frameworks (all atoms carbon, all bonds single) instead.
+    """
+    f_train, f_valid, f_test = _check_frac(frac)
+    if smiles_col not in df.columns:
+        raise InputError(f"no column {smiles_col!r} to split by; columns: {', '.join(map(str, df.columns))}")
+    groups: dict[str, list[int]] = {}
+    for i, smi in enumerate(df[smiles_col]):
+        key = chem.scaffold(smi, generic=generic)
+        groups.setdefault(key if key is not None else f"\x00invalid{i}", []).append(i)
+    n = len(df)
+    n_train, n_valid, n_test = f_train * n, f_valid * n, f_test * n
+    big = [g for g in groups.values() if len(g) > n_valid / 2 or len(g) > n_test / 2]
+    small = [g for g in groups.values() if not (len(g) > n_valid / 2 or len(g) > n_test / 2)]
+    rng = random.Random(seed)
+    rng.shuffle(big)
+    rng.shuffle(small)
+    train: list[int] = []
+    valid: list[int] = []
+    test: list[int] = []
+    for group in big + small:
+        if len(train) + len(group) <= n_train:
+            train += group
+        elif len(valid) + len(group) <= n_valid:
+            valid += group
+        else:
+            test += group
+    return _take(df, [sorted(train), sorted(valid), sorted(test)])
