@@ -24,11 +24,15 @@ Frac = Sequence[float]
 
 def _check_frac(frac: Frac) -> tuple[float, float, float]:
     if len(frac) != 3 or any(f < 0 for f in frac) or not np.isclose(sum(frac), 1.0):
-        raise InputError(f"split fractions {tuple(frac)} must be three numbers >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)")
+        raise InputError(
+            f"split fractions {tuple(frac)} must be three numbers >= 0 that sum to 1, e.g. (0.8, 0.1, 0.1)"
+        )
     return float(frac[0]), float(frac[1]), float(frac[2])
 
 
-def _take(df: pd.DataFrame, parts: Sequence[Sequence[int]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _take(
+    df: pd.DataFrame, parts: Sequence[Sequence[int]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     train, valid, test = (df.iloc[np.asarray(p, dtype=np.int64)] for p in parts)
     return train, valid, test
 

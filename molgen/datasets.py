@@ -76,7 +76,10 @@ REGISTRY: dict[str, DatasetInfo] = {
             "moses",
             "MOSES benchmark (ZINC clean leads): pretraining set and reference for the distribution metrics",
             (),
-            {s: ((f"moses/{s}.csv.gz",), n) for s, n in zip(MOSES_SPLITS, (1_584_663, 176_074, 176_226), strict=True)},
+            {
+                s: ((f"moses/{s}.csv.gz",), n)
+                for s, n in zip(MOSES_SPLITS, (1_584_663, 176_074, 176_226), strict=True)
+            },
             "Polykovskiy et al. 2020, Front. Pharmacol. 11:565644 (MOSES)",
             "molsets 0.3.1 wheel, moses/dataset/data/",
             "MIT (molsets); molecules from ZINC",
@@ -230,7 +233,11 @@ def _verified(path: Path, key: str) -> str:
 
 
 def _provenance(d: DatasetInfo, split: str | None, files: dict[str, str], df: pd.DataFrame) -> dict:
-    digest = next(iter(files.values())) if len(files) == 1 else sha256_strings(f"{k} {v}" for k, v in sorted(files.items()))
+    digest = (
+        next(iter(files.values()))
+        if len(files) == 1
+        else sha256_strings(f"{k} {v}" for k, v in sorted(files.items()))
+    )
     return {
         "name": d.name,
         "split": split,
@@ -283,10 +290,14 @@ def moses_dir() -> Path:
     """
     spec = importlib.util.find_spec("moses")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"the MOSES data (molsets wheel) is not installed; install it with: {MOSES_INSTALL}")
+        raise MissingDependencyError(
+            f"the MOSES data (molsets wheel) is not installed; install it with: {MOSES_INSTALL}"
+        )
     folder = Path(builtins.list(spec.submodule_search_locations)[0]) / "dataset" / "data"
     if not folder.is_dir():
-        raise MissingDependencyError(f"the molsets wheel has no data folder at {folder}; reinstall it with: {MOSES_INSTALL}")
+        raise MissingDependencyError(
+            f"the molsets wheel has no data folder at {folder}; reinstall it with: {MOSES_INSTALL}"
+        )
     return folder
 
 

@@ -87,7 +87,9 @@ def read_table(
         reasons = None
     if len(raw) == 0:
         raise InputError(f"{path.name} has no rows (only a header); nothing to read")
-    keep = [c for c in raw.columns if c != smiles_col] if targets is None else _find_columns(raw, targets, path)
+    keep = (
+        [c for c in raw.columns if c != smiles_col] if targets is None else _find_columns(raw, targets, path)
+    )
     out = pd.DataFrame({"smiles": _clean_strings(raw[smiles_col])}, index=raw.index)
     for col in keep:
         out[col] = raw[col]
@@ -124,7 +126,9 @@ def _check_file(path: Path) -> str:
     if fmt == ".txt":
         fmt = ".smi"  # plain lists of SMILES are often saved as .txt
     if fmt not in FORMATS:
-        raise InputError(f"{path.name}: unknown format {fmt or '(no suffix)'}; use one of {', '.join(FORMATS)}")
+        raise InputError(
+            f"{path.name}: unknown format {fmt or '(no suffix)'}; use one of {', '.join(FORMATS)}"
+        )
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is empty (0 bytes)")
     return fmt
@@ -182,7 +186,9 @@ def _read_smi(path: Path, nrows: int | None, encoding: str) -> pd.DataFrame:
     first_token = first.split()[0].lower() if first.split() else ""
     if first_token in SMILES_NAMES:  # a header line: a table (as write_table and RDKit's SmilesWriter make)
         sep = "\t" if "\t" in first else r"\s+"
-        return pd.read_csv(path, sep=sep, nrows=nrows, encoding=encoding, engine="python" if sep != "\t" else "c")
+        return pd.read_csv(
+            path, sep=sep, nrows=nrows, encoding=encoding, engine="python" if sep != "\t" else "c"
+        )
     rows = []
     with _open_text(path, encoding) as fh:
         for line in fh:
@@ -218,13 +224,15 @@ def _read_sdf(path: Path, nrows: int | None) -> pd.DataFrame:
             row.pop(key, None)
     broken = [i for i, r in enumerate(rows) if r["_reason"] == "molblock"]
     if len(broken) == len(rows):
-        raise InputError(f"{path.name}: none of its {len(rows)} records is a readable molblock; is it an SDF file?")
+        raise InputError(
+            f"{path.name}: none of its {len(rows)} records is a readable molblock; is it an SDF file?"
+        )
     if broken:
         _recover_sdf_fields(path, rows, broken)
     df = pd.DataFrame(rows)
     front = ["smiles", "name"] if df["name"].notna().any() else ["smiles"]
     df = df[front + [c for c in df.columns if c not in ("smiles", "name")]]
-    for col in df.columns[len(front):]:
+    for col in df.columns[len(front) :]:
         if col != "_reason":
             df[col] = _numeric_if_possible(df[col])
     return df
@@ -372,7 +380,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if "smiles" not in df.columns:
-        raise InputError(f"cannot write {path.name}: the table has no 'smiles' column (columns: {_list(df.columns)})")
+        raise InputError(
+            f"cannot write {path.name}: the table has no 'smiles' column (columns: {_list(df.columns)})"
+        )
     df = df[["smiles"] + [c for c in df.columns if c != "smiles"]]
     suffixes = [s.lower() for s in path.suffixes]
     fmt = suffixes[-2] if len(suffixes) >= 2 and suffixes[-1] == ".gz" else (suffixes[-1] if suffixes else "")
@@ -386,7 +396,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     elif fmt == ".sdf":
         _write_sdf(df, path)
     else:
-        raise InputError(f"cannot write {path.name}: unknown format {fmt or '(no suffix)'}; use one of {', '.join(FORMATS)}")
+        raise InputError(
+            f"cannot write {path.name}: unknown format {fmt or '(no suffix)'}; use one of {', '.join(FORMATS)}"
+        )
     return path
 
 
@@ -478,7 +490,9 @@ def deepchem_arrays(
     return features, y, w, ids
 
 
-def to_deepchem(df: pd.DataFrame, targets: Sequence[str], X: str | np.ndarray = "morgan", drop_invalid: bool = False):
+def to_deepchem(
+    df: pd.DataFrame, targets: Sequence[str], X: str | np.ndarray = "morgan", drop_invalid: bool = False
+):
     """A DeepChem ``NumpyDataset`` (``tasks`` = ``targets``) from a molecule table.
 
     See :func:`deepchem_arrays` for ``X`` and ``drop_invalid``. Needs the ``deepchem`` extra.
@@ -502,7 +516,11 @@ def from_deepchem(dataset, targets: Sequence[str] | None = None) -> pd.DataFrame
     ids = np.asarray(dataset.ids).reshape(-1)
     if len(ids) and not any(isinstance(i, str) for i in ids):
         raise InputError("the DeepChem dataset's ids are not SMILES strings; build it with ids=smiles")
-    y = np.asarray(dataset.y, dtype=np.float64).reshape(len(ids), -1) if dataset.y is not None else np.zeros((len(ids), 0))
+    y = (
+        np.asarray(dataset.y, dtype=np.float64).reshape(len(ids), -1)
+        if dataset.y is not None
+        else np.zeros((len(ids), 0))
+    )
     w = getattr(dataset, "w", None)
     if w is not None and np.size(w) == y.size:
         y = np.where(np.asarray(w).reshape(y.shape) == 0, np.nan, y)
