@@ -140,15 +140,6 @@ def test_empty_file(tmp_path, suffix):
         io.read_table(path)
 
 
-def test_blank_and_header_only_files(tmp_path):
-    (tmp_path / "blank.csv").write_text("\n\n  \n")
-    with pytest.raises(InputError, match="blank.csv is empty"):
-        io.read_table(tmp_path / "blank.csv")
-    (tmp_path / "header.csv").write_text("smiles,y\n")
-    with pytest.raises(InputError, match="header.csv has no rows"):
-        io.read_table(tmp_path / "header.csv")
-
-
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".smi", ".sdf", ".parquet", ".csv.gz"])
 def test_binary_junk(tmp_path, suffix):
     path = tmp_path / f"junk{suffix}"
@@ -157,16 +148,20 @@ def test_binary_junk(tmp_path, suffix):
         io.read_table(path)
 
 
-def test_text_that_is_not_the_format(tmp_path):
-    (tmp_path / "notes.sdf").write_text("meeting notes\nnothing chemical here\n")
-    with pytest.raises(InputError, match="notes.sdf: none of its 1 records"):
-        io.read_table(tmp_path / "notes.sdf")
-    (tmp_path / "table.parquet").write_text("smiles\nCCO\n")
-    with pytest.raises(InputError, match="table.parquet: cannot read it as PARQUET"):
-        io.read_table(tmp_path / "table.parquet")
-    (tmp_path / "ragged.csv").write_text("smiles,y\nCCO,1\nCCC,2,3,4\n")
-    with pytest.raises(InputError, match="ragged.csv: cannot read it as CSV"):
-        io.read_table(tmp_path / "ragged.csv")
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("blank.csv", "\n\n  \n", "blank.csv is empty"),
+        ("header.csv", "smiles,y\n", "header.csv has no rows"),
+        ("notes.sdf", "meeting notes\nnothing chemical here\n", "notes.sdf: none of its 1 records"),
+        ("table.parquet", "smiles\nCCO\n", "table.parquet: cannot read it as PARQUET"),
+        ("ragged.csv", "smiles,y\nCCO,1\nCCC,2,3,4\n", "ragged.csv: cannot read it as CSV"),
+    ],
+)
+def test_text_that_is_not_a_usable_table(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=message):
+        io.read_table(tmp_path / name)
 
 
 def test_unknown_suffix_and_folder(tmp_path):
