@@ -1,0 +1,380 @@
+"""Molecules <-> graphs for the graph-VAE, and a cached fast path for millions of molecules.
+
+Representation (the choices the decoder's validity guarantee rests on):
+
+* **Atoms** are typed by ``(element, formal charge)`` from :data:`ATOM_VOCAB`; each type has a
+  fixed bond budget :data:`ATOM_VALENCE` (its largest valence RDKit accepts). Hydrogens are not
+  nodes and not stored: RDKit's implicit-hydrogen rule restores them from element, charge and
+  bond orders, so any graph whose bond orders per atom stay within the budget sanitises.
+* **Bonds** are kekulised: single, double, triple (``edge_attr`` 0, 1, 2). Aromaticity is
+  re-perceived by RDKit when a graph becomes a molecule again, so an aromatic ring never has to
+  be generated as a whole.
+* **Atom order** is canonical: breadth-first from the atom RDKit ranks first, neighbours visited
+  in rank order. Every bond then joins atoms whose positions differ by at most the width of
+  two BFS layers, which the decoder exploits (see :mod:`molgen.models.graph_decoder`).
+* Not represented (round trip loses them, counted as exceptions): stereochemistry, isotopes,
+  radicals, atoms outside the vocabulary, explicit hydrogens that RDKit's rule would not give
+  back (e.g. ``[SiH]`` radicals). The round trip compares non-isomeric canonical SMILES.
+
+The fast path (:func:`featurize_smiles`, :func:`graph_cache`) produces flat numpy arrays
+(atom types, atom offsets, bonds, bond offsets) instead of per-molecule Python objects, runs
+over processes, and caches the arrays on disk as ``.npy`` files that are memory-mapped back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rdkit import Chem
+from torch_geometric.data import Data
+
+from molgen.cache import cache_dir, sha256_strings
+from molgen.chem import quiet, to_mol
+from molgen.errors import InputError
+
+__all__ = [
+    "ATOM_VOCAB",
+    "ATOM_VALENCE",
+    "BOND_ORDERS",
+    "GraphArrays",
+    "mol_to_graph",
+    "graph_to_mol",
+    "arrays_to_graph",
+    "featurize_smiles",
+    "graph_cache",
+]
+
+# (element, formal charge) -> bond budget. MOSES uses the first seven neutral types; the rest cover
+# common drug-like chemistry (salts of amines, nitro groups, N-oxides, phosphates, boronic acids).
+_VOCAB_VALENCE: tuple[tuple[str, int, int], ...] = (
+    ("C", 0, 4), ("N", 0, 3), ("O", 0, 2), ("F", 0, 1), ("S", 0, 6), ("Cl", 0, 1), ("Br", 0, 1),
+    ("I", 0, 1), ("P", 0, 5), ("B", 0, 3), ("Si", 0, 4), ("Se", 0, 2),
+    ("N", 1, 4), ("O", -1, 1), ("N", -1, 2), ("S", -1, 1), ("C", -1, 3), ("O", 1, 3),
+)  # fmt: skip
+ATOM_VOCAB: tuple[tuple[str, int], ...] = tuple((e, q) for e, q, _ in _VOCAB_VALENCE)
+ATOM_VALENCE: tuple[int, ...] = tuple(v for _, _, v in _VOCAB_VALENCE)
+BOND_ORDERS: tuple[int, ...] = (1, 2, 3)
+
+_PT = Chem.GetPeriodicTable()
+_TYPE_OF = {(_PT.GetAtomicNumber(e), q): i for i, (e, q) in enumerate(ATOM_VOCAB)}
+_RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+# Lite sanitisation for the fast path: everything that checks valences and finds rings, but not
+# aromaticity perception, which kekulisation would undo straight away.
+_S = Chem.SanitizeFlags
+_LITE_SANITIZE = (
+    _S.SANITIZE_ALL
+    ^ _S.SANITIZE_SETAROMATICITY
+    ^ _S.SANITIZE_SETCONJUGATION
+    ^ _S.SANITIZE_SETHYBRIDIZATION
+    ^ _S.SANITIZE_CLEANUPCHIRALITY
+)
+_ATOM_TOKEN = re.compile(r"\[[^\]]+\]|Br|Cl|[BCNOPSFIbcnops]")
+_BRACKET = re.compile(r"\[\d*([A-Z][a-z]?|[a-z][a-z]?)[^\]+-]*([+-]\d*|[+-]+)?\]")
+
+
+def _token_type(token: str) -> int:
+    """Atom type index of one SMILES atom token, -1 outside the vocabulary."""
+    if token[0] != "[":
+        return _TYPE_OF.get((_PT.GetAtomicNumber(token.capitalize()), 0), -1)
+    m = _BRACKET.fullmatch(token)
+    if m is None:
+        return -1
+    sym, q = m.group(1).capitalize(), m.group(2) or ""
+    charge = 0 if not q else (int(q[1:]) if q[1:].isdigit() else len(q)) * (1 if q[0] == "+" else -1)
+    try:
+        return _TYPE_OF.get((_PT.GetAtomicNumber(sym), charge), -1)
+    except RuntimeError:  # not an element symbol
+        return -1
+
+
+_TOKEN_CACHE: dict[str, int] = {}
+
+
+def _types_from_smiles(smiles: str) -> list[int]:
+    """Atom types read off the SMILES text: RDKit numbers atoms in the order they are written."""
+    out = []
+    for tok in _ATOM_TOKEN.findall(smiles):
+        t = _TOKEN_CACHE.get(tok)
+        if t is None:
+            t = _TOKEN_CACHE[tok] = _token_type(tok)
+        out.append(t)
+    return out
+
+
+def _types_from_mol(mol: Chem.Mol) -> list[int]:
+    return [_TYPE_OF.get((a.GetAtomicNum(), a.GetFormalCharge()), -1) for a in mol.GetAtoms()]
+
+
+def _bfs_order(n: int, src: np.ndarray, dst: np.ndarray, rank: list[int]) -> list[int]:
+    """Breadth-first atom order from the lowest-ranked atom, neighbours in rank order; each
+    disconnected fragment is started from its lowest-ranked atom in turn."""
+    nbrs: list[list[int]] = [[] for _ in range(n)]
+    for a, b in zip(src.tolist(), dst.tolist()):
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    seen = [False] * n
+    order: list[int] = []
+    for start in sorted(range(n), key=rank.__getitem__):
+        if seen[start]:
+            continue
+        seen[start] = True
+        queue = deque([start])
+        while queue:
+            a = queue.popleft()
+            order.append(a)
+            for b in sorted(nbrs[a], key=rank.__getitem__):
+                if not seen[b]:
+                    seen[b] = True
+                    queue.append(b)
+    return order
+
+
+def _kekule_arrays(mol: Chem.Mol, types: list[int]):
+    """(types, bonds) of a kekulised molecule with atoms renumbered into canonical BFS order.
+
+    Returns ``None`` when an atom is outside the vocabulary. ``bonds`` is an ``(E, 3)`` int array
+    of ``(i, j, order)`` with ``i > j`` in the new numbering, sorted by ``(i, j)``.
+    """
+    if -1 in types:
+        return None
+    adj = Chem.GetAdjacencyMatrix(mol, useBO=True)
+    src, dst = np.nonzero(np.triu(adj))
+    order = adj[src, dst].astype(np.int64)
+    if not np.isin(order, BOND_ORDERS).all():
+        return None
+    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
+    perm = _bfs_order(len(types), src, dst, rank)
+    new_pos = np.empty(len(perm), dtype=np.int64)
+    new_pos[perm] = np.arange(len(perm))
+    a, b = new_pos[src], new_pos[dst]
+    bonds = np.stack([np.maximum(a, b), np.minimum(a, b), order], axis=1)
+    bonds = bonds[np.lexsort((bonds[:, 1], bonds[:, 0]))]
+    return np.asarray(types, dtype=np.int64)[perm], bonds
+
+
+def _unsupported(mol: Chem.Mol) -> str | None:
+    """Why a molecule cannot be represented exactly, or ``None``."""
+    for a in mol.GetAtoms():
+        if (a.GetAtomicNum(), a.GetFormalCharge()) not in _TYPE_OF:
+            return (
+                f"atom {a.GetSymbol()} with charge {a.GetFormalCharge():+d} is outside the graph vocabulary"
+            )
+        if a.GetNumRadicalElectrons():
+            return f"atom {a.GetSymbol()} has radical electrons"
+    return None
+
+
+def mol_to_graph(mol: Chem.Mol | str) -> Data:
+    """A molecule as a graph in canonical BFS atom order.
+
+    Args:
+        mol: an RDKit ``Mol`` (or a SMILES string).
+
+    Returns:
+        ``Data`` with ``x`` atom type indices, ``edge_index`` (both directions), ``edge_attr``
+        bond classes (0 single, 1 double, 2 triple) and ``num_nodes``.
+
+    Raises:
+        InputError: the molecule does not parse or has atoms outside :data:`ATOM_VOCAB`.
+
+    Shapes:
+        x: (N,) long; edge_index: (2, 2E) long; edge_attr: (2E,) long.
+    """
+    parsed = to_mol(mol)
+    if parsed is None or parsed.GetNumAtoms() == 0:
+        raise InputError(f"cannot make a graph of {mol!r}: not a valid molecule")
+    why = _unsupported(parsed)
+    if why:
+        raise InputError(f"cannot make a graph of {Chem.MolToSmiles(parsed)}: {why}")
+    kek = Chem.Mol(parsed)
+    Chem.Kekulize(kek, clearAromaticFlags=True)
+    types, bonds = _kekule_arrays(kek, _types_from_mol(kek))
+    return arrays_to_graph(types, bonds)
+
+
+def arrays_to_graph(types: np.ndarray, bonds: np.ndarray) -> Data:
+    """A ``Data`` from atom types ``(N,)`` and bonds ``(E, 3)`` rows of ``(i, j, order)``."""
+    bonds = torch.as_tensor(np.asarray(bonds, dtype=np.int64)).reshape(-1, 3)
+    ij = bonds[:, :2].T
+    edge_index = torch.cat([ij, ij.flip(0)], dim=1)
+    edge_attr = (bonds[:, 2] - 1).repeat(2)
+    x = torch.as_tensor(np.asarray(types, dtype=np.int64))
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, num_nodes=len(x))
+
+
+def graph_to_mol(graph: Data, sanitize: bool = True) -> Chem.Mol:
+    """The molecule of a graph: atoms from the vocabulary, kekulised bonds, implicit hydrogens.
+
+    Raises ``Chem.MolSanitizeException`` only for graphs that break an atom's bond budget,
+    which the decoder never produces.
+    """
+    mol = Chem.RWMol()
+    for t in graph.x.tolist():
+        elem, charge = ATOM_VOCAB[t]
+        atom = Chem.Atom(elem)
+        atom.SetFormalCharge(charge)
+        mol.AddAtom(atom)
+    ei, ea = graph.edge_index.tolist(), graph.edge_attr.tolist()
+    for a, b, c in zip(ei[0], ei[1], ea):
+        if a < b:
+            mol.AddBond(a, b, _RDKIT_BOND[BOND_ORDERS[c]])
+    out = mol.GetMol()
+    if sanitize:
+        Chem.SanitizeMol(out)
+    return out
+
+
+@dataclass
+class GraphArrays:
+    """Many graphs as flat arrays: molecule ``k`` owns ``atom_type[atom_ptr[k]:atom_ptr[k+1]]`` and
+    ``bonds[bond_ptr[k]:bond_ptr[k+1]]`` (local atom indices). ``index[k]`` is its source row.
+
+    Shapes:
+        atom_type: (A,) int8; atom_ptr: (M+1,) int64; bonds: (E, 3) int8 rows ``(i, j, order)``
+        with ``i > j``; bond_ptr: (M+1,) int64; index: (M,) int64.
+    """
+
+    atom_type: np.ndarray
+    atom_ptr: np.ndarray
+    bonds: np.ndarray
+    bond_ptr: np.ndarray
+    index: np.ndarray
+    skipped: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def graph(self, k: int) -> Data:
+        a0, a1 = self.atom_ptr[k], self.atom_ptr[k + 1]
+        b0, b1 = self.bond_ptr[k], self.bond_ptr[k + 1]
+        return arrays_to_graph(self.atom_type[a0:a1], self.bonds[b0:b1])
+
+    def num_atoms(self) -> np.ndarray:
+        return np.diff(self.atom_ptr)
+
+
+def _parse_kekule(smi: object) -> Chem.Mol | None:
+    """Parse and kekulise, skipping aromaticity perception; explicit ``[H]`` atoms need the full
+    parser, which removes them."""
+    if not isinstance(smi, str):
+        return None
+    try:
+        if "[H" in smi:
+            mol = Chem.MolFromSmiles(smi)
+        else:
+            mol = Chem.MolFromSmiles(smi, sanitize=False)
+            Chem.SanitizeMol(mol, _LITE_SANITIZE)
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+        return mol
+    except Exception:  # None from the parser, or a sanitisation error
+        return None
+
+
+def _featurize_chunk(args: tuple[int, list[str]]):
+    """Worker: featurise a chunk of SMILES into flat arrays (row indices relative to the source)."""
+    offset, smiles = args
+    _block = quiet()  # noqa: F841
+    types_out, bonds_out, n_atoms, n_bonds, index = [], [], [], [], []
+    skipped = {"parse": 0, "atom": 0, "empty": 0}
+    for k, smi in enumerate(smiles):
+        mol = _parse_kekule(smi)
+        if mol is None:
+            skipped["parse"] += 1
+            continue
+        if mol.GetNumAtoms() == 0:
+            skipped["empty"] += 1
+            continue
+        types = _types_from_smiles(smi)
+        if len(types) != mol.GetNumAtoms() or -1 in types:
+            if _unsupported(mol):
+                skipped["atom"] += 1
+                continue
+            types = _types_from_mol(mol)
+        res = _kekule_arrays(mol, types)
+        if res is None:
+            skipped["atom"] += 1
+            continue
+        types_out.append(res[0])
+        bonds_out.append(res[1])
+        n_atoms.append(len(res[0]))
+        n_bonds.append(len(res[1]))
+        index.append(offset + k)
+    cat = np.concatenate
+    return (
+        cat(types_out).astype(np.int8) if types_out else np.zeros(0, np.int8),
+        cat(bonds_out).astype(np.int8) if bonds_out else np.zeros((0, 3), np.int8),
+        np.asarray(n_atoms, np.int64),
+        np.asarray(n_bonds, np.int64),
+        np.asarray(index, np.int64),
+        skipped,
+    )
+
+
+def featurize_smiles(smiles: list[str], n_jobs: int | None = None, chunk: int = 20_000) -> GraphArrays:
+    """Featurise many SMILES into :class:`GraphArrays`, in parallel over ``n_jobs`` processes.
+
+    Unparsable rows and rows with atoms outside the vocabulary are skipped and counted in
+    ``skipped`` by reason; ``index`` maps each graph back to its row.
+    """
+    smiles = list(smiles)
+    n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
+    jobs = [(i, smiles[i : i + chunk]) for i in range(0, len(smiles), chunk)]
+    if n_jobs > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(n_jobs) as pool:
+            parts = list(pool.map(_featurize_chunk, jobs))
+    else:
+        parts = [_featurize_chunk(j) for j in jobs]
+    skipped: dict[str, int] = {}
+    for p in parts:
+        for k, v in p[5].items():
+            skipped[k] = skipped.get(k, 0) + v
+    n_atoms = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    n_bonds = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+    return GraphArrays(
+        atom_type=np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int8),
+        atom_ptr=np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
+        bonds=np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 3), np.int8),
+        bond_ptr=np.concatenate([[0], np.cumsum(n_bonds)]).astype(np.int64),
+        index=np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64),
+        skipped={k: v for k, v in skipped.items() if v},
+    )
+
+
+_FIELDS = ("atom_type", "atom_ptr", "bonds", "bond_ptr", "index")
+_CACHE_VERSION = 1  # bump when the representation changes, so old caches are not reused
+
+
+def graph_cache(smiles: list[str], key: str | None = None, n_jobs: int | None = None) -> GraphArrays:
+    """Featurised graphs of ``smiles``, memory-mapped from the disk cache (built on first use).
+
+    Args:
+        smiles: the source SMILES.
+        key: the sha256 of the source (e.g. of the data file); computed from ``smiles`` if absent.
+        n_jobs: processes used when the cache is built.
+    """
+    key = key or sha256_strings(smiles)
+    folder = cache_dir("graphs", f"v{_CACHE_VERSION}-{key[:32]}")
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        arrays = featurize_smiles(smiles, n_jobs=n_jobs)
+        for name in _FIELDS:
+            np.save(folder / f"{name}.npy", getattr(arrays, name))
+        meta = {"n_source": len(smiles), "n_graphs": len(arrays), "skipped": arrays.skipped, "key": key}
+        tmp = folder / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(meta_path)  # meta last: a half-written cache is never taken for a complete one
+    return _load_cache(folder)
+
+
+def _load_cache(folder: Path) -> GraphArrays:
+    meta = json.loads((folder / "meta.json").read_text())
+    fields = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _FIELDS}
+    return GraphArrays(**fields, skipped=meta["skipped"])

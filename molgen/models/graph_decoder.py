@@ -1,0 +1,275 @@
+"""Valence-constrained autoregressive graph decoder (atom by atom, canonical BFS order).
+
+A molecule is generated as a sequence of steps ``i = 0, 1, ...``. Step ``i`` picks the type of
+atom ``i`` (or STOP), then its bonds to the ``window`` previous atoms ``i-1, ..., i-window``, nearest
+first, each as none / single / double / triple. In the canonical BFS order of
+:mod:`molgen.featurize` every bond of a MOSES molecule spans at most 10 positions, so a window of
+12 covers them and ring closures are ordinary steps.
+
+Validity by construction, not filtering: every choice is masked so that
+
+* a bond order never exceeds the remaining budget of either atom (``ATOM_VALENCE`` minus bonds
+  already placed), so every atom stays within a valence RDKit accepts and hydrogens fill the rest;
+* every atom after the first bonds to at least one earlier atom ("none" is masked on the last
+  candidate that could still take a bond), so the graph is connected;
+* an atom is only started when some atom in the window has budget left; otherwise STOP is forced.
+
+Training uses teacher forcing: all steps are computed in parallel from the target graph, with the
+same masks, so the loss is the exact log-likelihood of the masked process used for sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NEG = -1e4  # masked logit; finite so that bf16 and 0 * NEG stay well defined
+MAX_REM = 6  # largest bond budget in the vocabulary (S)
+
+
+def band_to_adjacency(band: Tensor) -> Tensor:
+    """Dense symmetric bond-order matrix from a band.
+
+    Shapes:
+        band: (B, N, W) with ``band[b, i, k-1]`` the order of bond (i, i-k); out: (B, N, N).
+    """
+    B, N, W = band.shape
+    adj = band.new_zeros(B, N, N)
+    i = torch.arange(N, device=band.device)
+    for k in range(1, min(W, N - 1) + 1):
+        adj[:, i[k:], i[k:] - k] = band[:, k:, k - 1]
+    return adj + adj.transpose(1, 2)
+
+
+def window_remaining(types: Tensor, band: Tensor, valence: Tensor) -> Tensor:
+    """Budget left on atom ``i-k`` just before step ``i`` (teacher forcing), -1 where ``i-k < 0``.
+
+    Shapes:
+        types: (B, N) atom types (STOP/pad may appear at the end); band: (B, N, W); out: (B, N, W).
+    """
+    B, N, W = band.shape
+    adj = band_to_adjacency(band)  # (B, N, N)
+    used_before = F.pad(adj.cumsum(-1), (1, 0))[..., :N]  # [b, j, i] = bonds of j to atoms < i
+    budget = valence[types]  # (B, N)
+    out = band.new_full((B, N, W), -1)
+    i = torch.arange(N, device=band.device)
+    for k in range(1, W + 1):
+        if k >= N:
+            break
+        j = i[k:] - k
+        out[:, k:, k - 1] = budget[:, j] - used_before[:, j, i[k:]]
+    return out
+
+
+class GraphDecoder(nn.Module):
+    """GRU over atoms conditioned on z; an MLP scores each candidate bond of the current atom.
+
+    Args:
+        n_types: atom vocabulary size (STOP is index ``n_types``).
+        valence: (n_types,) bond budget of each type.
+        latent: size of z; hidden: GRU width; layers: GRU depth; window: bond window W;
+        max_atoms: atoms at most per molecule.
+    """
+
+    def __init__(self, n_types: int, valence: list[int], latent: int, hidden: int, layers: int,
+                 window: int, max_atoms: int, dropout: float = 0.0):  # fmt: skip
+        super().__init__()
+        self.n_types, self.window, self.max_atoms, self.hidden = n_types, window, max_atoms, hidden
+        self.register_buffer("valence", torch.tensor(list(valence) + [0, 0]), persistent=False)
+        self.START, self.STOP = n_types + 1, n_types
+        self.type_emb = nn.Embedding(n_types + 2, hidden)
+        # previous atom's bonds (W x 4 one-hot) and the budgets left in the window (W x 8 one-hot)
+        self.ctx = nn.Linear(window * 4 + window * (MAX_REM + 2), hidden)
+        self.z_in = nn.Linear(latent, hidden)
+        self.z_h0 = nn.Linear(latent, hidden * layers)
+        self.gru = nn.GRU(hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.atom_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_types + 1))
+        self.k_emb = nn.Embedding(window, hidden)
+        self.rem_emb = nn.Embedding(MAX_REM + 2, hidden)
+        self.bond_in = nn.Linear(hidden * 2, hidden)
+        self.bond_head = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4))
+
+    # -- shared pieces ---------------------------------------------------------------------------
+
+    def _step_input(self, prev_type: Tensor, prev_band: Tensor, rem_win: Tensor, z: Tensor) -> Tensor:
+        """GRU input for a step. Shapes: prev_type (..,), prev_band (.., W), rem_win (.., W), z (.., L)."""
+        ctx = torch.cat(
+            [F.one_hot(prev_band, 4).flatten(-2), F.one_hot(rem_win + 1, MAX_REM + 2).flatten(-2)], -1
+        ).to(z.dtype)
+        return self.type_emb(prev_type) + self.ctx(ctx) + self.z_in(z)
+
+    def _h0(self, z: Tensor) -> Tensor:
+        B = z.shape[0]
+        return torch.tanh(self.z_h0(z)).view(B, -1, self.hidden).transpose(0, 1).contiguous()
+
+    @staticmethod
+    def _atom_mask(rem_win: Tensor, step: Tensor, n_types: int, max_atoms: int) -> Tensor:
+        """Allowed atom choices (n_types types + STOP).
+
+        Shapes: rem_win (.., W); step (..,) -> (.., n_types+1).
+        """
+        can_bond = (rem_win >= 1).any(-1, keepdim=True)
+        first, room = (step == 0).unsqueeze(-1), (step < max_atoms).unsqueeze(-1)
+        types_ok = (can_bond | first) & room
+        stop_ok = ~first
+        return torch.cat([types_ok.expand(*rem_win.shape[:-1], n_types), stop_ok], -1)
+
+    @staticmethod
+    def _bond_mask(rem_i: Tensor, rem_j: Tensor, must_bond: Tensor) -> Tensor:
+        """Allowed orders 0..3 for a candidate bond. Shapes: all (..,) -> (.., 4)."""
+        order = torch.arange(4, device=rem_i.device)
+        ok = order <= torch.minimum(rem_i, rem_j).clamp(min=0).unsqueeze(-1)
+        ok[..., 0] = ~must_bond
+        return ok
+
+    def _bond_logits(self, h_i: Tensor, h_j: Tensor, k: Tensor, rem_i: Tensor, rem_j: Tensor) -> Tensor:
+        x = self.bond_in(torch.cat([h_i, h_j], -1))
+        x = (
+            x
+            + self.k_emb(k)
+            + self.rem_emb(rem_i.clamp(0, MAX_REM))
+            + self.rem_emb(rem_j.clamp(-1, MAX_REM) + 1)
+        )
+        return self.bond_head(x)
+
+    # -- teacher forcing -------------------------------------------------------------------------
+
+    def forward(self, z: Tensor, types: Tensor, band: Tensor, n_atoms: Tensor) -> Tensor:
+        """Negative log-likelihood of each target graph under the masked process.
+
+        Args:
+            z: latent vectors. types: atom types with STOP at ``n_atoms`` and anything after.
+            band: bond orders to the window (0 none). n_atoms: atoms per molecule.
+
+        Shapes:
+            z: (B, L); types: (B, N) with N > max(n_atoms); band: (B, N, W); n_atoms: (B,) -> (B,).
+        """
+        B, N, W = band.shape
+        dev = z.device
+        steps = torch.arange(N, device=dev)
+        real = steps < n_atoms.unsqueeze(1)  # (B, N) atom positions
+        t_in = torch.where(real, types, torch.full_like(types, self.STOP))
+        band = band * real.unsqueeze(-1)
+        rem_win = window_remaining(t_in, band, self.valence)  # (B, N, W)
+        prev_t = torch.cat([torch.full_like(t_in[:, :1], self.START), t_in[:, :-1]], 1)
+        prev_b = torch.cat([torch.zeros_like(band[:, :1]), band[:, :-1]], 1)
+        x = self._step_input(prev_t, prev_b, rem_win, z.unsqueeze(1).expand(B, N, -1))
+        h, _ = self.gru(x, self._h0(z))  # (B, N, H)
+
+        atom_logits = self.atom_head(h).float()
+        amask = self._atom_mask(rem_win, steps.expand(B, N), self.n_types, self.max_atoms)
+        atom_nll = F.cross_entropy(
+            atom_logits.masked_fill(~amask, NEG).transpose(1, 2), t_in, reduction="none"
+        )
+        steps_used = steps.unsqueeze(0) <= n_atoms.unsqueeze(1)  # atoms and the STOP step
+        loss = (atom_nll * steps_used).sum(1)
+
+        # bonds of atom i to i-k, k = 1..W (nearest first)
+        used = F.pad(band.cumsum(-1), (1, 0))[..., :W]  # bond orders placed before candidate k
+        rem_i = self.valence[t_in].unsqueeze(-1) - used  # (B, N, W)
+        avail = rem_win >= 1
+        later = torch.flip(torch.cumsum(torch.flip(avail.int(), [-1]), -1), [-1]) - avail.int()  # k' > k
+        must = (used == 0) & (later == 0) & avail
+        bmask = self._bond_mask(rem_i, rem_win, must)  # (B, N, W, 4)
+        idx = (steps.view(N, 1) - torch.arange(1, W + 1, device=dev).view(1, W)).clamp(min=0)  # (N, W)
+        h_j = h[:, idx]  # (B, N, W, H)
+        kk = torch.arange(W, device=dev).expand(B, N, W)
+        blog = self._bond_logits(h.unsqueeze(2).expand_as(h_j), h_j, kk, rem_i, rem_win).float()
+        bond_nll = F.cross_entropy(blog.masked_fill(~bmask, NEG).permute(0, 3, 1, 2), band, reduction="none")
+        bond_on = real.unsqueeze(-1) & (rem_win >= 0) & (steps > 0).view(1, N, 1)
+        return loss + (bond_nll * bond_on).sum((1, 2))
+
+    # -- generation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None):
+        """Decode graphs for a batch of latents; greedy when ``temperature == 0``.
+
+        Returns:
+            (types, band, n_atoms) in the target layout of :meth:`forward`.
+
+        Shapes:
+            z: (B, L) -> types (B, max_atoms), band (B, max_atoms, W), n_atoms (B,).
+        """
+        B, W, N = z.shape[0], self.window, self.max_atoms
+        dev = z.device
+        types = torch.full((B, N + 1), self.STOP, dtype=torch.long, device=dev)
+        band = torch.zeros((B, N + 1, W), dtype=torch.long, device=dev)
+        rem = torch.full((B, N + W + 1), -1, dtype=torch.long, device=dev)  # index j + W; -1 = no atom
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        n_atoms = torch.zeros(B, dtype=torch.long, device=dev)
+        hs = torch.zeros((B, N + 1, self.hidden), dtype=z.dtype, device=dev)
+        hidden = self._h0(z)
+        prev_t = torch.full((B,), self.START, dtype=torch.long, device=dev)
+        prev_b = torch.zeros((B, W), dtype=torch.long, device=dev)
+        rows = torch.arange(B, device=dev)
+        for i in range(N + 1):
+            rem_win = torch.stack([rem[:, i + W - k] for k in range(1, W + 1)], 1)  # (B, W)
+            x = self._step_input(prev_t, prev_b, rem_win, z)
+            out, hidden = self.gru(x.unsqueeze(1), hidden)
+            h = out[:, 0]
+            hs[:, i] = h
+            logits = self.atom_head(h).float()
+            logits = logits.masked_fill(
+                ~self._atom_mask(rem_win, torch.full_like(prev_t, i), self.n_types, N), NEG
+            )
+            t = _choose(logits, temperature, generator)
+            t = torch.where(done, torch.full_like(t, self.STOP), t)
+            done = done | (t == self.STOP)
+            types[:, i] = t
+            n_atoms += (~done).long()
+            if bool(done.all()):
+                break
+            rem_i = torch.where(done, torch.zeros_like(t), self.valence[t])
+            used = torch.zeros_like(t)
+            avail = rem_win >= 1
+            for k in range(1, min(W, i) + 1):
+                rem_j = rem[:, i + W - k]
+                must = (used == 0) & avail[:, k - 1] & ~avail[:, k:].any(-1) & ~done
+                blog = self._bond_logits(h, hs[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
+                blog = blog.masked_fill(~self._bond_mask(rem_i, rem_j, must), NEG)
+                b = _choose(blog, temperature, generator)
+                b = torch.where(done, torch.zeros_like(b), b)
+                band[:, i, k - 1] = b
+                rem[:, i + W - k] = torch.where(rem_j >= 0, rem_j - b, rem_j)
+                rem_i = rem_i - b
+                used = used + b
+            rem[rows, i + W] = torch.where(done, torch.full_like(t, -1), rem_i)
+            prev_t, prev_b = t, band[:, i]
+        return types[:, :N], band[:, :N], n_atoms
+
+
+def _choose(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """Argmax at temperature 0, else a sample. Shapes: (B, C) -> (B,)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def dense_targets(x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, ptr: Tensor, window: int):
+    """Decoder targets from a PyG batch whose graphs are in canonical BFS order.
+
+    Returns ``(types, band, n_atoms)`` with STOP (``-1`` here; the caller maps it) after the last
+    atom. Bonds spanning more than ``window`` positions raise ``ValueError``.
+
+    Shapes:
+        x: (A,); edge_index: (2, 2E); edge_attr: (2E,); batch: (A,); ptr: (B+1,)
+        -> types (B, N+1), band (B, N+1, W), n_atoms (B,) with N the largest graph.
+    """
+    n_atoms = ptr[1:] - ptr[:-1]
+    B, N = len(n_atoms), int(n_atoms.max()) + 1
+    local = torch.arange(len(x), device=x.device) - ptr[batch]
+    types = torch.full((B, N), -1, dtype=torch.long, device=x.device)
+    types[batch, local] = x
+    src, dst = edge_index
+    keep = src > dst
+    g = batch[src[keep]]
+    i, j = local[src[keep]], local[dst[keep]]
+    k = i - j
+    if len(k) and int(k.max()) > window:
+        raise ValueError(f"a bond spans {int(k.max())} atoms in BFS order, more than the window {window}")
+    band = torch.zeros((B, N, window), dtype=torch.long, device=x.device)
+    band[g, i, k - 1] = edge_attr[keep] + 1
+    return types, band, n_atoms

@@ -1,0 +1,275 @@
+"""GraphVAEConfig + GraphVAE: a GINE message-passing encoder and a valence-masked graph decoder.
+
+The encoder maps a molecular graph (:mod:`molgen.featurize`) to ``mu`` and ``logvar`` of a
+Gaussian posterior; the decoder (:mod:`molgen.models.graph_decoder`) generates a graph atom by
+atom from ``z`` and can only produce molecules that RDKit sanitises. The method surface follows
+PyG's ``VGAE``: ``encode_graphs`` / ``reparametrize`` / ``decode_graphs`` / ``kl_loss`` /
+``recon_loss``; the chemist's surface takes and returns SMILES: ``encode``, ``decode``, ``sample``,
+``interpolate``, ``neighbours``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from rdkit import Chem
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
+from torch_geometric.utils import scatter
+
+from molgen.chem import quiet
+from molgen.errors import InputError
+from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, mol_to_graph
+from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
+
+_RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+
+
+@dataclass
+class GraphVAEConfig:
+    """Sizes of a GraphVAE; the only constructor argument, saved as ``config.json``."""
+
+    latent: int = 56
+    hidden: int = 256
+    enc_layers: int = 5
+    dec_hidden: int = 384
+    dec_layers: int = 2
+    window: int = 12
+    max_atoms: int = 38
+    dropout: float = 0.0
+    atom_vocab: list = field(default_factory=lambda: [list(t) for t in ATOM_VOCAB])
+    atom_valence: list = field(default_factory=lambda: list(ATOM_VALENCE))
+    model_type: str = "graph_vae"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GINEBlock(nn.Module):
+    """Residual GINE layer: ``h + dropout(gelu(norm(conv(h, e))))``."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        mlp = nn.Sequential(nn.Linear(hidden, hidden * 2), nn.GELU(), nn.Linear(hidden * 2, hidden))
+        self.conv = GINEConv(mlp, train_eps=True, edge_dim=hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
+        return h + self.drop(F.gelu(self.norm(self.conv(h, edge_index, e))))
+
+
+class GraphEncoder(nn.Module):
+    """Atom type + free valence embeddings -> GINE blocks -> sum & mean readout -> (mu, logvar)."""
+
+    def __init__(self, cfg: GraphVAEConfig):
+        super().__init__()
+        n_types = len(cfg.atom_vocab)
+        self.register_buffer("valence", torch.tensor(cfg.atom_valence), persistent=False)
+        self.atom_emb = nn.Embedding(n_types, cfg.hidden)
+        self.free_emb = nn.Embedding(MAX_REM + 1, cfg.hidden)
+        self.bond_emb = nn.Embedding(len(BOND_ORDERS), cfg.hidden)
+        self.blocks = nn.ModuleList(GINEBlock(cfg.hidden, cfg.dropout) for _ in range(cfg.enc_layers))
+        self.readout = nn.Sequential(nn.Linear(cfg.hidden * 2, cfg.hidden), nn.GELU())
+        self.mu = nn.Linear(cfg.hidden, cfg.latent)
+        self.logvar = nn.Linear(cfg.hidden, cfg.latent)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int):
+        """Shapes: x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,) -> mu, logvar (B, L)."""
+        order = (edge_attr + 1).to(torch.long)
+        bonded = scatter(order, edge_index[0], 0, dim_size=len(x), reduce="sum")
+        free = (self.valence[x] - bonded).clamp(0, MAX_REM)  # implicit hydrogens, roughly
+        h = self.atom_emb(x) + self.free_emb(free)
+        e = self.bond_emb(edge_attr)
+        for block in self.blocks:
+            h = block(h, edge_index, e)
+        g = torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
+        g = self.readout(g)
+        return self.mu(g), self.logvar(g).clamp(-10, 10)
+
+
+class GraphVAE(nn.Module):
+    """Graph variational autoencoder whose decoder only produces valid molecules.
+
+    Args:
+        config: a :class:`GraphVAEConfig`.
+    """
+
+    config_class = GraphVAEConfig
+
+    def __init__(self, config: GraphVAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = GraphEncoder(config)
+        self.decoder = GraphDecoder(
+            len(config.atom_vocab), config.atom_valence, config.latent, config.dec_hidden,
+            config.dec_layers, config.window, config.max_atoms, config.dropout,
+        )  # fmt: skip
+        self._vocab = [(e, int(q)) for e, q in config.atom_vocab]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- VGAE-style surface on graphs ------------------------------------------------------------
+
+    def encode_graphs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Posterior parameters of a PyG batch. Shapes: -> mu, logvar (B, latent)."""
+        return self.encoder(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+
+    def reparametrize(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """A sample ``mu + sigma * eps`` in training, ``mu`` in eval mode. Shapes: (B, L) -> (B, L)."""
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    @staticmethod
+    def kl_loss(mu: Tensor, logvar: Tensor, free_bits: float = 0.0) -> Tensor:
+        """KL(q(z|x) || N(0, I)) per molecule; with free bits, each dimension's batch-mean KL
+        below ``free_bits`` nats is not penalised (Kingma et al. 2016). Shapes: (B, L) -> (B,)."""
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())  # (B, L)
+        if free_bits > 0:
+            kl = torch.where(kl.mean(0, keepdim=True) < free_bits, kl.detach() * 0, kl)
+        return kl.sum(-1)
+
+    def targets(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Decoder targets of a batch. Shapes: -> types (B, N), band (B, N, W), n_atoms (B,)."""
+        types, band, n_atoms = dense_targets(
+            batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.ptr, self.config.window
+        )
+        types = types.masked_fill(types < 0, self.decoder.STOP)
+        return types, band, n_atoms
+
+    def recon_loss(self, z: Tensor, batch: Batch) -> Tensor:
+        """Negative log-likelihood of each graph of ``batch`` given ``z``. Shapes: z (B, L) -> (B,)."""
+        return self.decoder(z, *self.targets(batch))
+
+    def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None):
+        """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``."""
+        return self.decoder.generate(z, temperature, generator)
+
+    def forward(self, batch: Batch, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, Tensor]:
+        """Training losses of a batch: ``loss = recon + beta * kl`` (means over molecules)."""
+        mu, logvar = self.encode_graphs(batch)
+        z = self.reparametrize(mu, logvar)
+        recon = self.recon_loss(z, batch).mean()
+        kl_fb = self.kl_loss(mu, logvar, free_bits).mean()
+        kl = self.kl_loss(mu, logvar).mean()
+        return {"loss": recon + beta * kl_fb, "recon": recon, "kl": kl}
+
+    # -- the chemist's surface -------------------------------------------------------------------
+
+    def _graphs(self, smiles: list[str]) -> Batch:
+        graphs = []
+        for row, s in enumerate(smiles):
+            try:
+                graphs.append(mol_to_graph(s))
+            except InputError as err:
+                raise InputError(f"row {row}: {err}") from None
+        return Batch.from_data_list(graphs).to(self.device)
+
+    @torch.no_grad()
+    def encode(self, smiles: str | list[str], batch_size: int = 512) -> Tensor:
+        """Posterior means of molecules. Shapes: n SMILES -> (n, latent) (a single string -> (latent,))."""
+        single = isinstance(smiles, str)
+        items = [smiles] if single else list(smiles)
+        self.eval()
+        mus = [
+            self.encode_graphs(self._graphs(items[i : i + batch_size]))[0]
+            for i in range(0, len(items), batch_size)
+        ]
+        z = torch.cat(mus) if mus else torch.zeros(0, self.config.latent, device=self.device)
+        return z[0] if single else z
+
+    @torch.no_grad()
+    def decode(
+        self, z: Tensor, temperature: float = 0.0, seed: int | None = None, batch_size: int = 1024
+    ) -> list[str]:
+        """Canonical SMILES decoded from latents (greedy at temperature 0). Shapes: (n, L) or (L,)."""
+        self.eval()
+        z = z.reshape(-1, self.config.latent).to(self.device)
+        gen = _generator(seed, self.device)
+        out: list[str] = []
+        for i in range(0, len(z), batch_size):
+            types, band, n = self.decode_graphs(z[i : i + batch_size], temperature, gen)
+            out.extend(self.dense_to_smiles(types, band, n))
+        return out
+
+    def dense_to_smiles(self, types: Tensor, band: Tensor, n_atoms: Tensor) -> list[str | None]:
+        """Canonical SMILES of decoder output. Every graph sanitises by construction; a failure
+        would be a bug and shows as ``None`` (``valid`` False), never as a dropped row."""
+        types, band, n_atoms = types.cpu().numpy(), band.cpu().numpy(), n_atoms.cpu().numpy()
+        _block = quiet()  # noqa: F841
+        out = []
+        for b in range(len(n_atoms)):
+            n = int(n_atoms[b])
+            mol = Chem.RWMol()
+            for t in types[b, :n]:
+                atom = Chem.Atom(self._vocab[t][0])
+                atom.SetFormalCharge(self._vocab[t][1])
+                mol.AddAtom(atom)
+            ii, kk = np.nonzero(band[b, :n])
+            for i, k in zip(ii.tolist(), kk.tolist()):
+                mol.AddBond(i, i - k - 1, _RDKIT_BOND[int(band[b, i, k])])
+            m = mol.GetMol()
+            try:
+                Chem.SanitizeMol(m)
+                out.append(Chem.MolToSmiles(m))
+            except Chem.MolSanitizeException:
+                out.append(None)
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 1024,
+               device: str | torch.device | None = None) -> pd.DataFrame:  # fmt: skip
+        """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns."""
+        if device is not None:
+            self.to(_resolve_device(device))
+        self.eval()
+        gen = _generator(seed, self.device)
+        smiles: list[str] = []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
+            types, band, k = self.decode_graphs(z, temperature, gen)
+            smiles.extend(self.dense_to_smiles(types, band, k))
+        return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
+
+    @torch.no_grad()
+    def interpolate(self, a: str, b: str, steps: int = 8) -> pd.DataFrame:
+        """Greedy decodes along the straight line between two molecules' latent means."""
+        za, zb = self.encode([a, b])
+        alpha = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
+        smiles = self.decode((1 - alpha) * za + alpha * zb)
+        valid = [s is not None for s in smiles]
+        return pd.DataFrame({"smiles": smiles, "alpha": alpha.squeeze(1).cpu().numpy(), "valid": valid})
+
+    @torch.no_grad()
+    def neighbours(self, smiles: str, radius: float = 1.0, n: int = 10, seed: int = 0) -> pd.DataFrame:
+        """Greedy decodes of ``n`` points drawn uniformly on the sphere of ``radius`` around a molecule's
+        latent mean, with their distance; duplicates kept so the caller sees how often each appears."""
+        z0 = self.encode(smiles)
+        gen = _generator(seed, self.device)
+        d = torch.randn(n, self.config.latent, generator=gen, device=self.device)
+        d = d / d.norm(dim=1, keepdim=True) * radius
+        out = self.decode(z0 + d)
+        return pd.DataFrame({"smiles": out, "radius": radius, "valid": [s is not None for s in out]})
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
