@@ -30,7 +30,16 @@ from rdkit import Chem
 from molgen import chem
 from molgen.errors import InputError, MissingDependencyError
 
-__all__ = ["read_table", "write_table", "validity", "to_deepchem", "from_deepchem", "FORMATS"]
+__all__ = [
+    "FORMATS",
+    "read_table",
+    "write_table",
+    "validity",
+    "invalid_summary",
+    "deepchem_arrays",
+    "to_deepchem",
+    "from_deepchem",
+]
 
 FORMATS = (".csv", ".tsv", ".smi", ".sdf", ".parquet")
 # Column names recognised as the SMILES column when none is given (compared lower-case).
@@ -304,11 +313,23 @@ def _numeric_if_possible(col: pd.Series) -> pd.Series:
 
 
 def _clean_strings(col: pd.Series) -> list[object]:
-    return [s.strip() if isinstance(s, str) else s for s in col]
+    """Strip strings; a number where a SMILES belongs becomes text (so it counts as ``syntax``)."""
+    return [s.strip() if isinstance(s, str) else None if pd.isna(s) else str(s) for s in col]
 
 
 def _count_reasons(reasons: pd.Series) -> dict[str, int]:
     return dict(Counter(r for r in reasons if isinstance(r, str)).most_common())
+
+
+def invalid_summary(df: pd.DataFrame) -> str:
+    """One line for a report or the CLI: ``"3 of 100 rows invalid (syntax 2, valence 1)"``."""
+    # counted from the column, not df.attrs: attrs survive filtering and would then be stale
+    counts = _count_reasons(df["invalid_reason"]) if "invalid_reason" in df else {}
+    n_bad = sum(counts.values())
+    if not n_bad:
+        return f"all {len(df)} rows valid"
+    detail = ", ".join(f"{reason} {n}" for reason, n in counts.items())
+    return f"{n_bad} of {len(df)} rows invalid ({detail})"
 
 
 # --- columns ------------------------------------------------------------------------------------

@@ -189,6 +189,8 @@ def test_csv_with_ten_percent_unparsable_smiles(tmp_path, real_smiles):
     np.testing.assert_array_equal(out["y"], order.astype(float))  # order kept
     assert int((~out["valid"]).sum()) == 10
     assert out.attrs["invalid"] == {"syntax": 5, "valence": 2, "aromaticity": 2, "missing": 1}
+    assert io.invalid_summary(out) == "10 of 100 rows invalid (syntax 5, valence 2, aromaticity 2, missing 1)"
+    assert io.invalid_summary(out[out.valid]) == "all 90 rows valid"
     # an empty field reads as NaN: "missing"; each row's reason matches chem.parse_failure
     for s, reason in zip(out.smiles, out.invalid_reason, strict=True):
         assert reason == chem.parse_failure(s)
@@ -231,6 +233,12 @@ def test_smi_files_with_and_without_names(tmp_path):
     assert df.valid.tolist() == [True, True, False]
     (tmp_path / "b.txt").write_text("CCO\nCCN\n")
     assert io.read_table(tmp_path / "b.txt").columns.tolist() == ["smiles", "valid", "invalid_reason"]
+
+
+def test_numbers_in_the_smiles_column_are_syntax_errors(tmp_path):
+    (tmp_path / "ids.csv").write_text("smiles,y\n12,1\n3.5,2\n")
+    df = io.read_table(tmp_path / "ids.csv")
+    assert df.invalid_reason.tolist() == ["syntax", "syntax"]  # not "missing": there is a value
 
 
 def test_latin1_csv_from_a_spreadsheet(tmp_path):
