@@ -78,7 +78,7 @@ REGISTRY: dict[str, DatasetInfo] = {
             (),
             {
                 s: ((f"moses/{s}.csv.gz",), n)
-                for s, n in zip(MOSES_SPLITS, (1_584_663, 176_074, 176_226), strict=True)
+                for s, n in zip(MOSES_SPLITS, (1_584_663, 176_074, 176_225), strict=True)
             },
             "Polykovskiy et al. 2020, Front. Pharmacol. 11:565644 (MOSES)",
             "molsets 0.3.1 wheel, moses/dataset/data/",

@@ -30,7 +30,7 @@ def test_list_describes_every_set_without_reading_data():
     assert list(table.columns) == ["name", "n", "splits", "targets", "description", "source", "licence"]
     assert table.name.tolist() == ["moses", *SMALL]
     n = dict(zip(table.name, table.n, strict=True))
-    assert n["moses"] == 1_584_663 + 176_074 + 176_226
+    assert n["moses"] == 1_584_663 + 176_074 + 176_225
     assert all(n[name] == rows for name, (rows, _) in SMALL.items())
     assert table.set_index("name").loc["solubility", "splits"] == "train=1,025, test=257"
 
@@ -110,6 +110,8 @@ def test_moses_test_split_and_helpers():
     assert len(df) == 176_074 and list(df.columns) == ["smiles"]
     prov = df.attrs["provenance"]
     assert prov["sha256"] == datasets.SHA256["moses/test.csv.gz"] and prov["n_invalid"] is None
+    # the file holds 176,225 molecules (DESIGN.md's 176,226 counts its header line)
+    assert len(datasets.moses_smiles("test_scaffolds")) == 176_225
     head = datasets.load("moses", split="test_scaffolds", nrows=50)
     assert len(head) == 50
     assert datasets.moses_smiles("test_scaffolds", nrows=50) == head.smiles.tolist()
@@ -134,5 +136,5 @@ def test_cli_datasets_table():
     assert result.exit_code == 0, result.output
     for name in ["moses", *SMALL]:
         assert name in result.output
-    assert "1,936,963" in result.output and "logS" in result.output
+    assert "1,936,962" in result.output and "logS" in result.output
     assert result.output.count(" ok ") == 6
