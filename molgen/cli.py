@@ -69,6 +69,46 @@ def datasets_cmd(
 # --- model commands (pretrain, generate) ---------------------------------------------------------
 
 
+@app.command("pretrain")
+@friendly
+def pretrain_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Run config TOML (scripts/configs/*.toml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+) -> None:
+    """Pretrain a model (GPT or graph-VAE, from the config's model_type); writes a checkpoint folder."""
+    from molgen.train import pretrain
+
+    out = pretrain(config, resume=resume)
+    console.print(f"[green]exported[/] {out}")
+
+
+@app.command("generate")
+@friendly
+def generate_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Shipped model name or checkpoint folder."),
+    n: int = typer.Option(..., "-n", min=1, help="Number of molecules to write."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .csv, .smi, .sdf or .parquet."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same molecules."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0),
+    unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
+    valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Sample molecules from a model and stream them to a file."""
+    from molgen.models import load_pretrained
+    from molgen.sample import generate_to_file
+
+    summary = generate_to_file(
+        load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
+        unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+    )
+    console.print(
+        f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "
+        f"{summary['sampled']:,} sampled, {summary['seconds']} s)"
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -1,0 +1,381 @@
+"""SmilesGPT: a small GPT over SMILES tokens, in one readable file (after Karpathy's nanoGPT).
+
+Pre-LayerNorm decoder blocks, ``F.scaled_dot_product_attention`` (flash attention on CUDA),
+learned positions, the token embedding tied to the output layer, and an optional condition
+vector (e.g. target properties) projected to one prefix token in front of ``<bos>``.
+:meth:`SmilesGPT.generate` decodes with a key/value cache, temperature, top-k / top-p; each row
+stops at its ``<eos>`` and finished rows leave the batch, so a batch costs what its longest
+molecule costs only for the rows still running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from molgen.errors import ConfigError
+from molgen.models import resolve_device
+from molgen.models.hub import register_model
+
+__all__ = ["GPTConfig", "SmilesGPT", "KVCache"]
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a SmilesGPT. ``block_size`` counts ``<bos>`` and ``<eos>``."""
+
+    vocab_size: int = 40
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    cond_dim: int = 0  # length of the condition vector; 0 = unconditional
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+
+
+class KVCache:
+    """Keys and values of every layer for the rows still decoding.
+
+    Shapes:
+        k, v per layer: (B, n_head, block, head_dim); positions ``[0, pos)`` are filled.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch: int, length: int, device, dtype):
+        shape = (batch, cfg.n_head, length, cfg.n_embd // cfg.n_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop finished rows (``rows`` is a boolean mask over the current batch)."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0, pos: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if cache is not None:
+            cache.k[layer][:, :, pos : pos + T] = k
+            cache.v[layer][:, :, pos : pos + T] = v
+            k, v = cache.k[layer][:, :, : pos + T], cache.v[layer][:, :, : pos + T]
+        if pos and T > 1:
+            raise ValueError("a multi-token step after the prefill is not supported")
+        # Right padding needs no mask: a real token never attends to the pads after it.
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cache=None, layer=0, pos=0):
+        x = x + self.attn(self.ln_1(x), cache, layer, pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class SmilesGPT(nn.Module):
+    """Decoder-only transformer over SMILES tokens.
+
+    Args:
+        config: the model's shape; the only constructor argument. A :class:`SmilesTokenizer`
+            is attached as ``model.tokenizer`` by :func:`molgen.models.hub.from_pretrained` or
+            by the training task, and is needed for :meth:`sample` and :meth:`log_likelihood`.
+    """
+
+    model_type = "gpt"
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.tokenizer = None
+        n_prefix = 1 if cfg.cond_dim else 0
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size + n_prefix, cfg.n_embd)
+        self.cond_proj = nn.Linear(cfg.cond_dim, cfg.n_embd) if cfg.cond_dim else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    # --- forward --------------------------------------------------------------------------------
+
+    def _hidden(self, idx, condition=None, cache=None, pos=0):
+        """Final hidden states for the tokens of ``idx`` (the prefix position removed).
+
+        Shapes:
+            idx: (B, T) token ids; condition: (B, cond_dim); returns (B, T, C).
+        """
+        x = self.wte(idx)  # (B, T, C)
+        n_prefix = 0
+        if self.cond_proj is not None and pos == 0:
+            if condition is None:
+                raise ValueError(f"this model is conditional: pass condition of shape (B, {self.config.cond_dim})")
+            x = torch.cat([self.cond_proj(condition.to(x.dtype))[:, None], x], dim=1)  # (B, 1+T, C)
+            n_prefix = 1
+        T = x.size(1)
+        if pos + T > self.wpe.num_embeddings:
+            raise ValueError(f"sequence of {pos + T} positions exceeds block_size {self.config.block_size}")
+        x = self.drop(x + self.wpe(torch.arange(pos, pos + T, device=idx.device)))
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i, pos)
+        return self.ln_f(x)[:, n_prefix:]
+
+    def forward(self, idx, targets=None, condition=None):
+        """Logits for the next token at every position, and the mean loss when ``targets`` given.
+
+        Shapes:
+            idx: (B, T) ids starting with ``<bos>``; targets: (B, T) next ids, ``<pad>`` ignored;
+            condition: (B, cond_dim) or None. Returns logits (B, T, V) and a scalar loss or None.
+        """
+        logits = self.lm_head(self._hidden(idx, condition))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=self.config.pad_id
+            )
+        return logits, loss
+
+    def sequence_log_prob(self, ids: torch.Tensor, condition=None) -> torch.Tensor:
+        """Sum of log-probabilities of each padded sequence (``<bos>`` ... ``<eos>`` ``<pad>``...).
+
+        Shapes:
+            ids: (B, L); returns (B,).
+        """
+        logits, _ = self(ids[:, :-1], condition=condition)
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)  # (B, L-1)
+        return (logp * (ids[:, 1:] != self.config.pad_id)).sum(1)
+
+    # --- generation -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        condition: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        max_len: int | None = None,
+        use_cache: bool = True,
+    ):
+        """Sample ``n`` token sequences in one batch.
+
+        ``logp`` is the model's log-likelihood of each sampled sequence (``<eos>`` included) at
+        temperature 1 without top-k/top-p, so it measures the molecule, not the sampler.
+
+        Shapes:
+            returns ids (n, L) after ``<bos>`` and padded with ``<pad>``, logp (n,), and
+            finished (n,) bool: False where a row reached ``max_len`` without ``<eos>``.
+        """
+        cfg, dev = self.config, self.device
+        max_len = min(max_len or cfg.block_size, cfg.block_size)
+        n_prefix = 1 if cfg.cond_dim else 0
+        active = torch.arange(n, device=dev)
+        seq = torch.full((n, 1), cfg.bos_id, dtype=torch.long, device=dev)  # active rows so far
+        cond = condition.to(dev) if condition is not None else None
+        out = torch.full((n, max_len - 1), cfg.pad_id, dtype=torch.long, device=dev)
+        logp = torch.zeros(n, device=dev)
+        finished = torch.zeros(n, dtype=torch.bool, device=dev)
+        cache = KVCache(cfg, n, max_len + n_prefix, dev, self.wte.weight.dtype) if use_cache else None
+        h = self._hidden(seq, cond, cache, 0)[:, -1]
+        for t in range(max_len - 1):
+            logits = self.lm_head(h).float()  # (b, V)
+            nxt = _sample_next(logits, temperature, top_k, top_p, generator)  # (b,)
+            logp[active] += torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
+            out[active, t] = nxt
+            ended = nxt == cfg.eos_id
+            finished[active[ended]] = True
+            if ended.all() or t == max_len - 2:
+                break
+            if ended.any():
+                keep = ~ended
+                active, nxt, seq = active[keep], nxt[keep], seq[keep]
+                cond = cond[keep] if cond is not None else None
+                if cache is not None:
+                    cache.keep(keep)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            if cache is not None:
+                h = self._hidden(nxt[:, None], cond, cache, n_prefix + t + 1)[:, -1]
+            else:
+                h = self._hidden(seq, cond)[:, -1]
+        return out, logp, finished
+
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        temperature: float = 1.0,
+        batch_size: int = 1024,
+        device: str = "auto",
+        top_k: int | None = None,
+        top_p: float | None = None,
+        condition=None,
+    ) -> pd.DataFrame:
+        """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``logp``.
+
+        The same ``seed`` (and ``batch_size``) gives the same molecules. ``condition`` is one
+        vector (used for every row) or an ``(n, cond_dim)`` array for conditional models.
+        """
+        from molgen.chem import to_mol
+
+        tok = self._need_tokenizer()
+        self.to(resolve_device(device)).eval()
+        dev = self.device
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        conds = _condition_rows(condition, n, self.config.cond_dim)
+        smiles, logps, finished = [], [], []
+        with _autocast(dev):
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                c = None if conds is None else torch.as_tensor(conds[start : start + b], dtype=torch.float32)
+                ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen)
+                smiles += tok.decode_batch(ids.cpu().numpy())
+                logps.append(lp.cpu().numpy())
+                finished += done.tolist()
+        # a row cut at block_size is invalid even when its prefix happens to parse
+        valid = [done and to_mol(s) is not None for s, done in zip(smiles, finished)]
+        return pd.DataFrame({"smiles": smiles, "valid": valid, "logp": np.concatenate(logps) if logps else []})
+
+    @torch.no_grad()
+    def log_likelihood(self, smiles, batch_size: int = 512, condition=None) -> np.ndarray:
+        """Log-likelihood of given SMILES under the model (e.g. the prior in RL fine-tuning)."""
+        tok = self._need_tokenizer()
+        self.eval()
+        conds = _condition_rows(condition, len(smiles), self.config.cond_dim)
+        out = []
+        for start in range(0, len(smiles), batch_size):
+            ids = torch.as_tensor(tok.encode_batch(smiles[start : start + batch_size]), device=self.device)
+            c = None if conds is None else torch.as_tensor(conds[start : start + len(ids)], device=self.device)
+            out.append(self.sequence_log_prob(ids, c).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def resize_vocab(self, new_size: int) -> None:
+        """Grow the vocabulary to ``new_size``; new rows start at the mean embedding.
+
+        The mean keeps new tokens' initial logits typical instead of random, so fine-tuning
+        on molecules with new tokens starts from a sensible prior.
+        """
+        old = self.wte.weight.data
+        if new_size < old.size(0):
+            raise ConfigError(f"cannot shrink the vocabulary from {old.size(0)} to {new_size}")
+        wte = nn.Embedding(new_size, old.size(1), device=old.device, dtype=old.dtype)
+        wte.weight.data[: old.size(0)] = old
+        wte.weight.data[old.size(0) :] = old.mean(0)
+        self.wte = wte
+        self.lm_head = nn.Linear(old.size(1), new_size, bias=False, device=old.device, dtype=old.dtype)
+        self.lm_head.weight = self.wte.weight
+        self.config.vocab_size = new_size
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise ConfigError("this model has no tokenizer attached; load it with molgen.load_pretrained(...)")
+        return self.tokenizer
+
+
+def _sample_next(logits, temperature, top_k, top_p, generator) -> torch.Tensor:
+    """One token per row from temperature-scaled logits filtered by top-k and/or top-p.
+
+    Shapes:
+        logits: (B, V) float; returns (B,) long.
+    """
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+
+
+def _condition_rows(condition, n: int, cond_dim: int):
+    if not cond_dim:
+        if condition is not None:
+            raise ValueError("this model is unconditional; do not pass condition")
+        return None
+    if condition is None:
+        raise ValueError(f"this model is conditional: pass condition with {cond_dim} values")
+    c = np.asarray(condition, dtype=np.float32)
+    c = np.broadcast_to(c, (n, cond_dim)) if c.ndim == 1 else c
+    if c.shape != (n, cond_dim):
+        raise ValueError(f"condition has shape {c.shape}, expected ({cond_dim},) or ({n}, {cond_dim})")
+    return c
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+register_model(SmilesGPT.model_type, SmilesGPT)

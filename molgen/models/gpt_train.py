@@ -1,0 +1,252 @@
+"""Training task for SmilesGPT: tokenised data on disk, the LightningDataModule, the LightningModule.
+
+The training set is tokenised once into a memory-mapped ``(N, L)`` uint8 array under
+``molgen.cache.cache_dir("smiles_tokens", key)``, keyed by the sha256 of the source file and the
+vocabulary, so pretraining never re-parses 1.58M SMILES and a changed input never meets a stale
+cache. Building it streams the file twice (vocabulary, then ids) and keeps only the array in
+memory-mapped form: peak memory is a few hundred MB for MOSES.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from molgen.cache import cache_dir, sha256_file, sha256_strings
+from molgen.config import GPTRunConfig
+from molgen.errors import InputError
+from molgen.models.gpt import GPTConfig, SmilesGPT
+from molgen.tokenize import SmilesTokenizer, tokenize
+from molgen.train import PretrainModule, register_task
+
+__all__ = ["TokenizedSmiles", "tokenized_file", "GPTDataModule", "GPTTask"]
+
+_CHUNK = 100_000
+
+
+def _read_smiles_chunks(path: Path, limit: int | None = None):
+    """Yield lists of SMILES from a MOSES-style csv(.gz) with a ``SMILES`` column, in chunks."""
+    for chunk in pd.read_csv(path, usecols=["SMILES"], chunksize=_CHUNK, nrows=limit):
+        yield chunk["SMILES"].tolist()
+
+
+class TokenizedSmiles:
+    """A tokenised data set: ``ids`` (N, L) uint8 right-padded with ``<pad>``, and its tokenizer."""
+
+    def __init__(self, ids: np.ndarray, tokenizer: SmilesTokenizer, info: dict):
+        self.ids, self.tokenizer, self.info = ids, tokenizer, info
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def tokenized_file(path: str | os.PathLike, tokenizer: SmilesTokenizer | None = None) -> TokenizedSmiles:
+    """Tokenise a SMILES csv(.gz) once and memory-map the cached result afterwards.
+
+    Args:
+        path: a file with a ``SMILES`` column (MOSES layout).
+        tokenizer: the vocabulary to use; ``None`` builds one from the file (cached too).
+    """
+    path = Path(path)
+    source_sha = sha256_file(path)
+    if tokenizer is None:
+        vocab_path = cache_dir("smiles_vocab") / f"{source_sha[:24]}.json"
+        if not vocab_path.exists():
+            counts: dict[str, int] = {}
+            for chunk in _read_smiles_chunks(path):
+                for s in chunk:
+                    for t in tokenize(s):
+                        counts[t] = counts.get(t, 0) + 1
+            kept = sorted(counts, key=lambda t: (-counts[t], t))
+            _atomic_write(vocab_path, lambda p: SmilesTokenizer(kept).save(p))
+        tokenizer = SmilesTokenizer.load(vocab_path)
+    key = sha256_strings([source_sha, *tokenizer.itos])[:24]
+    folder = cache_dir("smiles_tokens", key)
+    ids_path = folder / "ids.npy"
+    if not ids_path.exists():
+        _atomic_write(ids_path, lambda p: _encode_file(path, tokenizer, p))
+        (folder / "meta.json").write_text(json.dumps({"source": str(path), "sha256": source_sha}))
+    ids = np.load(ids_path, mmap_mode="r")
+    info = {"file": path.name, "sha256": source_sha, "n_molecules": int(len(ids))}
+    return TokenizedSmiles(ids, tokenizer, info)
+
+
+def _encode_file(path: Path, tokenizer: SmilesTokenizer, out: Path) -> None:
+    n = sum(len(c) for c in _read_smiles_chunks(path))
+    width = 2 + max(len(tokenize(s)) for c in _read_smiles_chunks(path) for s in c)
+    arr = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(n, width))
+    row = 0
+    for chunk in _read_smiles_chunks(path):
+        arr[row : row + len(chunk)] = tokenizer.encode_batch(chunk, max_len=width).astype(np.uint8)
+        row += len(chunk)
+    arr.flush()
+    del arr
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write via a temporary name then rename, so concurrent ranks never read a half file."""
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    write(tmp)
+    os.replace(tmp, target)
+
+
+class _Rows(Dataset):
+    """Rows of a token array; optionally re-written as a randomised SMILES (augmentation)."""
+
+    def __init__(self, ids: np.ndarray, tokenizer: SmilesTokenizer, augment: float = 0.0):
+        self.ids, self.tokenizer, self.augment = ids, tokenizer, augment
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        row = np.asarray(self.ids[i], dtype=np.int64)
+        if self.augment and random.random() < self.augment:
+            row = self._randomised(row)
+        return row
+
+    def _randomised(self, row: np.ndarray) -> np.ndarray:
+        from molgen.chem import randomize_smiles
+
+        smiles = randomize_smiles(self.tokenizer.decode(row), seed=random.randrange(2**31))
+        try:
+            new = self.tokenizer.encode(smiles) if smiles else None
+        except InputError:  # a randomised form may use a token the vocabulary lacks
+            new = None
+        if new is None or len(new) > len(row):
+            return row
+        out = np.full_like(row, self.tokenizer.pad_id)
+        out[: len(new)] = new
+        return out
+
+
+def collate(rows) -> torch.Tensor:
+    """Stack rows and cut the padding columns that no row of this batch uses.
+
+    Shapes:
+        returns (B, L) long with L = longest row in the batch.
+    """
+    batch = torch.from_numpy(np.stack(rows))
+    width = int((batch != 0).sum(1).max())
+    return batch[:, :width]
+
+
+class GPTDataModule(L.LightningDataModule):
+    """Training rows (MOSES or a file) and a seeded validation subsample."""
+
+    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer | None = None):
+        super().__init__()
+        self.config = config
+        d = config.data
+        if d.dataset == "moses":
+            from molgen.datasets import moses_path
+
+            if d.limit:  # tiny runs: tokenise in memory, no cache
+                train = pd.read_csv(moses_path(d.split), usecols=["SMILES"], nrows=d.limit)["SMILES"].tolist()
+                self._setup_in_memory(train, tokenizer, f"moses/{d.split}[:{d.limit}]")
+            else:
+                data = tokenized_file(moses_path(d.split), tokenizer)
+                self.tokenizer, self.train_ids = data.tokenizer, data.ids
+                self.info = {"name": f"moses/{d.split}", **data.info}
+            self.val_ids = self._moses_val(moses_path(d.val_split))
+        else:
+            self._setup_from_file(Path(d.dataset), tokenizer)
+
+    def _setup_in_memory(self, smiles: list[str], tokenizer, name: str) -> None:
+        if tokenizer is None:
+            tokenizer = SmilesTokenizer.from_smiles(smiles)
+        elif added := tokenizer.extend(smiles):  # fine-tuning data with new tokens: grow on purpose
+            print(f"{name}: added {len(added)} tokens to the parent vocabulary: {added}")
+        self.tokenizer = tokenizer
+        self.train_ids = self.tokenizer.encode_batch(smiles).astype(np.uint8)
+        self.info = {"name": name, "sha256": sha256_strings(smiles), "n_molecules": len(smiles)}
+
+    def _moses_val(self, path: Path) -> np.ndarray:
+        smiles = pd.read_csv(path, usecols=["SMILES"])["SMILES"]
+        take = np.random.default_rng(self.config.trainer.seed).permutation(len(smiles))[: self.config.data.val_size]
+        return self._encode_known(smiles.iloc[np.sort(take)].tolist(), f"{path.name} (validation)")
+
+    def _setup_from_file(self, path: Path, tokenizer) -> None:
+        from molgen.io import read_table
+
+        df = read_table(path)
+        smiles = df.loc[df["valid"], "smiles"].tolist()
+        if not smiles:
+            raise InputError(f"{path}: no valid SMILES to train on")
+        order = np.random.default_rng(self.config.trainer.seed).permutation(len(smiles))
+        n_val = max(1, min(self.config.data.val_size, len(smiles) // 20))
+        val = [smiles[i] for i in order[:n_val]]
+        train = [smiles[i] for i in order[n_val:]][: self.config.data.limit]
+        self._setup_in_memory(train, tokenizer, path.name)
+        self.info["invalid_skipped"] = int((~df["valid"]).sum())
+        self.val_ids = self._encode_known(val, f"{path.name} (validation)")
+
+    def _encode_known(self, smiles: list[str], what: str) -> np.ndarray:
+        """Encode validation SMILES, skipping (and reporting) those with unknown tokens."""
+        missing = self.tokenizer.missing(smiles)
+        if missing:
+            keep = [s for s in smiles if not any(t not in self.tokenizer.stoi for t in tokenize(s))]
+            print(f"{what}: skipped {len(smiles) - len(keep)} molecules with tokens outside the vocabulary {dict(missing)}")
+            smiles = keep
+        return self.tokenizer.encode_batch(smiles).astype(np.uint8)
+
+    def train_dataloader(self):
+        d = self.config.data
+        return DataLoader(
+            _Rows(self.train_ids, self.tokenizer, d.augment),
+            batch_size=self.config.trainer.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+        )
+
+    def val_dataloader(self):
+        return DataLoader(_Rows(self.val_ids, self.tokenizer), batch_size=self.config.trainer.batch_size, collate_fn=collate)
+
+
+class GPTTask(PretrainModule):
+    """Next-token cross-entropy on SMILES; ``val_nll`` is nats per token."""
+
+    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer):
+        super().__init__(config)
+        if config.init_from:
+            from molgen.models.hub import from_pretrained
+
+            self.model = from_pretrained(config.init_from, device="cpu", model_type="gpt").train()
+            if len(tokenizer) > self.model.config.vocab_size:
+                self.model.resize_vocab(len(tokenizer))
+        else:
+            fields = config.model.model_dump()
+            self.model = SmilesGPT(GPTConfig(vocab_size=len(tokenizer), **fields))
+        self.model.tokenizer = tokenizer
+
+    def step_loss(self, batch):
+        x, y = batch[:, :-1], batch[:, 1:]
+        _, loss = self.model(x, y)
+        return loss, int((y != self.model.config.pad_id).sum())
+
+
+def build(config: GPTRunConfig):
+    """The GPT task and its data for a run config (registered for ``model_type = "gpt"``)."""
+    tokenizer = None
+    if config.init_from:  # keep the parent's ids; new tokens in the data are appended
+        from molgen.models.hub import VOCAB_NAME, resolve
+
+        tokenizer = SmilesTokenizer.load(resolve(config.init_from) / VOCAB_NAME)
+    datamodule = GPTDataModule(config, tokenizer)
+    module = GPTTask(config, datamodule.tokenizer)
+    module.data_info = datamodule.info
+    return module, datamodule
+
+
+register_task("gpt", build)

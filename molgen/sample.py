@@ -1,0 +1,153 @@
+"""Sampling at scale: any model's ``sample()`` streamed to a CSV/SMI/SDF/Parquet file in chunks.
+
+A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...)``
+that returns a DataFrame with ``smiles`` and ``valid`` first. Chunks are drawn with seeds
+derived from ``seed`` (chunk ``i`` uses ``seed + i``), so the same call writes the same file, and
+rows reach the disk as they come, so 10^6 molecules never sit in memory at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from molgen.errors import InputError
+
+__all__ = ["sample", "generate_to_file"]
+
+FORMATS = (".csv", ".smi", ".sdf", ".parquet")
+
+
+def sample(model, n: int, seed: int = 0, temperature: float = 1.0, **kwargs) -> pd.DataFrame:
+    """Sample ``n`` molecules from a model object or a checkpoint name/folder.
+
+    ``mg.sample("smiles-gpt-moses", 1000)`` is ``mg.load_pretrained(...).sample(1000)``.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        from molgen.models import load_pretrained
+
+        model = load_pretrained(model, device=kwargs.pop("device", "auto"))
+    return model.sample(n, seed=seed, temperature=temperature, **kwargs)
+
+
+def generate_to_file(
+    model,
+    n: int,
+    path: str | os.PathLike,
+    seed: int = 0,
+    temperature: float = 1.0,
+    chunk_size: int = 10_000,
+    unique: bool = False,
+    valid_only: bool = False,
+    batch_size: int = 1024,
+    device: str = "auto",
+    progress: bool = True,
+    max_tries: int = 20,
+) -> dict:
+    """Write ``n`` sampled molecules to ``path`` (format from the suffix); returns a summary.
+
+    Args:
+        model: an object with ``sample()`` (e.g. from :func:`molgen.load_pretrained`).
+        n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
+            up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
+        unique: keep the first occurrence of each canonical SMILES only.
+        valid_only: drop molecules RDKit cannot parse.
+
+    Returns:
+        ``{"path", "written", "sampled", "valid", "duplicates_dropped", "invalid_dropped", "seconds"}``.
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from molgen import chem
+
+    path = Path(path)
+    fmt = "".join(path.suffixes[-1:]).lower()
+    if fmt not in FORMATS:
+        raise InputError(f"cannot write {path}: the suffix must be one of {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = _ChunkWriter(path, fmt)
+    seen: set[str] = set()
+    stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
+    written, chunk, t0 = 0, 0, time.perf_counter()
+    columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task("sample", total=n)
+        while written < n and stats["sampled"] < max_tries * n:
+            want = min(chunk_size, n - written) if not (unique or valid_only) else chunk_size
+            df = model.sample(want, seed=seed + chunk, temperature=temperature, batch_size=batch_size, device=device)
+            chunk += 1
+            stats["sampled"] += len(df)
+            stats["valid"] += int(df["valid"].sum())
+            if valid_only:
+                stats["invalid_dropped"] += int((~df["valid"]).sum())
+                df = df[df["valid"]]
+            if unique:
+                keys = [chem.canonicalize(s) or s for s in df["smiles"]]
+                first = [k not in seen and not seen.add(k) for k in keys]
+                stats["duplicates_dropped"] += len(first) - sum(first)
+                df = df[first]
+            df = df.iloc[: n - written]
+            writer.write(df)
+            written += len(df)
+            bar.update(task, completed=written)
+    writer.close()
+    return {"path": str(path), "written": written, **stats, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+class _ChunkWriter:
+    """Appends DataFrame chunks to one file with the same columns whatever the format."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        self._first, self._parquet, self._sdf = True, None, None
+        if path.exists():
+            path.unlink()
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == ".csv":
+            df.to_csv(self.path, mode="w" if self._first else "a", header=self._first, index=False)
+        elif self.fmt == ".smi":
+            # SMILES first, then the other columns, tab-separated with a header (read back by molgen.io)
+            df.to_csv(self.path, sep="\t", mode="w" if self._first else "a", header=self._first, index=False)
+        elif self.fmt == ".parquet":
+            self._write_parquet(df)
+        else:
+            self._write_sdf(df)
+        self._first = False
+
+    def _write_parquet(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.path, table.schema)
+        self._parquet.write_table(table.cast(self._parquet.schema))
+
+    def _write_sdf(self, df: pd.DataFrame) -> None:
+        from rdkit import Chem
+
+        from molgen import chem
+
+        if self._sdf is None:
+            self._sdf = Chem.SDWriter(str(self.path))
+        for row in df.itertuples(index=False):
+            mol = chem.to_mol(row.smiles)
+            # an invalid molecule stays as an empty record so that rows and properties line up
+            mol = Chem.Mol(mol) if mol is not None else Chem.Mol()
+            for col, val in zip(df.columns, row):
+                mol.SetProp(col, str(val))
+            self._sdf.write(mol)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._sdf is not None:
+            self._sdf.close()
+        if self._first:  # nothing written: still leave a file with the header
+            self.write(pd.DataFrame({"smiles": [], "valid": []}))
+            self.close()

@@ -1,0 +1,254 @@
+"""Pretraining through Lightning: the only place in molgen where a ``Trainer`` is built.
+
+:func:`pretrain` takes a run config (``molgen.config``), asks the task registered for its
+``model_type`` for a LightningModule and a LightningDataModule, and trains with AdamW, linear
+warmup + cosine decay, gradient clipping, bf16 autocast on CUDA, step-based validation,
+a resumable checkpoint every few minutes and a shippable export folder
+(:func:`molgen.models.hub.save_pretrained`). Lightning's ``.ckpt`` files (pickle) stay in the
+run directory; only the export folder is ever shipped.
+
+A model joins by subclassing :class:`PretrainModule` (implement ``step_loss``) and registering a
+builder with :func:`register_task`; :data:`_TASK_MODULES` names the module to import for a
+``model_type``. DDP needs no code change: set ``strategy = "ddp"`` and launch with ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from molgen.config import RunConfig, load_config
+from molgen.errors import ConfigError
+
+__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule"]
+
+_TASKS: dict[str, Callable] = {}
+# model_type -> module whose import registers its task
+_TASK_MODULES = {"gpt": "molgen.models.gpt_train", "graph_vae": "molgen.models.graph_vae_train"}
+
+
+def register_task(model_type: str, build: Callable) -> None:
+    """``build(config) -> (PretrainModule, LightningDataModule)`` trains models of ``model_type``."""
+    _TASKS[model_type] = build
+
+
+def _task(model_type: str) -> Callable:
+    if model_type not in _TASKS and model_type in _TASK_MODULES:
+        importlib.import_module(_TASK_MODULES[model_type])
+    if model_type not in _TASKS:
+        raise ConfigError(f"no training task for model_type {model_type!r}; known: {sorted(_TASKS)}")
+    return _TASKS[model_type]
+
+
+def cosine_schedule(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class PretrainModule(L.LightningModule):
+    """Shared training logic: optimizer, schedule, token counting, provenance.
+
+    Subclasses set ``self.model`` (the ``nn.Module`` that gets exported) and implement
+    ``step_loss(batch) -> (loss, n_tokens)``; ``n_tokens`` is what ``tokens_seen`` counts
+    (tokens for a language model, atoms or graphs for another).
+    """
+
+    def __init__(self, config: RunConfig):
+        super().__init__()
+        self.config = config
+        self.tokens_seen = 0
+        self.data_info: dict = {}
+
+    def step_loss(self, batch) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss, n = self.step_loss(batch)
+        if self.trainer.world_size > 1:
+            n = int(self.trainer.strategy.reduce(torch.tensor(float(n), device=self.device), reduce_op="sum"))
+        self.tokens_seen += int(n)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, n = self.step_loss(batch)
+        # weight by tokens so that val_nll is per token whatever the batch lengths
+        self.log("val_nll", loss, batch_size=max(int(n), 1), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        opt = self.config.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # no weight decay on biases and norms (1-D tensors), as in GPT-2
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
+        total, warmup, ratio = self.config.trainer.max_steps, opt.warmup_steps, opt.min_lr / opt.lr
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, warmup, total, ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["molgen"] = {"tokens_seen": self.tokens_seen, "config": self.config.model_dump()}
+
+    def on_load_checkpoint(self, checkpoint):
+        self.tokens_seen = int(checkpoint.get("molgen", {}).get("tokens_seen", 0))
+
+    def provenance(self) -> dict:
+        return {
+            "data": self.data_info,
+            "seed": self.config.trainer.seed,
+            "steps": int(self.global_step),
+            "tokens_seen": int(self.tokens_seen),
+            "parent": self.config.init_from,
+            "run": self.config.name,
+            "train_config": self.config.model_dump(),
+        }
+
+
+def export(module: PretrainModule, directory: str | Path | None = None) -> Path:
+    """Write the module's model as a shippable checkpoint folder (keeps an existing card)."""
+    from molgen.models.hub import save_pretrained
+
+    directory = Path(directory or module.config.export_dir)
+    was_training = module.model.training
+    path = save_pretrained(module.model.eval(), directory, module.provenance())
+    module.model.train(was_training)
+    return path
+
+
+class _ExportOnCheckpoint(Callback):
+    """Refresh the export folder whenever a resumable checkpoint is written."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.is_global_zero:
+            export(pl_module)
+
+
+class _PrintProgress(Callback):
+    """One plain line per ``every`` steps (loss, lr, tokens/s): readable in a nohup log."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self._t0, self._tok0 = time.perf_counter(), 0
+
+    def on_train_start(self, trainer, pl_module):
+        self._t0, self._tok0 = time.perf_counter(), pl_module.tokens_seen
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if not trainer.is_global_zero or step % self.every:
+            return
+        now = time.perf_counter()
+        rate = (pl_module.tokens_seen - self._tok0) / max(now - self._t0, 1e-9)
+        self._t0, self._tok0 = now, pl_module.tokens_seen
+        loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        print(
+            f"step {step} loss {loss:.4f} lr {lr:.2e} tok/s {rate:,.0f} tokens {pl_module.tokens_seen:,} "
+            f"{time.strftime('%H:%M:%S')}",
+            flush=True,
+        )
+
+    def on_validation_end(self, trainer, pl_module):
+        val = trainer.callback_metrics.get("val_nll")
+        if trainer.is_global_zero and val is not None and not trainer.sanity_checking:
+            print(f"step {trainer.global_step} val_nll {float(val):.4f}", flush=True)
+
+
+def _precision(cfg) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    on_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def build_trainer(config: RunConfig) -> L.Trainer:
+    """The Lightning Trainer for a run config (checkpointing, logging, schedule, DDP)."""
+    tc, run_dir = config.trainer, Path(config.run_dir)
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step{step}",
+            auto_insert_metric_name=False,
+            train_time_interval=timedelta(minutes=tc.checkpoint_minutes),
+            save_last=True,
+            save_top_k=1,
+        ),
+        _PrintProgress(tc.log_every_steps),
+    ]
+    if tc.export_on_checkpoint:
+        callbacks.append(_ExportOnCheckpoint())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        precision=_precision(tc),
+        max_steps=tc.max_steps,
+        max_epochs=-1,
+        max_time=timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
+        gradient_clip_val=config.optim.grad_clip or None,
+        val_check_interval=tc.val_every_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=tc.log_every_steps,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        use_distributed_sampler=True,
+    )
+
+
+def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
+    """Train a model from a run config (or its TOML path); returns the export folder.
+
+    Args:
+        config: a validated config or the path of a TOML file.
+        resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (optimizer, schedule, step,
+            data position of the epoch restarted, elapsed time all restored).
+
+    Raises:
+        ConfigError: bad config; ``resume`` without a checkpoint; a fresh start over a run
+            directory that already has checkpoints.
+    """
+    source = None
+    if not isinstance(config, RunConfig):
+        source, config = Path(config), load_config(config)
+    tc, run_dir = config.trainer, Path(config.run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last.exists():
+        raise ConfigError(f"--resume: no checkpoint at {last}; start without --resume")
+    if not resume and last.exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or change `name`/`run_dir`")
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    module, datamodule = _task(config.model_type)(config)
+    trainer = build_trainer(config)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if source is not None and source.resolve() != (run_dir / "config.toml").resolve():
+            shutil.copyfile(source, run_dir / "config.toml")
+    print(f"training {config.model_type} '{config.name}' -> {run_dir} (resume={resume})", file=sys.stderr, flush=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    trainer.save_checkpoint(last)  # the final state (all ranks call it; rank 0 writes), for a longer max_steps
+    if trainer.is_global_zero:
+        return export(module)
+    return Path(config.export_dir)
