@@ -17,6 +17,11 @@ _LAZY = {
     "score": "molgen.score",
     "metrics": "molgen.metrics",
 }
+# public function -> module that defines it (same name)
+_LAZY_FUNCTIONS = {
+    "load_pretrained": "molgen.models",
+    "sample": "molgen.sample",
+}
 
 
 def __getattr__(name: str):
@@ -24,8 +29,12 @@ def __getattr__(name: str):
         module = importlib.import_module(_LAZY[name])
         globals()[name] = module
         return module
+    if name in _LAZY_FUNCTIONS:
+        func = getattr(importlib.import_module(_LAZY_FUNCTIONS[name]), name)
+        globals()[name] = func
+        return func
     raise AttributeError(f"module 'molgen' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_LAZY_FUNCTIONS))

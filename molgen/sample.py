@@ -9,6 +9,7 @@ rows reach the disk as they come, so 10^6 molecules never sit in memory at once.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -151,3 +152,14 @@ class _ChunkWriter:
         if self._first:  # nothing written: still leave a file with the header
             self.write(pd.DataFrame({"smiles": [], "valid": []}))
             self.close()
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """Importing ``molgen.sample`` rebinds ``molgen.sample`` to this module, shadowing the public
+    function ``mg.sample``; making the module callable keeps ``mg.sample(model, n)`` working."""
+
+    def __call__(self, *args, **kwargs):
+        return sample(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

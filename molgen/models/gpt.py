@@ -243,10 +243,13 @@ class SmilesGPT(nn.Module):
         logp = torch.zeros(n, device=dev)
         finished = torch.zeros(n, dtype=torch.bool, device=dev)
         cache = KVCache(cfg, n, max_len + n_prefix, dev, self.wte.weight.dtype) if use_cache else None
+        never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)
-            nxt = _sample_next(logits, temperature, top_k, top_p, generator)  # (b,)
+            # <pad> and <bos> are never a next token; an undertrained model must not emit them
+            allowed = logits.index_fill(1, never, float("-inf"))
+            nxt = _sample_next(allowed, temperature, top_k, top_p, generator)  # (b,)
             logp[active] += torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
             out[active, t] = nxt
             ended = nxt == cfg.eos_id
@@ -366,7 +369,7 @@ def _condition_rows(condition, n: int, cond_dim: int):
     if condition is None:
         raise ValueError(f"this model is conditional: pass condition with {cond_dim} values")
     c = np.asarray(condition, dtype=np.float32)
-    c = np.broadcast_to(c, (n, cond_dim)) if c.ndim == 1 else c
+    c = np.tile(c, (n, 1)) if c.ndim == 1 else c
     if c.shape != (n, cond_dim):
         raise ValueError(f"condition has shape {c.shape}, expected ({cond_dim},) or ({n}, {cond_dim})")
     return c
