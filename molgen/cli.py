@@ -66,6 +66,32 @@ def datasets_cmd(
     Console().print(table)
 
 
+def _read_molecules(path: Path, smiles_col: str | None):
+    """Read a molecule table and say on stderr how many rows did not parse, and why."""
+    from molgen.io import invalid_summary, read_table
+
+    df = read_table(path, smiles_col=smiles_col)
+    console.print(f"read {path}: {invalid_summary(df)}")
+    return df
+
+
+@app.command("score")
+@friendly
+def score_cmd(
+    inp: Path = typer.Argument(..., metavar="IN", help="Molecules: .csv, .tsv, .smi, .sdf or .parquet."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output table (.csv, .smi, .sdf, .parquet)."),
+    smiles_col: Optional[str] = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
+    n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
+) -> None:
+    """Score every molecule: QED, SA, logP, MW, TPSA, HBD/HBA, rings, NP-likeness, alerts, MOSES filter."""
+    from molgen.io import write_table
+    from molgen.score import score
+
+    table = score(_read_molecules(inp, smiles_col), n_jobs=n_jobs, progress=True)
+    write_table(table, out)
+    console.print(f"[green]wrote[/] {len(table):,} rows ({int(table['valid'].sum()):,} valid) to {out}")
+
+
 # --- model commands (pretrain, generate) ---------------------------------------------------------
 
 
