@@ -208,7 +208,7 @@ def build_trainer(config: RunConfig) -> L.Trainer:
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_steps,
-        logger=CSVLogger(run_dir, name="logs", version=""),
+        logger=CSVLogger(run_dir, name="logs"),  # logs/version_<n>: one per start or resume
         callbacks=callbacks,
         enable_progress_bar=tc.progress_bar,
         enable_model_summary=False,

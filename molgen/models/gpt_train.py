@@ -200,11 +200,14 @@ class GPTDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         d = self.config.data
+        # a resumed run reshuffles with a step-dependent seed instead of replaying the epoch's
+        # first batches (the sampler position itself is not checkpointed)
+        step = self.trainer.global_step if self.trainer is not None else 0
         return DataLoader(
             _Rows(self.train_ids, self.tokenizer, d.augment),
             batch_size=self.config.trainer.batch_size,
             shuffle=True,
-            drop_last=True,
+            generator=torch.Generator().manual_seed(self.config.trainer.seed + step),
             collate_fn=collate,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,

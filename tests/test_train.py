@@ -1,0 +1,152 @@
+"""Pretraining: tiny runs learn, export, resume at the saved step; configs fail clearly; DDP on CPU."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import molgen as mg
+from molgen.config import load_config, parse_config
+from molgen.errors import ConfigError
+from molgen.train import cosine_schedule, pretrain
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "scripts" / "configs" / "pretrain_gpt_tiny.toml"
+
+
+def tiny_config(tmp_path, **trainer):
+    data = tomllib.loads(TINY.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    data["trainer"].update(trainer)
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    data = tiny_config(tmp)
+    export = pretrain(parse_config(data, "tiny"))
+    return tmp, data, export
+
+
+def test_tiny_run_learns_and_exports(tiny_run):
+    tmp, data, export = tiny_run
+    log = pd.read_csv(tmp / "run" / "logs" / "version_0" / "metrics.csv")
+    train = log["train_loss"].dropna().tolist()
+    val = log["val_nll"].dropna().tolist()
+    assert train[-1] < train[0] - 0.3 and val[-1] < val[0]
+    model = mg.load_pretrained(export, device="cpu")
+    prov = model.provenance
+    assert prov["steps"] == 40 and prov["tokens_seen"] > 40 * 32 * 20
+    assert prov["data"]["name"] == "moses/train[:500]" and len(prov["data"]["sha256"]) == 64
+    assert not list(export.glob("*.ckpt"))  # pickled Lightning state stays in the run dir
+    assert (tmp / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_resume_continues_from_the_saved_step(tiny_run):
+    tmp, data, export = tiny_run
+    before = mg.load_pretrained(export, device="cpu").provenance["tokens_seen"]
+    data = dict(data, trainer=dict(data["trainer"], max_steps=50))
+    pretrain(parse_config(data, "tiny"), resume=True)
+    prov = mg.load_pretrained(export, device="cpu").provenance
+    assert prov["steps"] == 50 and prov["tokens_seen"] > before
+    ckpt = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 50
+
+
+def test_fresh_start_over_a_run_and_resume_without_one_are_refused(tiny_run, tmp_path):
+    _, data, _ = tiny_run
+    with pytest.raises(ConfigError, match="--resume"):
+        pretrain(parse_config(data, "tiny"))
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        pretrain(parse_config(tiny_config(tmp_path), "tiny"), resume=True)
+
+
+def test_fine_tuning_start_extends_the_vocabulary(tiny_run, tmp_path):
+    _, _, export = tiny_run
+    table = tmp_path / "new.csv"
+    pd.DataFrame({"smiles": ["CC[Se]C", "BrCC[Se]CCBr", "CCO"] * 10 + ["not a molecule"]}).to_csv(table, index=False)
+    data = tiny_config(tmp_path, max_steps=3, val_every_steps=3, batch_size=8)
+    data.update(init_from=str(export), data={"dataset": str(table), "val_size": 2})
+    out = pretrain(parse_config(data, "finetune"))
+    model = mg.load_pretrained(out, device="cpu")
+    assert "[Se]" in model.tokenizer.stoi and model.config.vocab_size == len(model.tokenizer)
+    assert model.provenance["steps"] == 3 and model.provenance["parent"] == str(export) and model.provenance["data"]["invalid_skipped"] == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('model_type = "gpt"\nname = "x"\n[trainer]\nmax_steps = 5\nbatch_sise = 3\n', r"bad\.toml: unknown key 'trainer\.batch_sise'"),
+        ('model_type = "gpt"\nname = "x"\n', "missing key 'trainer'"),
+        ('model_type = "rnn"\n', "model_type must be one of"),
+        ('model_type = "gpt"\nname = "x"\n[trainer]\nmax_steps = "many"\n', "trainer.max_steps"),
+        ("model_type = [", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_shipped_configs_are_valid():
+    for path in (ROOT / "scripts" / "configs").glob("pretrain_gpt*.toml"):
+        assert load_config(path).model_type == "gpt"
+
+
+def test_cosine_schedule():
+    assert cosine_schedule(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert cosine_schedule(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert cosine_schedule(55, 10, 100, 0.1) == pytest.approx(0.55)
+    assert cosine_schedule(100, 10, 100, 0.1) == pytest.approx(0.1)
+    assert cosine_schedule(500, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_token_cache_is_built_once_and_memory_mapped(tmp_path, monkeypatch, real_smiles):
+    from molgen.models.gpt_train import tokenized_file
+
+    monkeypatch.setenv("MOLGEN_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "mols.csv.gz"
+    with gzip.open(src, "wt") as fh:
+        fh.write("SMILES\n" + "\n".join(real_smiles) + "\n")
+    first = tokenized_file(src)
+    again = tokenized_file(src)
+    assert isinstance(again.ids, __import__("numpy").memmap)
+    assert first.tokenizer == again.tokenizer and first.info["sha256"] == again.info["sha256"]
+    assert again.tokenizer.decode_batch(again.ids) == real_smiles
+    assert len(list((tmp_path / "cache" / "smiles_tokens").iterdir())) == 1
+
+
+def test_ddp_two_cpu_processes_with_torchrun(tmp_path):
+    """The same config trains under torchrun with 2 gloo processes (DDP) and counts both ranks' tokens."""
+    data = tiny_config(tmp_path, max_steps=6, val_every_steps=6, strategy="ddp", devices=2, batch_size=16)
+    data["trainer"]["accelerator"] = "cpu"
+    path = tmp_path / "ddp.toml"
+    path.write_text(_to_toml(data))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "molgen.cli", "pretrain", "--config", str(path)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prov = json.loads((tmp_path / "run" / "export" / "config.json").read_text())["provenance"]
+    assert prov["steps"] == 6
+    # 2 ranks x 16 molecules x >= 20 tokens per step
+    assert prov["tokens_seen"] > 6 * 2 * 16 * 20
+
+
+def _to_toml(data: dict) -> str:
+    top = [f"{k} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [f"[{k}]\n" + "\n".join(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()) for k, v in data.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
