@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
 from molgen.errors import MolgenError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="molgen: molecular generation with transfer learning (pretrain, generate, score, evaluate).")
 console = Console(stderr=True)
 
 
@@ -80,7 +79,7 @@ def _read_molecules(path: Path, smiles_col: str | None):
 def score_cmd(
     inp: Path = typer.Argument(..., metavar="IN", help="Molecules: .csv, .tsv, .smi, .sdf or .parquet."),
     out: Path = typer.Option(..., "-o", "--out", help="Output table (.csv, .smi, .sdf, .parquet)."),
-    smiles_col: Optional[str] = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
+    smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
     n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
 ) -> None:
     """Score every molecule: QED, SA, logP, MW, TPSA, HBD/HBA, rings, NP-likeness, alerts, MOSES filter."""
@@ -90,6 +89,62 @@ def score_cmd(
     table = score(_read_molecules(inp, smiles_col), n_jobs=n_jobs, progress=True)
     write_table(table, out)
     console.print(f"[green]wrote[/] {len(table):,} rows ({int(table['valid'].sum()):,} valid) to {out}")
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
+    """A rich table to stdout: one row per dict, numbers to 3 decimals."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("source", "metric") else "right")
+    for row in rows:
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in (row.get(c, "") for c in columns)])
+    Console().print(table)
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    generated: Path = typer.Argument(..., help="Generated molecules (.csv, .smi, .sdf, .parquet)."),
+    reference: str = typer.Option("moses", "--reference", help="'moses' (test + test_scaffolds)."),
+    n: int | None = typer.Option(None, "--n", min=1, help="Evaluate a seeded sample of N molecules."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
+    n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --n sample."),
+) -> None:
+    """MOSES metrics of a generated set: validity, uniqueness, novelty, FCD, SNN, Frag, Scaf, IntDiv ..."""
+    import json
+
+    from molgen.metrics import evaluate
+
+    if reference != "moses":
+        raise typer.BadParameter("only 'moses' is built in; call molgen.metrics.evaluate(...) for your own")
+    smiles = _read_molecules(generated, smiles_col)["smiles"].tolist()
+    metrics = evaluate(smiles, reference=reference, n=n, n_jobs=n_jobs, seed=seed, progress=True)
+    _print_table(f"MOSES metrics of {generated.name} (n={metrics.get('n', len(smiles)):,})",
+                 [{"metric": k, "value": v} for k, v in metrics.items()])
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(metrics, indent=2) + "\n")
+        console.print(f"[green]wrote[/] {json_out}")
+
+
+@app.command("demo")
+@friendly
+def demo_cmd(
+    out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Folder for the results."),
+    n: int = typer.Option(2000, "-n", min=100, help="Molecules per model (FCD compares only at equal n)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The main job on the shipped defaults: sample each shipped model, score, evaluate against MOSES."""
+    from molgen.demo import run_demo
+
+    summary = run_demo(out, n=n, seed=seed)
+    _print_table(f"molgen demo: {n:,} molecules per source, seed {seed}", summary.to_dict("records"))
+    console.print(f"[green]results in[/] {out.resolve()} (summary.csv; per source molecules.csv, metrics.json)")
 
 
 # --- model commands (pretrain, generate) ---------------------------------------------------------
