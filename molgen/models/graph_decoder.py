@@ -85,10 +85,13 @@ class GraphDecoder(nn.Module):
         self.z_h0 = nn.Linear(latent, hidden * layers)
         self.gru = nn.GRU(hidden, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.atom_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_types + 1))
-        self.k_emb = nn.Embedding(window, hidden)
-        self.rem_emb = nn.Embedding(MAX_REM + 2, hidden)
-        self.bond_in = nn.Linear(hidden * 2, hidden)
-        self.bond_head = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4))
+        # bond scorer: projections of the two atoms' GRU states are added (cheaper than a Linear
+        # over their concatenation, which would run once per candidate pair)
+        hb = max(hidden // 2, 16)
+        self.bond_i, self.bond_j = nn.Linear(hidden, hb), nn.Linear(hidden, hb, bias=False)
+        self.k_emb = nn.Embedding(window, hb)
+        self.rem_i_emb, self.rem_j_emb = nn.Embedding(MAX_REM + 1, hb), nn.Embedding(MAX_REM + 2, hb)
+        self.bond_head = nn.Sequential(nn.GELU(), nn.Linear(hb, hb), nn.GELU(), nn.Linear(hb, 4))
 
     # -- shared pieces ---------------------------------------------------------------------------
 
@@ -123,15 +126,10 @@ class GraphDecoder(nn.Module):
         ok[..., 0] = ~must_bond
         return ok
 
-    def _bond_logits(self, h_i: Tensor, h_j: Tensor, k: Tensor, rem_i: Tensor, rem_j: Tensor) -> Tensor:
-        x = self.bond_in(torch.cat([h_i, h_j], -1))
-        x = (
-            x
-            + self.k_emb(k)
-            + self.rem_emb(rem_i.clamp(0, MAX_REM))
-            + self.rem_emb(rem_j.clamp(-1, MAX_REM) + 1)
-        )
-        return self.bond_head(x)
+    def _bond_logits(self, p_i: Tensor, p_j: Tensor, k: Tensor, rem_i: Tensor, rem_j: Tensor) -> Tensor:
+        """Scores of orders 0..3. Shapes: p_i, p_j (.., Hb) projected states; k, rem_* (..,) -> (.., 4)."""
+        x = p_i + p_j + self.k_emb(k) + self.rem_i_emb(rem_i.clamp(0, MAX_REM))
+        return self.bond_head(x + self.rem_j_emb(rem_j.clamp(-1, MAX_REM) + 1))
 
     # -- teacher forcing -------------------------------------------------------------------------
 
@@ -171,14 +169,15 @@ class GraphDecoder(nn.Module):
         avail = rem_win >= 1
         later = torch.flip(torch.cumsum(torch.flip(avail.int(), [-1]), -1), [-1]) - avail.int()  # k' > k
         must = (used == 0) & (later == 0) & avail
-        bmask = self._bond_mask(rem_i, rem_win, must)  # (B, N, W, 4)
-        idx = (steps.view(N, 1) - torch.arange(1, W + 1, device=dev).view(1, W)).clamp(min=0)  # (N, W)
-        h_j = h[:, idx]  # (B, N, W, H)
-        kk = torch.arange(W, device=dev).expand(B, N, W)
-        blog = self._bond_logits(h.unsqueeze(2).expand_as(h_j), h_j, kk, rem_i, rem_win).float()
-        bond_nll = F.cross_entropy(blog.masked_fill(~bmask, NEG).permute(0, 3, 1, 2), band, reduction="none")
-        bond_on = real.unsqueeze(-1) & (rem_win >= 0) & (steps > 0).view(1, N, 1)
-        return loss + (bond_nll * bond_on).sum((1, 2))
+        # score only real candidates (atom i exists, i-k >= 0): about half the padded grid
+        bond_on = real.unsqueeze(-1) & (rem_win >= 0)
+        b, i, k = bond_on.nonzero(as_tuple=True)
+        p_i, p_j = self.bond_i(h), self.bond_j(h)  # (B, N, Hb)
+        rem_i, rem_j, must = rem_i[b, i, k], rem_win[b, i, k], must[b, i, k]  # (V,)
+        blog = self._bond_logits(p_i[b, i], p_j[b, i - k - 1], k, rem_i, rem_j).float()  # (V, 4)
+        blog = blog.masked_fill(~self._bond_mask(rem_i, rem_j, must), NEG)
+        bond_nll = F.cross_entropy(blog, band[b, i, k], reduction="none")
+        return loss + torch.zeros_like(loss).index_add(0, b, bond_nll)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -199,7 +198,7 @@ class GraphDecoder(nn.Module):
         rem = torch.full((B, N + W + 1), -1, dtype=torch.long, device=dev)  # index j + W; -1 = no atom
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         n_atoms = torch.zeros(B, dtype=torch.long, device=dev)
-        hs = torch.zeros((B, N + 1, self.hidden), dtype=z.dtype, device=dev)
+        p_js = torch.zeros((B, N + 1, self.bond_j.out_features), dtype=z.dtype, device=dev)
         hidden = self._h0(z)
         prev_t = torch.full((B,), self.START, dtype=torch.long, device=dev)
         prev_b = torch.zeros((B, W), dtype=torch.long, device=dev)
@@ -209,7 +208,7 @@ class GraphDecoder(nn.Module):
             x = self._step_input(prev_t, prev_b, rem_win, z)
             out, hidden = self.gru(x.unsqueeze(1), hidden)
             h = out[:, 0]
-            hs[:, i] = h
+            p_i, p_js[:, i] = self.bond_i(h), self.bond_j(h)
             logits = self.atom_head(h).float()
             logits = logits.masked_fill(
                 ~self._atom_mask(rem_win, torch.full_like(prev_t, i), self.n_types, N), NEG
@@ -227,7 +226,7 @@ class GraphDecoder(nn.Module):
             for k in range(1, min(W, i) + 1):
                 rem_j = rem[:, i + W - k]
                 must = (used == 0) & avail[:, k - 1] & ~avail[:, k:].any(-1) & ~done
-                blog = self._bond_logits(h, hs[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
+                blog = self._bond_logits(p_i, p_js[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
                 blog = blog.masked_fill(~self._bond_mask(rem_i, rem_j, must), NEG)
                 b = _choose(blog, temperature, generator)
                 b = torch.where(done, torch.zeros_like(b), b)

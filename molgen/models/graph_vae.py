@@ -10,7 +10,7 @@ PyG's ``VGAE``: ``encode_graphs`` / ``reparametrize`` / ``decode_graphs`` / ``kl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from torch_geometric.utils import scatter
 from molgen.chem import quiet
 from molgen.errors import InputError
 from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, mol_to_graph
+from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
 
 _RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
@@ -44,10 +45,6 @@ class GraphVAEConfig:
     dropout: float = 0.0
     atom_vocab: list = field(default_factory=lambda: [list(t) for t in ATOM_VOCAB])
     atom_valence: list = field(default_factory=lambda: list(ATOM_VALENCE))
-    model_type: str = "graph_vae"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class GINEBlock(nn.Module):
@@ -101,6 +98,7 @@ class GraphVAE(nn.Module):
     """
 
     config_class = GraphVAEConfig
+    model_type = "graph_vae"
 
     def __init__(self, config: GraphVAEConfig):
         super().__init__()
@@ -112,6 +110,19 @@ class GraphVAE(nn.Module):
         )  # fmt: skip
         self._vocab = [(e, int(q)) for e, q in config.atom_vocab]
 
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str = "graph-vae-moses", device: str = "auto") -> GraphVAE:
+        """Load a shipped name (default ``graph-vae-moses``) or a checkpoint folder, in eval mode."""
+        from molgen.models.hub import from_pretrained
+
+        return from_pretrained(name_or_dir, device=device, model_type="graph_vae")
+
+    def save_pretrained(self, directory, provenance: dict | None = None, card: str | None = None):
+        """Write ``config.json`` + ``model.safetensors`` (+ card) to ``directory``."""
+        from molgen.models.hub import save_pretrained
+
+        return save_pretrained(self, directory, provenance, card)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -120,7 +131,7 @@ class GraphVAE(nn.Module):
 
     def encode_graphs(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Posterior parameters of a PyG batch. Shapes: -> mu, logvar (B, latent)."""
-        return self.encoder(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+        return self.encoder(batch.x, batch.edge_index, batch.edge_attr, batch.batch, len(batch.ptr) - 1)
 
     def reparametrize(self, mu: Tensor, logvar: Tensor) -> Tensor:
         """A sample ``mu + sigma * eps`` in training, ``mu`` in eval mode. Shapes: (B, L) -> (B, L)."""
@@ -214,7 +225,7 @@ class GraphVAE(nn.Module):
                 atom.SetFormalCharge(self._vocab[t][1])
                 mol.AddAtom(atom)
             ii, kk = np.nonzero(band[b, :n])
-            for i, k in zip(ii.tolist(), kk.tolist()):
+            for i, k in zip(ii.tolist(), kk.tolist(), strict=True):
                 mol.AddBond(i, i - k - 1, _RDKIT_BOND[int(band[b, i, k])])
             m = mol.GetMol()
             try:
@@ -229,7 +240,7 @@ class GraphVAE(nn.Module):
                device: str | torch.device | None = None) -> pd.DataFrame:  # fmt: skip
         """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns."""
         if device is not None:
-            self.to(_resolve_device(device))
+            self.to(resolve_device(device))
         self.eval()
         gen = _generator(seed, self.device)
         smiles: list[str] = []
@@ -269,7 +280,10 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
     return gen
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _register() -> None:
+    from molgen.models.hub import register_model
+
+    register_model("graph_vae", GraphVAE)
+
+
+_register()
