@@ -292,28 +292,35 @@ def _pool_context():
 
 
 def parallel_map(fn: Callable, items: Sequence, n_jobs: int = 1, progress: bool = False,
-                 description: str = "working", chunk: int = _CHUNK, extra=None) -> list:
+                 description: str = "working", chunk: int = _CHUNK, extra=None,
+                 flatten: bool = True) -> list:
     """``fn((chunk_of_items, extra))`` over ``items`` in chunks, in order, on ``n_jobs`` processes.
 
-    ``fn`` returns one result per item of its chunk; the results come back flattened. With
-    ``n_jobs=1`` or few items it runs in this process (no start-up cost).
+    With ``flatten`` each call returns one result per item and the results come back as one
+    list; otherwise the list holds one result per chunk. With ``n_jobs=1`` or few items it runs
+    in this process (no start-up cost).
     """
     chunks = [(list(items[i:i + chunk]), extra) for i in range(0, len(items), chunk)]
     out: list = []
     bar = _progress_bar() if progress else None
     with bar or contextlib.nullcontext():
         task = bar.add_task(description, total=len(items)) if bar else None
-        if n_jobs <= 1 or len(chunks) <= 2:
-            results = map(fn, chunks)
-            pool = None
-        else:
+        pool = None
+        if n_jobs > 1 and len(chunks) > 2:
             pool = _pool_context().Pool(min(n_jobs, len(chunks)))
-            results = pool.imap(fn, chunks)
         try:
-            for res in results:
-                out.extend(res)
+            results = pool.imap(fn, chunks) if pool else map(fn, chunks)
+            for (part, _), res in zip(chunks, results, strict=True):
+                if flatten:
+                    out.extend(res)
+                else:
+                    out.append(res)
                 if bar:
-                    bar.advance(task, len(res))
+                    bar.advance(task, len(part))
+        except BaseException:
+            if pool is not None:  # e.g. Ctrl-C: do not wait for the queued chunks
+                pool.terminate()
+            raise
         finally:
             if pool is not None:
                 pool.close()

@@ -1,0 +1,161 @@
+"""Reference statistics for the distribution metrics, computed once per data set and cached.
+
+A reference (MOSES test, test_scaffolds, or any list of SMILES) is summarised by everything the
+metrics compare a generated set with: ChemNet mean/covariance (FCD), Morgan bits sorted by
+popcount (SNN), fragment and scaffold counts (Frag, Scaf), logP/SA/QED/weight values
+(Wasserstein) and GuacaMol's KL descriptors of a 10,000-molecule sample. Statistics always come
+from the whole set (MOSES's test.csv.gz is not in random order, so a head slice is biased).
+
+The cache lives in ``molgen.cache.cache_dir("metrics")`` as plain ``.npz``/``.npy`` files (no
+pickles), named by the sha256 of the data (the file for MOSES, the strings for a list) and a
+format version, so changed data or a changed definition never meets stale statistics.
+Training sets for novelty are cached as sorted 64-bit hashes of canonical SMILES.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from molgen.cache import cache_dir, sha256_file, sha256_strings
+from molgen.metrics import fcd, kl
+from molgen.metrics.features import PROPS, features, smiles_hashes
+from molgen.metrics.similarity import sorted_by_popcount
+
+__all__ = ["ReferenceStats", "reference_stats", "moses_reference", "train_hashes", "moses_train_hashes"]
+
+log = logging.getLogger(__name__)
+VERSION = 1  # bump when a definition changes: old cache files are then ignored
+
+
+@dataclass
+class ReferenceStats:
+    """Everything the metrics need from one reference set (arrays only, so it saves as .npz)."""
+
+    n: int
+    fcd_mu: np.ndarray  # (512,)
+    fcd_sigma: np.ndarray  # (512, 512)
+    fps: np.ndarray  # (N, 128) uint8 packed Morgan bits, sorted by popcount
+    fp_counts: np.ndarray  # (N,) popcounts, ascending
+    frag_keys: np.ndarray
+    frag_counts: np.ndarray
+    scaf_keys: np.ndarray
+    scaf_counts: np.ndarray
+    props: np.ndarray  # (N, 4): logP, SA, QED, weight
+    kl: np.ndarray  # (<=10000, 10) GuacaMol KL descriptors
+
+    @property
+    def frags(self) -> dict[str, int]:
+        return dict(zip(self.frag_keys.tolist(), self.frag_counts.tolist(), strict=True))
+
+    @property
+    def scafs(self) -> dict[str, int]:
+        return dict(zip(self.scaf_keys.tolist(), self.scaf_counts.tolist(), strict=True))
+
+    def prop(self, name: str) -> np.ndarray:
+        return self.props[:, PROPS.index(name)]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+        tmp.replace(path)  # atomic: a crash never leaves a half-written cache file
+
+    @classmethod
+    def load(cls, path: Path) -> ReferenceStats:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def _counts(counter: Counter) -> tuple[np.ndarray, np.ndarray]:
+    keys = sorted(counter)
+    return np.array(keys, dtype=str), np.array([counter[k] for k in keys], dtype=np.int64)
+
+
+def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False, seed: int = 0,
+                      label: str = "reference") -> ReferenceStats:
+    """Statistics of a whole reference set (invalid SMILES are skipped)."""
+    feats = features(smiles, generated=False, n_jobs=n_jobs, progress=progress,
+                     description=f"{label}: molecules")
+    valid = feats.valid_smiles
+    if len(valid) < 2:
+        raise ValueError(f"the {label} set has {len(valid)} valid molecules; it needs at least 2")
+    bar = _bar(progress, f"{label}: ChemNet", len(valid))
+    with bar[0]:
+        acts = fcd.activations(valid, threads=n_jobs, progress=bar[1])
+    mu, sigma = fcd.fcd_stats(acts)
+    fps, fp_counts = sorted_by_popcount(feats.packed)
+    frag_keys, frag_counts = _counts(feats.frags)
+    scaf_keys, scaf_counts = _counts(feats.scafs)
+    kl_desc = kl.kl_descriptors(kl.kl_sample(valid, seed), n_jobs=n_jobs)
+    return ReferenceStats(len(valid), mu, sigma, fps, fp_counts, frag_keys, frag_counts,
+                          scaf_keys, scaf_counts, feats.props, kl_desc)
+
+
+def _bar(progress: bool, description: str, total: int):
+    """A (context manager, advance callback) pair; a no-op pair without ``progress``."""
+    import contextlib
+
+    if not progress:
+        return contextlib.nullcontext(), None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(description, total=total)
+    return bar, lambda k: bar.advance(task, k)
+
+
+def reference_stats(smiles: list[str], key: str | None = None, n_jobs: int = 2, progress: bool = False,
+                    label: str = "reference") -> ReferenceStats:
+    """Cached statistics of a reference list; ``key`` (default: sha256 of the strings) names the cache."""
+    key = key or sha256_strings(smiles)
+    path = cache_dir("metrics") / f"reference-{key[:24]}-v{VERSION}.npz"
+    if path.exists():
+        return ReferenceStats.load(path)
+    start = time.perf_counter()
+    stats = compute_reference(list(smiles), n_jobs=n_jobs, progress=progress, label=label)
+    stats.save(path)
+    log.info("%s statistics (%d molecules) computed in %.0f s, cached at %s", label, stats.n,
+             time.perf_counter() - start, path)
+    return stats
+
+
+def moses_reference(split: str, n_jobs: int = 2, progress: bool = False) -> ReferenceStats:
+    """Statistics of the whole MOSES ``test`` or ``test_scaffolds`` split, keyed by its file's sha256."""
+    from molgen.datasets import moses_path, moses_smiles
+
+    key = sha256_file(moses_path(split))
+    path = cache_dir("metrics") / f"reference-{key[:24]}-v{VERSION}.npz"
+    if path.exists():
+        return ReferenceStats.load(path)
+    return reference_stats(moses_smiles(split), key=key, n_jobs=n_jobs, progress=progress,
+                           label=f"MOSES {split}")
+
+
+def train_hashes(smiles: list[str], key: str | None = None, n_jobs: int = 2,
+                 progress: bool = False) -> np.ndarray:
+    """Sorted 64-bit hashes of a training set's canonical SMILES, cached by ``key``/sha256."""
+    key = key or sha256_strings(smiles)
+    path = cache_dir("metrics") / f"train-{key[:24]}-v{VERSION}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    hashes = smiles_hashes(list(smiles), n_jobs=n_jobs, progress=progress, description="train: canonical")
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, hashes)
+    tmp.replace(path)
+    return hashes
+
+
+def moses_train_hashes(n_jobs: int = 2, progress: bool = False) -> np.ndarray:
+    """Canonical-SMILES hashes of MOSES train (1.58M molecules), keyed by the file's sha256."""
+    from molgen.datasets import moses_path, moses_smiles
+
+    key = sha256_file(moses_path("train"))
+    path = cache_dir("metrics") / f"train-{key[:24]}-v{VERSION}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    return train_hashes(moses_smiles("train"), key=key, n_jobs=n_jobs, progress=progress)
