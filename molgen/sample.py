@@ -100,11 +100,11 @@ def generate_to_file(
 
 
 class _ChunkWriter:
-    """Appends DataFrame chunks to one file with the same columns whatever the format."""
+    """Appends DataFrame chunks to one file, in the layouts of :func:`molgen.io.write_table`."""
 
     def __init__(self, path: Path, fmt: str):
         self.path, self.fmt = path, fmt
-        self._first, self._parquet, self._sdf = True, None, None
+        self._first, self._parquet = True, None
         if path.exists():
             path.unlink()
 
@@ -130,25 +130,19 @@ class _ChunkWriter:
         self._parquet.write_table(table.cast(self._parquet.schema))
 
     def _write_sdf(self, df: pd.DataFrame) -> None:
-        from rdkit import Chem
+        # SDF records concatenate, so each chunk goes through molgen.io's writer (same fields,
+        # invalid rows as empty records holding their text) and is appended
+        from molgen.io import write_table
 
-        from molgen import chem
-
-        if self._sdf is None:
-            self._sdf = Chem.SDWriter(str(self.path))
-        for row in df.itertuples(index=False):
-            mol = chem.to_mol(row.smiles)
-            # an invalid molecule stays as an empty record so that rows and properties line up
-            mol = Chem.Mol(mol) if mol is not None else Chem.Mol()
-            for col, val in zip(df.columns, row):
-                mol.SetProp(col, str(val))
-            self._sdf.write(mol)
+        part = self.path.with_name(self.path.name + ".part.sdf")
+        write_table(df, part)
+        with open(self.path, "ab") as out:
+            out.write(part.read_bytes())
+        part.unlink()
 
     def close(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-        if self._sdf is not None:
-            self._sdf.close()
         if self._first:  # nothing written: still leave a file with the header
             self.write(pd.DataFrame({"smiles": [], "valid": []}))
             self.close()

@@ -56,13 +56,20 @@ class KVCache:
 
     def __init__(self, cfg: GPTConfig, batch: int, length: int, device, dtype):
         shape = (batch, cfg.n_head, length, cfg.n_embd // cfg.n_head)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        # empty, not zeros: positions at or after `pos` are never read before they are written
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop finished rows (``rows`` is a boolean mask over the current batch)."""
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
+    def keep(self, rows: torch.Tensor, pos: int) -> None:
+        """Drop finished rows (``rows``: boolean mask over the batch), copying only ``[0, pos)``."""
+        self.k = [_compact(k, rows, pos) for k in self.k]
+        self.v = [_compact(v, rows, pos) for v in self.v]
+
+
+def _compact(buf: torch.Tensor, rows: torch.Tensor, pos: int) -> torch.Tensor:
+    out = buf.new_empty((int(rows.sum()), *buf.shape[1:]))
+    out[:, :, :pos] = buf[rows, :, :pos]
+    return out
 
 
 class CausalSelfAttention(nn.Module):
@@ -237,11 +244,12 @@ class SmilesGPT(nn.Module):
         max_len = min(max_len or cfg.block_size, cfg.block_size)
         n_prefix = 1 if cfg.cond_dim else 0
         active = torch.arange(n, device=dev)
-        seq = torch.full((n, 1), cfg.bos_id, dtype=torch.long, device=dev)  # active rows so far
+        seq = torch.full((n, 1), cfg.bos_id, dtype=torch.long, device=dev)  # rows in the batch so far
         cond = condition.to(dev) if condition is not None else None
         out = torch.full((n, max_len - 1), cfg.pad_id, dtype=torch.long, device=dev)
         logp = torch.zeros(n, device=dev)
         finished = torch.zeros(n, dtype=torch.bool, device=dev)
+        alive = torch.ones(n, dtype=torch.bool, device=dev)  # rows of the batch still decoding
         cache = KVCache(cfg, n, max_len + n_prefix, dev, self.wte.weight.dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
         h = self._hidden(seq, cond, cache, 0)[:, -1]
@@ -250,22 +258,28 @@ class SmilesGPT(nn.Module):
             # <pad> and <bos> are never a next token; an undertrained model must not emit them
             allowed = logits.index_fill(1, never, float("-inf"))
             nxt = _sample_next(allowed, temperature, top_k, top_p, generator)  # (b,)
-            logp[active] += torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
+            nxt = torch.where(alive, nxt, cfg.pad_id)
+            step_logp = torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
+            logp[active] += torch.where(alive, step_logp, 0.0)
             out[active, t] = nxt
-            ended = nxt == cfg.eos_id
+            ended = alive & (nxt == cfg.eos_id)
             finished[active[ended]] = True
-            if ended.all() or t == max_len - 2:
+            alive &= ~ended
+            n_alive = int(alive.sum())
+            if n_alive == 0 or t == max_len - 2:
                 break
-            if ended.any():
-                keep = ~ended
-                active, nxt, seq = active[keep], nxt[keep], seq[keep]
-                cond = cond[keep] if cond is not None else None
+            # Finished rows leave the batch only once a quarter has finished: copying the cache
+            # on every single <eos> would cost more than computing a few idle rows.
+            if n_alive < 0.75 * len(alive):
+                active, nxt, seq = active[alive], nxt[alive], seq[alive]
+                cond = cond[alive] if cond is not None else None
                 if cache is not None:
-                    cache.keep(keep)
-            seq = torch.cat([seq, nxt[:, None]], 1)
+                    cache.keep(alive, n_prefix + t + 1)
+                alive = alive[alive]
             if cache is not None:
                 h = self._hidden(nxt[:, None], cond, cache, n_prefix + t + 1)[:, -1]
             else:
+                seq = torch.cat([seq, nxt[:, None]], 1)
                 h = self._hidden(seq, cond)[:, -1]
         return out, logp, finished
 
