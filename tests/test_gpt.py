@@ -63,7 +63,7 @@ def test_same_seed_same_molecules(tok):
 def test_rows_stop_at_their_own_end_token(tok):
     model = tiny(tok)
     ids, logp, finished = model.generate(64, generator=torch.Generator().manual_seed(0))
-    for row, done in zip(ids.tolist(), finished.tolist()):
+    for row, done in zip(ids.tolist(), finished.tolist(), strict=True):
         if done:
             end = row.index(tok.eos_id)
             assert all(t == tok.pad_id for t in row[end + 1 :])
@@ -74,7 +74,7 @@ def test_sampled_logp_is_the_model_likelihood(tok):
     model = tiny(tok)
     ids, logp, finished = model.generate(40, temperature=0.7, top_k=10, generator=torch.Generator().manual_seed(1))
     assert finished.sum() >= 10
-    smiles = [tok.decode(row) for row, done in zip(ids.tolist(), finished) if done]
+    smiles = [tok.decode(row) for row, done in zip(ids.tolist(), finished, strict=True) if done]
     # logp is measured at temperature 1 without filtering, so it must equal an independent scoring
     np.testing.assert_allclose(logp[finished].numpy(), model.log_likelihood(smiles), rtol=1e-4, atol=1e-3)
 

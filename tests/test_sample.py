@@ -31,7 +31,7 @@ def test_every_format_parses_back_with_the_same_rows(model, tmp_path, suffix):
     expected = model.sample(12, seed=2)  # the first chunk uses the seed itself
     assert len(back) == 30
     assert back["smiles"].head(12).tolist() == [
-        mg.chem.canonicalize(s) if suffix == ".sdf" and v else s for s, v in zip(expected["smiles"], expected["valid"])
+        mg.chem.canonicalize(s) if suffix == ".sdf" and v else s for s, v in zip(expected["smiles"], expected["valid"], strict=True)
     ]
     assert back["valid"].tolist()[:12] == expected["valid"].tolist()
     assert "logp" in back.columns

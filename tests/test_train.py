@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 import molgen as mg
-from molgen.config import load_config, parse_config
+from molgen.config import load_config, parse_config, tomllib
 from molgen.errors import ConfigError
 from molgen.train import cosine_schedule, pretrain
 

@@ -316,7 +316,7 @@ class SmilesGPT(nn.Module):
                 logps.append(lp.cpu().numpy())
                 finished += done.tolist()
         # a row cut at block_size is invalid even when its prefix happens to parse
-        valid = [done and to_mol(s) is not None for s, done in zip(smiles, finished)]
+        valid = [done and to_mol(s) is not None for s, done in zip(smiles, finished, strict=True)]
         return pd.DataFrame({"smiles": smiles, "valid": valid, "logp": np.concatenate(logps) if logps else []})
 
     @torch.no_grad()

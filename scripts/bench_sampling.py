@@ -1,0 +1,121 @@
+"""Benchmark SmilesGPT sampling and training throughput; writes JSON.
+
+Sampling: valid molecules per second (generation + RDKit validity check) with the KV cache,
+and the speed-up over the same model decoding without cache (full recomputation each step).
+Training: tokens per second of forward + backward + AdamW on MOSES batches. CUDA numbers
+(bf16 autocast) are added when a GPU is present.
+
+    python scripts/bench_sampling.py --threads 1 --out results/bench_sampling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import molgen
+from molgen.models import load_pretrained
+
+
+def sampling(model, n: int, batch_size: int, device: str) -> dict:
+    model.sample(min(n, 256), seed=123, batch_size=batch_size, device=device)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    df = model.sample(n, seed=0, batch_size=batch_size, device=device)
+    _sync(device)
+    sec = time.perf_counter() - t0
+    return {"n": n, "batch_size": batch_size, "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
+            "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}
+
+
+def decode_only(model, n: int, use_cache: bool, device: str) -> float:
+    """Molecules per second of ``generate`` alone (no validity check), with or without cache."""
+    model.to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(0)
+    model.generate(min(n, 64), generator=gen, use_cache=use_cache)
+    _sync(device)
+    t0 = time.perf_counter()
+    model.generate(n, generator=gen, use_cache=use_cache)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def training(model, batch_size: int, steps: int, device: str) -> dict:
+    """Tokens per second of training steps on real MOSES batches."""
+    from molgen.datasets import moses_smiles
+    from molgen.models.gpt_train import collate
+
+    smiles = moses_smiles("train", nrows=20_000)
+    ids = model.tokenizer.encode_batch(smiles)
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rng = np.random.default_rng(0)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    tokens, t0 = 0, None
+    for step in range(steps + 3):
+        if step == 3:  # after warm-up
+            _sync(device)
+            tokens, t0 = 0, time.perf_counter()
+        batch = collate(list(ids[rng.integers(0, len(ids), batch_size)])).to(device)
+        with amp:
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tokens += int((batch[:, 1:] != 0).sum())
+    _sync(device)
+    model.eval()
+    return {"batch_size": batch_size, "steps": steps, "tokens_per_s": round(tokens / (time.perf_counter() - t0), 1)}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smiles-gpt-moses")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("-n", type=int, default=4096, help="molecules per CPU sampling measurement")
+    ap.add_argument("--gpu-n", type=int, default=200_000)
+    ap.add_argument("--out", type=Path, default=Path("results/bench_sampling.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_pretrained(args.model, device="cpu")
+    cpu_cache = decode_only(model, 1024, True, "cpu")
+    cpu_nocache = decode_only(model, 1024, False, "cpu")
+    result = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "torch_threads": args.threads, "load_avg_1min": os.getloadavg()[0],
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "versions": {"molgen": molgen.__version__, "torch": torch.__version__,
+                     "rdkit": __import__("rdkit").__version__, "python": platform.python_version()},
+        "model": {"name": args.model, "n_params": model.num_params(), **{k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head")}},
+        "cpu": {
+            "sampling": sampling(model, args.n, 1024, "cpu"),
+            "decode_molecules_per_s": {"kv_cache": round(cpu_cache, 1), "no_cache": round(cpu_nocache, 1),
+                                       "speedup": round(cpu_cache / cpu_nocache, 2)},
+            "training": training(model, 64, 20, "cpu"),
+        },
+    }
+    if torch.cuda.is_available():
+        result["cuda"] = {
+            "sampling": sampling(model, args.gpu_n, 16_384, "cuda"),
+            "training_bf16": training(model, 512, 50, "cuda"),
+        }
+        model.to("cpu")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
