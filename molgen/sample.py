@@ -78,7 +78,9 @@ def generate_to_file(
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("sample", total=n)
         while written < n and stats["sampled"] < max_tries * n:
-            want = min(chunk_size, n - written) if not (unique or valid_only) else chunk_size
+            left = n - written
+            # with filters, ask for a little more than is missing so the last chunk rarely falls short
+            want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
             df = model.sample(want, seed=seed + chunk, temperature=temperature, batch_size=batch_size, device=device)
             chunk += 1
             stats["sampled"] += len(df)
