@@ -1,0 +1,206 @@
+"""molgen.metrics: MOSES definitions on real molecules, sanity against MOSES's published rows, traps.
+
+The MOSES-reference tests need the whole-set statistics of MOSES test/test_scaffolds and the
+canonical train set; they are computed once per machine and cached (``molgen.metrics.reference``),
+so a cold cache makes the first run long (see the README for the time).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator
+
+import molgen as mg
+from molgen.chem import randomize_smiles
+from molgen.errors import InputError
+from molgen.metrics import EXTRA_KEYS, MOSES_KEYS, fcd, similarity
+from molgen.metrics.reference import moses_reference, moses_train_hashes, reference_stats
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:unique@.*:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def moses_test():
+    return mg.datasets.moses_smiles("test")
+
+
+@pytest.fixture(scope="module")
+def small_ref(moses_test):
+    rng = np.random.default_rng(1)
+    return [moses_test[i] for i in rng.choice(len(moses_test), 1000, replace=False)]
+
+
+@pytest.fixture(scope="module")
+def tmp_cache(tmp_path_factory):
+    """A private cache for the small list references: computed once for this module's tests."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOLGEN_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def moses_stats():
+    """Whole-set MOSES reference statistics (cached on disk across runs)."""
+    return {"test": moses_reference("test"), "test_scaffolds": moses_reference("test_scaffolds"),
+            "train": moses_train_hashes()}
+
+
+def _sample(smiles, n, seed):
+    return [smiles[i] for i in np.random.default_rng(seed).choice(len(smiles), n, replace=False)]
+
+
+# --- MOSES sanity (slow: two 10,000-molecule evaluations) ------------------------------------------
+
+
+@pytest.mark.slow
+def test_moses_test_sample_against_moses(moses_stats, moses_test):
+    result = mg.metrics.evaluate(_sample(moses_test, 10_000, seed=0))
+    assert list(result) == [*MOSES_KEYS, *EXTRA_KEYS]
+    assert result["valid"] == 1.0 and result["n"] == 10_000
+    assert result["Novelty"] > 0.999  # test molecules are not in train (a few canonical duplicates)
+    # a perfect generator's FCD at n=10,000 is about 0.1 (small-sample bias); measured 0.097
+    assert result["FCD/Test"] < 0.2
+    assert result["FCD/TestSF"] > 0.4  # the scaffold split really is different (MOSES Train row: 0.48)
+    assert result["SNN/Test"] > 0.6 and result["Frag/Test"] > 0.999 and result["Scaf/Test"] > 0.9
+    assert max(result[k] for k in ("logP", "SA", "QED", "weight")) < 1.0  # weight is in daltons
+    assert result["KL"] > 0.95
+
+
+@pytest.mark.slow
+def test_train_sample_matches_moses_train_row(moses_stats):
+    """MOSES's "Train" row (30k of train): FCD 0.008, SNN 0.642, Frag 1.000, Scaf 0.991, IntDiv 0.857."""
+    train = _sample(mg.datasets.moses_smiles("train"), 10_000, seed=0)
+    result = mg.metrics.evaluate(train, extra=False)
+    assert result["Novelty"] == 0.0  # drawn from train, canonicalised on both sides
+    # measured at n=10,000: FCD/Test 0.10 (the bias of n=10,000, vs 0.008 at 30k with 176k stats)
+    assert result["FCD/Test"] < 0.2
+    assert result["SNN/Test"] == pytest.approx(0.642, abs=0.01)  # a mean: hardly depends on n
+    assert result["Frag/Test"] == pytest.approx(1.0, abs=0.002)
+    assert result["Scaf/Test"] == pytest.approx(0.991, abs=0.02)  # measured 0.98: fewer scaffolds seen at 10k
+    assert result["IntDiv"] == pytest.approx(0.857, abs=0.005)
+    assert result["IntDiv2"] == pytest.approx(0.851, abs=0.006)
+    assert result["Filters"] == 1.0  # MOSES built its data set with these filters
+
+
+# --- definitions on small sets (fast) --------------------------------------------------------------
+
+
+def test_invalid_strings_are_counted_not_dropped(small_ref, tmp_cache):
+    gen = small_ref[:300] + ["not a smiles", "C1CC", "", "c1cccc1"] * 25  # 100 invalid of 400
+    result = mg.metrics.evaluate(gen, reference=small_ref, n_jobs=1, extra=True)
+    assert result["valid"] == pytest.approx(300 / 400)
+    assert result["n"] == 400
+    assert "FCD/TestSF" not in result and "Novelty" not in result  # list reference, no train given
+    assert result["Filters"] == 1.0  # computed on the 300 valid ones only
+
+
+def test_identical_sets(small_ref, tmp_cache):
+    result = mg.metrics.evaluate(small_ref, reference=small_ref, n_jobs=1)
+    assert result["FCD/Test"] == pytest.approx(0.0, abs=1e-6)
+    assert result["FCD_score/Test"] == pytest.approx(1.0, abs=1e-6)
+    assert result["SNN/Test"] == 1.0 and result["Frag/Test"] == pytest.approx(1.0)
+    assert result["Scaf/Test"] == pytest.approx(1.0)
+    assert all(result[k] == pytest.approx(0.0, abs=1e-12) for k in ("logP", "SA", "QED", "weight"))
+    assert result["KL"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_novelty_canonicalises_both_sides(small_ref, tmp_cache):
+    gen = small_ref[:200]
+    train_other_spelling = [randomize_smiles(s, seed=3) for s in gen]
+    assert sum(a != b for a, b in zip(gen, train_other_spelling, strict=True)) > 150
+    result = mg.metrics.evaluate(gen, reference=small_ref, train=train_other_spelling, n_jobs=1, extra=False)
+    assert result["Novelty"] == 0.0
+    half = mg.metrics.evaluate(gen, reference=small_ref, train=train_other_spelling[:100], n_jobs=1, extra=False)
+    assert half["Novelty"] == pytest.approx(0.5)
+
+
+def test_uniqueness_over_first_k_valid():
+    canon = ["CCO"] * 500 + ["c1ccccc1"] + [f"C{'C' * i}O" for i in range(600)]
+    assert mg.metrics.fraction_unique(canon, 1000) == pytest.approx(500 / 1000)  # CCO, benzene, 498 chains
+    with pytest.warns(UserWarning, match="unique@10000"):
+        assert mg.metrics.fraction_unique(canon, 10000) == pytest.approx(601 / 1101)
+
+
+def test_n_takes_a_seeded_sample(small_ref, tmp_cache):
+    a = mg.metrics.evaluate(small_ref, reference=small_ref, n=300, seed=5, n_jobs=1, extra=True)
+    b = mg.metrics.evaluate(small_ref, reference=small_ref, n=300, seed=5, n_jobs=1, extra=True)
+    assert a["n"] == 300 and a == b
+
+
+def test_reference_statistics_are_cached_by_content(small_ref, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOLGEN_CACHE", str(tmp_path))
+    stats = reference_stats(small_ref[:100], n_jobs=1)
+    files = list((tmp_path / "metrics").glob("reference-*.npz"))
+    assert len(files) == 1 and stats.n == 100
+    again = reference_stats(small_ref[:100], n_jobs=1)
+    np.testing.assert_array_equal(again.fcd_sigma, stats.fcd_sigma)
+    reference_stats(small_ref[1:101], n_jobs=1)  # other content, other key
+    assert len(list((tmp_path / "metrics").glob("reference-*.npz"))) == 2
+
+
+def test_bad_input_is_reported():
+    with pytest.raises(InputError, match="empty"):
+        mg.metrics.evaluate([])
+    with pytest.raises(InputError, match="unknown reference"):
+        mg.metrics.evaluate(["CCO"], reference="zinc")
+
+
+# --- building blocks against the reference implementations -----------------------------------------
+
+
+def test_cosine_of_large_counts_is_computed_in_float64():
+    ref, gen = {"a": 10**6, "b": 1}, {"a": 10**6, "c": 1}
+    exact = 10**12 / (10**12 + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        # the trap: SciPy's cosine on integer vectors overflows (10^24 > int64) and clips to 1.0
+        scipy_value = 1 - scipy.spatial.distance.cosine(np.array([10**6, 1, 0]), np.array([10**6, 0, 1]))
+    assert scipy_value == 1.0
+    assert similarity.cosine_similarity(ref, gen) == pytest.approx(exact, rel=1e-12)
+    assert similarity.cosine_similarity(ref, gen) < 1.0
+    assert math.isnan(similarity.cosine_similarity({}, gen))
+
+
+def _dense_tanimoto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MOSES ``average_agg_tanimoto``'s matrix: float matmul, 0/0 -> 1."""
+    a, b = torch.tensor(a).double(), torch.tensor(b).double()
+    inter = a @ b.T
+    jac = inter / (a.sum(1, keepdim=True) + b.sum(1)[None] - inter)
+    jac[torch.isnan(jac)] = 1
+    return jac.numpy()
+
+
+def test_snn_and_intdiv_equal_moses_dense_formulas(small_ref):
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+
+    def bits(smiles):
+        return [np.array(list(gen.GetFingerprint(Chem.MolFromSmiles(s)).GetOnBits()), dtype=np.int64) for s in smiles]
+
+    g = similarity.pack(bits(small_ref[:300]) + [np.array([], dtype=np.int64)])  # plus an empty fingerprint
+    r = similarity.pack(bits(small_ref[300:1000]) + [np.array([], dtype=np.int64)])
+    ref_sorted, counts = similarity.sorted_by_popcount(r)
+    dense = _dense_tanimoto(np.unpackbits(g, axis=1), np.unpackbits(r, axis=1))
+    assert similarity.snn(g, ref_sorted, counts) == pytest.approx(dense.max(1).mean(), abs=1e-6)
+    self_sim = _dense_tanimoto(np.unpackbits(g, axis=1), np.unpackbits(g, axis=1))
+    intdiv, intdiv2 = similarity.internal_diversity(g)
+    assert intdiv == pytest.approx(1 - self_sim.mean(), abs=1e-6)
+    assert intdiv2 == pytest.approx(1 - np.sqrt((self_sim**2).mean(1)).mean(), abs=1e-6)
+
+
+def test_chemnet_activations_equal_fcd_torch(small_ref):
+    from fcd_torch import FCD
+
+    smiles = small_ref[:60] + ["CC.O", "[Si](C)(C)Cl", "BrCCBr", "C" * 400, "[Li]C", "c1ccsc1I"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fcd_torch's np.row_stack, sqrtm(disp=)
+        expected = FCD(canonize=False, n_jobs=1).get_predictions(smiles)
+    np.testing.assert_array_equal(fcd.activations(smiles), expected)
