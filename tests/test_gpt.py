@@ -28,7 +28,7 @@ def tok(real_smiles):
 def _incremental_logits(model, ids, condition=None):
     """Logits from feeding one token at a time through the KV cache."""
     n_prefix = 1 if model.config.cond_dim else 0
-    cache = KVCache(model.config, ids.size(0), ids.size(1) + n_prefix, "cpu", torch.float32)
+    cache = KVCache(model.config, ids.size(0), ids.size(1) + n_prefix, ids.device, model.wte.weight.dtype)
     hs = [model._hidden(ids[:, :1], condition, cache, 0)]
     for t in range(1, ids.size(1)):
         hs.append(model._hidden(ids[:, t : t + 1], condition, cache, n_prefix + t))
@@ -140,3 +140,15 @@ def test_sample_without_tokenizer_is_a_clear_error(tok):
 def test_bad_shape_is_a_config_error():
     with pytest.raises(ConfigError, match="multiple of n_head"):
         GPTConfig(n_embd=30, n_head=4)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_sampling_is_seeded_and_matches_the_uncached_path(tok):
+    model = tiny(tok).to("cuda")
+    a, b = model.sample(64, seed=4, device="cuda"), model.sample(64, seed=4, device="cuda")
+    assert a["smiles"].tolist() == b["smiles"].tolist()
+    ids = torch.as_tensor(tok.encode_batch(["CC(=O)Oc1ccccc1C(=O)O", "CCO"]), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        full, _ = model(ids)
+        inc = _incremental_logits(model, ids)
+    torch.testing.assert_close(inc.float(), full.float(), atol=5e-2, rtol=5e-2)

@@ -250,7 +250,10 @@ class SmilesGPT(nn.Module):
         logp = torch.zeros(n, device=dev)
         finished = torch.zeros(n, dtype=torch.bool, device=dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)  # rows of the batch still decoding
-        cache = KVCache(cfg, n, max_len + n_prefix, dev, self.wte.weight.dtype) if use_cache else None
+        dtype = self.wte.weight.dtype
+        if dev.type == "cuda" and torch.is_autocast_enabled("cuda"):  # keys/values come out in bf16
+            dtype = torch.get_autocast_dtype("cuda")
+        cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
