@@ -101,16 +101,16 @@ def _against(ref: ReferenceStats, gen: Features, gen_fcd, suffix: str) -> dict[s
     }
 
 
-def _references(reference, train, n_jobs: int, progress: bool):
+def _references(reference, train, n_jobs: int, progress: bool, device: str | None):
     """(reference stats by key suffix, training hashes or None) for evaluate's arguments."""
     if isinstance(reference, str):
         if reference != "moses":
             raise InputError(f"unknown reference {reference!r}: use 'moses' or a list of SMILES")
-        refs = {"Test": moses_reference("test", n_jobs, progress),
-                "TestSF": moses_reference("test_scaffolds", n_jobs, progress)}
+        refs = {"Test": moses_reference("test", n_jobs, progress, device),
+                "TestSF": moses_reference("test_scaffolds", n_jobs, progress, device)}
         train = "moses" if train is None else train
     else:
-        refs = {"Test": reference_stats(_as_smiles(reference), n_jobs=n_jobs, progress=progress)}
+        refs = {"Test": reference_stats(_as_smiles(reference), n_jobs=n_jobs, progress=progress, device=device)}
     if isinstance(train, str):
         if train != "moses":
             raise InputError(f"unknown train set {train!r}: use 'moses' or a list of SMILES")
@@ -123,7 +123,8 @@ def _references(reference, train, n_jobs: int, progress: bool):
 
 
 def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2, seed: int = 0,
-             progress: bool = False, extra: bool = True, train=None) -> dict[str, float]:
+             progress: bool = False, extra: bool = True, train=None,
+             device: str | None = "auto") -> dict[str, float]:
     """MOSES metrics of a generated set (see the module docstring for each key).
 
     Args:
@@ -138,6 +139,7 @@ def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2
         extra: add ``KL``, ``FCD_score/Test`` and ``n``.
         train: training set for ``Novelty``: ``"moses"`` (the default with ``reference="moses"``)
             or a list of SMILES; with a list reference and no ``train``, ``Novelty`` is absent.
+        device: where ChemNet runs for FCD ("auto": CUDA when present; the rest is CPU work).
 
     Returns:
         dict of floats in MOSES's key order (then the extra keys).
@@ -145,13 +147,13 @@ def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2
     smiles = _subsample(_as_smiles(generated), n, seed)
     if not smiles:
         raise InputError("nothing to evaluate: the generated set is empty")
-    refs, train_set = _references(reference, train, n_jobs, progress)
+    refs, train_set = _references(reference, train, n_jobs, progress, device)
     gen = features(smiles, generated=True, n_jobs=n_jobs, progress=progress, description="generated")
     valid = gen.valid_smiles
     out: dict[str, float] = {"valid": fraction_valid(gen.canon)}
     out["unique@1000"] = fraction_unique(valid, 1000)
     out["unique@10000"] = fraction_unique(valid, 10000)
-    gen_fcd = fcd.fcd_stats(fcd.activations(valid, threads=n_jobs)) if len(valid) >= 2 else None
+    gen_fcd = fcd.fcd_stats(fcd.activations(valid, threads=n_jobs, device=device)) if len(valid) >= 2 else None
     for suffix, ref in refs.items():
         out.update(_against(ref, gen, gen_fcd, suffix))
     out["IntDiv"], out["IntDiv2"] = internal_diversity(gen.packed)

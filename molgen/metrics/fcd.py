@@ -34,9 +34,9 @@ _PAD_LEN = 350
 _TOKEN = re.compile(r".[ril]?", re.DOTALL)
 
 
-@lru_cache(maxsize=1)
-def chemnet():
-    """ChemNet as a torch module in eval mode (loaded once per process).
+@lru_cache(maxsize=4)
+def chemnet(device: str = "cpu"):
+    """ChemNet as a torch module in eval mode on ``device`` (loaded once per process and device).
 
     Shapes:
         input (B, 35, 350) one-hot / 35 -> output (B, 512) penultimate activations.
@@ -50,7 +50,15 @@ def chemnet():
 
     path = Path(fcd_torch.__file__).parent / "ChemNet_v0.13_pretrained.pt"
     model = load_imported_model(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(device)
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
 
 
 def _token_ids(smiles: str) -> list[int]:
@@ -85,24 +93,27 @@ def one_hot(smiles: Sequence[str]):
 
 
 def activations(smiles: Sequence[str], batch_size: int = 512, threads: int | None = None,
-                progress=None) -> np.ndarray:
-    """ChemNet activations of canonical SMILES.
+                progress=None, device: str | None = "cpu") -> np.ndarray:
+    """ChemNet activations of canonical SMILES on ``device`` ("auto": CUDA when present).
+
+    On CUDA, TF32 is switched off so that activations match the CPU's float32 ones.
 
     Shapes:
         returns (N, 512) float32.
     """
     import torch
 
-    model = chemnet()
+    device = _device(device)
+    model = chemnet(device)
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         out = np.zeros((len(smiles), 512), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             for start in range(0, len(smiles), batch_size):
                 batch = smiles[start:start + batch_size]
-                out[start:start + len(batch)] = model(one_hot(batch)).numpy()
+                out[start:start + len(batch)] = model(one_hot(batch).to(device)).cpu().numpy()
                 if progress is not None:
                     progress(len(batch))
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def _counts(counter: Counter) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False, seed: int = 0,
-                      label: str = "reference") -> ReferenceStats:
+                      label: str = "reference", device: str | None = "auto") -> ReferenceStats:
     """Statistics of a whole reference set (invalid SMILES are skipped)."""
     feats = features(smiles, generated=False, n_jobs=n_jobs, progress=progress,
                      description=f"{label}: molecules")
@@ -86,7 +87,7 @@ def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False
         raise ValueError(f"the {label} set has {len(valid)} valid molecules; it needs at least 2")
     bar = _bar(progress, f"{label}: ChemNet", len(valid))
     with bar[0]:
-        acts = fcd.activations(valid, threads=n_jobs, progress=bar[1])
+        acts = fcd.activations(valid, threads=n_jobs, progress=bar[1], device=device)
     mu, sigma = fcd.fcd_stats(acts)
     fps, fp_counts = sorted_by_popcount(feats.packed)
     frag_keys, frag_counts = _counts(feats.frags)
@@ -109,41 +110,52 @@ def _bar(progress: bool, description: str, total: int):
     return bar, lambda k: bar.advance(task, k)
 
 
-def reference_stats(smiles: list[str], key: str | None = None, n_jobs: int = 2, progress: bool = False,
-                    label: str = "reference") -> ReferenceStats:
-    """Cached statistics of a reference list; ``key`` (default: sha256 of the strings) names the cache."""
-    key = key or sha256_strings(smiles)
-    path = cache_dir("metrics") / f"reference-{key[:24]}-v{VERSION}.npz"
+def _cache_file(kind: str, key: str, suffix: str) -> Path:
+    return cache_dir("metrics") / f"{kind}-{key[:24]}-v{VERSION}{suffix}"
+
+
+def reference_stats(smiles: list[str] | Callable[[], list[str]], key: str | None = None, n_jobs: int = 2,
+                    progress: bool = False, label: str = "reference", device: str | None = "auto") -> ReferenceStats:
+    """Cached statistics of a reference set.
+
+    ``key`` names the cache entry (default: sha256 of the strings); with a key, ``smiles`` may be
+    a function that loads the strings, called only when the statistics are not cached yet.
+    """
+    if key is None:
+        smiles = list(smiles() if callable(smiles) else smiles)
+        key = sha256_strings(smiles)
+    path = _cache_file("reference", key, ".npz")
     if path.exists():
         return ReferenceStats.load(path)
     start = time.perf_counter()
-    stats = compute_reference(list(smiles), n_jobs=n_jobs, progress=progress, label=label)
+    smiles = list(smiles() if callable(smiles) else smiles)
+    stats = compute_reference(smiles, n_jobs=n_jobs, progress=progress, label=label, device=device)
     stats.save(path)
     log.info("%s statistics (%d molecules) computed in %.0f s, cached at %s", label, stats.n,
              time.perf_counter() - start, path)
     return stats
 
 
-def moses_reference(split: str, n_jobs: int = 2, progress: bool = False) -> ReferenceStats:
+def moses_reference(split: str, n_jobs: int = 2, progress: bool = False,
+                    device: str | None = "auto") -> ReferenceStats:
     """Statistics of the whole MOSES ``test`` or ``test_scaffolds`` split, keyed by its file's sha256."""
     from molgen.datasets import moses_path, moses_smiles
 
-    key = sha256_file(moses_path(split))
-    path = cache_dir("metrics") / f"reference-{key[:24]}-v{VERSION}.npz"
-    if path.exists():
-        return ReferenceStats.load(path)
-    return reference_stats(moses_smiles(split), key=key, n_jobs=n_jobs, progress=progress,
-                           label=f"MOSES {split}")
+    return reference_stats(lambda: moses_smiles(split), key=sha256_file(moses_path(split)), n_jobs=n_jobs,
+                           progress=progress, label=f"MOSES {split}", device=device)
 
 
-def train_hashes(smiles: list[str], key: str | None = None, n_jobs: int = 2,
+def train_hashes(smiles: list[str] | Callable[[], list[str]], key: str | None = None, n_jobs: int = 2,
                  progress: bool = False) -> np.ndarray:
-    """Sorted 64-bit hashes of a training set's canonical SMILES, cached by ``key``/sha256."""
-    key = key or sha256_strings(smiles)
-    path = cache_dir("metrics") / f"train-{key[:24]}-v{VERSION}.npy"
+    """Sorted 64-bit hashes of a training set's canonical SMILES, cached like :func:`reference_stats`."""
+    if key is None:
+        smiles = list(smiles() if callable(smiles) else smiles)
+        key = sha256_strings(smiles)
+    path = _cache_file("train", key, ".npy")
     if path.exists():
         return np.load(path, allow_pickle=False)
-    hashes = smiles_hashes(list(smiles), n_jobs=n_jobs, progress=progress, description="train: canonical")
+    smiles = list(smiles() if callable(smiles) else smiles)
+    hashes = smiles_hashes(smiles, n_jobs=n_jobs, progress=progress, description="train: canonical")
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, hashes)
     tmp.replace(path)
@@ -154,8 +166,5 @@ def moses_train_hashes(n_jobs: int = 2, progress: bool = False) -> np.ndarray:
     """Canonical-SMILES hashes of MOSES train (1.58M molecules), keyed by the file's sha256."""
     from molgen.datasets import moses_path, moses_smiles
 
-    key = sha256_file(moses_path("train"))
-    path = cache_dir("metrics") / f"train-{key[:24]}-v{VERSION}.npy"
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    return train_hashes(moses_smiles("train"), key=key, n_jobs=n_jobs, progress=progress)
+    return train_hashes(lambda: moses_smiles("train"), key=sha256_file(moses_path("train")), n_jobs=n_jobs,
+                        progress=progress)
