@@ -41,7 +41,7 @@ def last_val_nll(provenance: dict) -> tuple[int, float] | None:
     run_dir = provenance.get("train_config", {}).get("run_dir")
     if not run_dir:
         return None
-    rows = [pd.read_csv(p) for p in sorted(Path(run_dir).glob("logs/*/metrics.csv"))]
+    rows = [pd.read_csv(p) for p in sorted((Path(run_dir) / "logs").rglob("metrics.csv"))]
     log = pd.concat(rows) if rows else pd.DataFrame()
     if "val_nll" not in log:
         return None
