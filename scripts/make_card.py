@@ -49,6 +49,17 @@ def last_val_nll(provenance: dict) -> tuple[int, float] | None:
     return (int(val["step"].iloc[-1]), float(val["val_nll"].iloc[-1])) if len(val) else None
 
 
+def baselines_and_commands(name: str, metrics: dict, commands: list[str]) -> str:
+    """Markdown: the published MOSES baselines beside this model's row, then the commands that measured it."""
+    keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
+    rows = [f"| {model} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for model, row in MOSES_ROWS.items()]
+    rows.append(f"| **{name}** | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |")
+    return (
+        "Published MOSES baselines at n = 30,000 for context:\n\n| model | " + " | ".join(keys) + " |\n"
+        + "|---" * (len(keys) + 1) + "|\n" + "\n".join(rows) + "\n\nReproduce:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+    )
+
+
 def card(folder: Path, meta: dict, metrics: dict, commands: list[str], seconds: float, n: int, temperature: float) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
     tc = prov.get("train_config", {})
@@ -65,11 +76,6 @@ def card(folder: Path, meta: dict, metrics: dict, commands: list[str], seconds: 
     val = last_val_nll(prov)
     keys = list(metrics)
     table = "\n".join(f"| `{k}` | {metrics[k]:.4f} |" if isinstance(metrics[k], float) else f"| `{k}` | {metrics[k]} |" for k in keys)
-    base_keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
-    base = "\n".join(
-        f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in base_keys) + " |" for name, row in MOSES_ROWS.items()
-    )
-    ours = f"| **{folder.name}** | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in base_keys) + " |"
     return f"""# {folder.name}
 
 A SMILES GPT (`model_type = "{meta['model_type']}"`, molgen {meta.get('molgen_version')}) pretrained on the MOSES
@@ -105,19 +111,7 @@ Sampling took {seconds:.0f} s on this machine's CPU (generation and validity che
 |---|---|
 {table}
 
-Published MOSES baselines at n = 30,000 for context:
-
-| model | valid | unique@10000 | FCD/Test | SNN/Test | Novelty |
-|---|---|---|---|---|---|
-{base}
-{ours}
-
-Reproduce:
-
-```bash
-{chr(10).join(commands)}
-```
-
+{baselines_and_commands(folder.name, metrics, commands)}
 ## Limitations
 
 Trained on MOSES only (ZINC clean leads: 250-350 Da, no charges, atoms C N S O F Cl Br H): molecules
