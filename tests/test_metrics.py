@@ -35,7 +35,7 @@ def moses_test():
 @pytest.fixture(scope="module")
 def small_ref(moses_test):
     rng = np.random.default_rng(1)
-    return [moses_test[i] for i in rng.choice(len(moses_test), 1000, replace=False)]
+    return [moses_test[i] for i in rng.choice(len(moses_test), 600, replace=False)]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_snn_and_intdiv_equal_moses_dense_formulas(small_ref):
         return [np.array(list(gen.GetFingerprint(Chem.MolFromSmiles(s)).GetOnBits()), dtype=np.int64) for s in smiles]
 
     g = similarity.pack(bits(small_ref[:300]) + [np.array([], dtype=np.int64)])  # plus an empty fingerprint
-    r = similarity.pack(bits(small_ref[300:1000]) + [np.array([], dtype=np.int64)])
+    r = similarity.pack(bits(small_ref[300:600]) + [np.array([], dtype=np.int64)])
     ref_sorted, counts = similarity.sorted_by_popcount(r)
     dense = _dense_tanimoto(np.unpackbits(g, axis=1), np.unpackbits(r, axis=1))
     assert similarity.snn(g, ref_sorted, counts) == pytest.approx(dense.max(1).mean(), abs=1e-6)

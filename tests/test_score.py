@@ -76,7 +76,7 @@ def _moses_passes_filters_plain(smiles: str) -> bool:
     alerts = S._alerts()
     if any(len(r) >= 8 for r in mol.GetRingInfo().AtomRings()):
         return False
-    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in S._MOSES_ATOMS for a in mol.GetAtoms()):
+    if any(a.GetFormalCharge() != 0 or a.GetSymbol() not in {"C", "N", "S", "O", "F", "Cl", "Br", "H"} for a in mol.GetAtoms()):
         return False
     h = Chem.AddHs(mol)
     if any(h.HasSubstructMatch(q) for q in alerts["mcf"].queries + alerts["pains"].queries):
@@ -108,9 +108,12 @@ def test_screened_alerts_equal_plain_matching(drugs, real_smiles):
 
 
 def test_moses_filter_rules():
-    df = mg.score([RHODANINE, "CC[N+](C)(C)C", "C1CCCCCCC1", "CCI", "c1ccccc1CCN"])
+    smiles = [RHODANINE, "CC[N+](C)(C)C", "C1CCCCCCC1", "CCI", "CC[Si](C)C", "c1ccccc1CCN", "[2H]c1ccccc1CCO"]
+    df = mg.score(smiles)
     assert df.pains[0] == "ene_rhod_A(235)"
-    assert df.moses_filter.tolist() == [False, False, False, False, True]  # PAINS, charge, 8-ring, iodine
+    # PAINS, charge, 8-ring, iodine, silicon; then two that pass (isotopic H is still H)
+    assert df.moses_filter.tolist() == [False, False, False, False, False, True, True]
+    assert df.moses_filter.tolist() == [_moses_passes_filters_plain(s) for s in smiles]
 
 
 def test_invalid_rows_are_kept_and_marked():
