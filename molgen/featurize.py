@@ -46,6 +46,7 @@ __all__ = [
     "GraphArrays",
     "mol_to_graph",
     "graph_to_mol",
+    "build_mol",
     "arrays_to_graph",
     "featurize_smiles",
     "graph_cache",
@@ -227,16 +228,26 @@ def graph_to_mol(graph: Data, sanitize: bool = True) -> Chem.Mol:
     Raises ``Chem.MolSanitizeException`` only for graphs that break an atom's bond budget,
     which the decoder never produces.
     """
-    mol = Chem.RWMol()
-    for t in graph.x.tolist():
-        elem, charge = ATOM_VOCAB[t]
-        atom = Chem.Atom(elem)
-        atom.SetFormalCharge(charge)
-        mol.AddAtom(atom)
     ei, ea = graph.edge_index.tolist(), graph.edge_attr.tolist()
-    for a, b, c in zip(ei[0], ei[1], ea, strict=True):
-        if a < b:
-            mol.AddBond(a, b, _RDKIT_BOND[BOND_ORDERS[c]])
+    bonds = [(a, b, BOND_ORDERS[c]) for a, b, c in zip(ei[0], ei[1], ea, strict=True) if a < b]
+    return build_mol(graph.x.tolist(), bonds, sanitize=sanitize)
+
+
+def build_mol(types, bonds, vocab=ATOM_VOCAB, sanitize: bool = True) -> Chem.Mol:
+    """A molecule from atom type indices and ``(i, j, order)`` bonds (order 1, 2 or 3).
+
+    Args:
+        types: atom type indices into ``vocab``; bonds: each bond once.
+        vocab: ``(element, charge)`` per type (a checkpoint carries its own).
+    """
+    mol = Chem.RWMol()
+    for t in types:
+        elem, charge = vocab[t]
+        atom = Chem.Atom(elem)
+        atom.SetFormalCharge(int(charge))
+        mol.AddAtom(atom)
+    for a, b, order in bonds:
+        mol.AddBond(int(a), int(b), _RDKIT_BOND[int(order)])
     out = mol.GetMol()
     if sanitize:
         Chem.SanitizeMol(out)

@@ -24,11 +24,9 @@ from torch_geometric.utils import scatter
 
 from molgen.chem import quiet
 from molgen.errors import InputError
-from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, mol_to_graph
+from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
 from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
-
-_RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 
 
 @dataclass
@@ -219,18 +217,10 @@ class GraphVAE(nn.Module):
         out = []
         for b in range(len(n_atoms)):
             n = int(n_atoms[b])
-            mol = Chem.RWMol()
-            for t in types[b, :n]:
-                atom = Chem.Atom(self._vocab[t][0])
-                atom.SetFormalCharge(self._vocab[t][1])
-                mol.AddAtom(atom)
             ii, kk = np.nonzero(band[b, :n])
-            for i, k in zip(ii.tolist(), kk.tolist(), strict=True):
-                mol.AddBond(i, i - k - 1, _RDKIT_BOND[int(band[b, i, k])])
-            m = mol.GetMol()
+            bonds = zip(ii.tolist(), (ii - kk - 1).tolist(), band[b, ii, kk].tolist(), strict=True)
             try:
-                Chem.SanitizeMol(m)
-                out.append(Chem.MolToSmiles(m))
+                out.append(Chem.MolToSmiles(build_mol(types[b, :n].tolist(), bonds, self._vocab)))
             except Chem.MolSanitizeException:
                 out.append(None)
         return out
