@@ -159,3 +159,17 @@ def test_cuda_bf16_encode_and_decode(overfitted, real_smiles):
     torch.testing.assert_close(z.float().cpu(), overfitted.encode(real_smiles), atol=0.1, rtol=0.05)
     out = model.sample(256, seed=0, device="cuda")
     assert out.valid.all() and np.mean([_sanitises(s) for s in out.smiles]) == 1.0
+
+
+def test_generate_to_file_through_the_shared_path(overfitted, tmp_path):
+    from molgen.models import load_pretrained
+    from molgen.sample import generate_to_file
+
+    overfitted.save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "gen.csv"
+    summary = generate_to_file(
+        load_pretrained(tmp_path / "ckpt", device="cpu"), 50, out, chunk_size=20, progress=False
+    )
+    rows = pd.read_csv(out)
+    assert summary["written"] == 50 and len(rows) == 50 and rows.valid.all()
+    assert all(_sanitises(s) for s in rows.smiles)
