@@ -35,6 +35,7 @@ import importlib.util
 import math
 import multiprocessing
 import pickle
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -147,13 +148,22 @@ class AlertSet:
     is computed on the hydrogen-free molecule (what MOSES's filters need).
     """
 
-    def __init__(self, names: Sequence[str], smarts: Sequence[str], strip_h: bool = False):
+    def __init__(self, names: Sequence[str], queries: Sequence[Chem.Mol], strip_h: bool = False):
         self.names = list(names)
-        self.queries = [Chem.MolFromSmarts(s) for s in smarts]
-        bad = [s for s, q in zip(smarts, self.queries, strict=True) if q is None]
+        self.queries = list(queries)
+        self.screen = np.stack([_screen_bits(_without_h(q) if strip_h else q) for q in self.queries])
+
+    @classmethod
+    def from_smarts(cls, names: Sequence[str], smarts: Sequence[str], strip_h: bool = False) -> AlertSet:
+        queries = [Chem.MolFromSmarts(s) for s in smarts]
+        bad = [s for s, q in zip(smarts, queries, strict=True) if q is None]
         if bad:
             raise ValueError(f"unparsable alert SMARTS: {bad[:3]}")
-        self.screen = np.stack([_screen_bits(_without_h(q) if strip_h else q) for q in self.queries])
+        return cls(names, queries, strip_h)
+
+    def first(self, mol: Chem.Mol, bits: np.ndarray) -> str:
+        """Name of the first alert (in catalog order) that ``mol`` matches, "" if none."""
+        return next((self.names[i] for i in self.candidates(bits) if mol.HasSubstructMatch(self.queries[i])), "")
 
     def candidates(self, bits: np.ndarray) -> np.ndarray:
         """Indices of the alerts that the screen cannot rule out for a molecule with ``bits``."""
@@ -170,18 +180,53 @@ def _alerts() -> dict[str, AlertSet]:
     pains = pd.read_csv(metrics / "wehi_pains.csv", names=["smarts", "names"])
     # wehi names look like "<regId=ene_rhod_A(235)>"; keep the id
     pains_names = pains["names"].str.strip().str.removeprefix("<regId=").str.removesuffix(">")
-    return {
-        "mcf": AlertSet(mcf["names"], mcf["smarts"].str.strip(), strip_h=True),
-        "pains": AlertSet(pains_names, pains["smarts"].str.strip(), strip_h=True),
-        "qed": AlertSet([str(i) for i in range(len(QED.StructuralAlertSmarts))], QED.StructuralAlertSmarts),
+    alerts = {
+        "mcf": AlertSet.from_smarts(mcf["names"], mcf["smarts"].str.strip(), strip_h=True),
+        "pains": AlertSet.from_smarts(pains_names, pains["smarts"].str.strip(), strip_h=True),
+        "qed": AlertSet.from_smarts([str(i) for i in range(len(QED.StructuralAlertSmarts))],
+                                    QED.StructuralAlertSmarts),
     }
+    brenk = _catalog_queries(_brenk_catalog())
+    if brenk is not None:
+        alerts["brenk"] = AlertSet(*brenk, strip_h=True)
+    return alerts
 
 
 @lru_cache(maxsize=1)
-def _brenk() -> FC.FilterCatalog:
+def _brenk_catalog() -> FC.FilterCatalog:
     params = FC.FilterCatalogParams()
     params.AddCatalog(FC.FilterCatalogParams.FilterCatalogs.BRENK)
     return FC.FilterCatalog(params)
+
+
+_MOL_PICKLE = b"\xef\xbe\xad\xde"  # RDKit's binary molecule format starts with this magic number
+
+
+def _catalog_queries(catalog: FC.FilterCatalog) -> tuple[list[str], list[Chem.Mol]] | None:
+    """(names, query molecules) of a FilterCatalog of plain substructure alerts.
+
+    RDKit has no accessor for an entry's pattern, so it is read from the entry's serialised form
+    (the query molecule, then minimum and maximum count). ``None`` when an entry is not a plain
+    "match at least once" alert or the format is not the expected one; the catalog is then used
+    as it is (slower, same result).
+    """
+    names, queries = [], []
+    for i in range(catalog.GetNumEntries()):
+        entry = catalog.GetEntryWithIdx(i)
+        blob = entry.Serialize()
+        start = blob.find(_MOL_PICKLE)
+        size = re.search(rb" (\d+) $", blob[:start]) if start > 0 else None
+        if size is None:
+            return None
+        end = start + int(size.group(1))
+        if not blob[end:].startswith(b" 1 4294967295 "):  # min count 1, no max count
+            return None
+        try:
+            queries.append(Chem.Mol(blob[start:end]))
+        except Exception:
+            return None
+        names.append(entry.GetDescription())
+    return names, queries
 
 
 # --- one molecule ---------------------------------------------------------------------------------
@@ -248,15 +293,14 @@ class MolScores:
 
     @cached_property
     def pains(self) -> str:
-        alerts = _alerts()["pains"]
-        for i in alerts.candidates(self.bits):
-            if self.hmol.HasSubstructMatch(alerts.queries[i]):
-                return alerts.names[i]
-        return ""
+        return _alerts()["pains"].first(self.hmol, self.bits)
 
     @cached_property
     def brenk(self) -> str:
-        match = _brenk().GetFirstMatch(self.mol)
+        alerts = _alerts().get("brenk")
+        if alerts is not None:
+            return alerts.first(self.mol, self.bits)
+        match = _brenk_catalog().GetFirstMatch(self.mol)
         return match.GetDescription() if match is not None else ""
 
     @cached_property
