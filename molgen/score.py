@@ -21,8 +21,8 @@ moses_filter   True if the molecule passes the MOSES filters (``mol_passes_filte
                PAINS alerts, atoms C N S O F Cl Br H only, no formal charge, no ring of 8+)
 =============  ==============================================================================
 
-Invalid rows stay in the table with ``valid=False`` and missing scores. Substructure alerts are
-screened with RDKit pattern fingerprints first (a query whose fingerprint bits are not all set in
+Invalid rows stay in the table with ``valid=False`` and missing scores. PAINS, MCF and QED's alerts
+(~620 SMARTS) are screened with RDKit pattern fingerprints first (a query whose fingerprint bits are not all set in
 the molecule's cannot match), which keeps scoring near QED's own cost; the screen never changes a
 result, and ``tests/test_score.py`` checks that against plain matching.
 """
@@ -35,7 +35,6 @@ import importlib.util
 import math
 import multiprocessing
 import pickle
-import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -186,9 +185,6 @@ def _alerts() -> dict[str, AlertSet]:
         "qed": AlertSet.from_smarts([str(i) for i in range(len(QED.StructuralAlertSmarts))],
                                     QED.StructuralAlertSmarts),
     }
-    brenk = _catalog_queries(_brenk_catalog())
-    if brenk is not None:
-        alerts["brenk"] = AlertSet(*brenk, strip_h=True)
     return alerts
 
 
@@ -197,36 +193,6 @@ def _brenk_catalog() -> FC.FilterCatalog:
     params = FC.FilterCatalogParams()
     params.AddCatalog(FC.FilterCatalogParams.FilterCatalogs.BRENK)
     return FC.FilterCatalog(params)
-
-
-_MOL_PICKLE = b"\xef\xbe\xad\xde"  # RDKit's binary molecule format starts with this magic number
-
-
-def _catalog_queries(catalog: FC.FilterCatalog) -> tuple[list[str], list[Chem.Mol]] | None:
-    """(names, query molecules) of a FilterCatalog of plain substructure alerts.
-
-    RDKit has no accessor for an entry's pattern, so it is read from the entry's serialised form
-    (the query molecule, then minimum and maximum count). ``None`` when an entry is not a plain
-    "match at least once" alert or the format is not the expected one; the catalog is then used
-    as it is (slower, same result).
-    """
-    names, queries = [], []
-    for i in range(catalog.GetNumEntries()):
-        entry = catalog.GetEntryWithIdx(i)
-        blob = entry.Serialize()
-        start = blob.find(_MOL_PICKLE)
-        size = re.search(rb" (\d+) $", blob[:start]) if start > 0 else None
-        if size is None:
-            return None
-        end = start + int(size.group(1))
-        if not blob[end:].startswith(b" 1 4294967295 "):  # min count 1, no max count
-            return None
-        try:
-            queries.append(Chem.Mol(blob[start:end]))
-        except Exception:
-            return None
-        names.append(entry.GetDescription())
-    return names, queries
 
 
 # --- one molecule ---------------------------------------------------------------------------------
@@ -297,9 +263,7 @@ class MolScores:
 
     @cached_property
     def brenk(self) -> str:
-        alerts = _alerts().get("brenk")
-        if alerts is not None:
-            return alerts.first(self.mol, self.bits)
+        # not screened: Brenk's alerts are generic enough that half of them pass any screen
         match = _brenk_catalog().GetFirstMatch(self.mol)
         return match.GetDescription() if match is not None else ""
 

@@ -91,16 +91,13 @@ def drugs() -> list[str]:
 
 
 def test_screened_alerts_equal_plain_matching(drugs, real_smiles):
-    """The pattern-fingerprint screen never changes an alert result (PAINS, MCF, Brenk, QED alerts)."""
+    """The pattern-fingerprint screen never changes an alert result (PAINS, MCF, QED alerts)."""
     smiles = [s for s in drugs + real_smiles + [RHODANINE] if Chem.MolFromSmiles(s) is not None]
     df = mg.score(smiles, properties=["qed", "pains", "brenk", "moses_filter"])
+    assert (df.brenk != "").sum() >= 50  # Brenk comes from RDKit's FilterCatalog as it is
     alerts = S._alerts()
-    assert "brenk" in alerts  # the Brenk patterns were read from RDKit's catalog
-    brenk = S._brenk_catalog()
-    for s, pains, passes, qed, brenk_name in zip(smiles, df.pains, df.moses_filter, df.qed, df.brenk, strict=True):
+    for s, pains, passes, qed in zip(smiles, df.pains, df.moses_filter, df.qed, strict=True):
         mol = Chem.MolFromSmiles(s)
-        match = brenk.GetFirstMatch(mol)
-        assert brenk_name == (match.GetDescription() if match else ""), s
         h = Chem.AddHs(mol)
         first = next((alerts["pains"].names[i] for i, q in enumerate(alerts["pains"].queries)
                       if h.HasSubstructMatch(q)), "")
@@ -109,7 +106,6 @@ def test_screened_alerts_equal_plain_matching(drugs, real_smiles):
         assert qed == pytest.approx(QED.qed(mol), abs=1e-12), s
     # the set is not trivial: it exercises each branch
     assert (df.pains != "").sum() >= 2 and (~df.moses_filter).sum() >= 50 and df.moses_filter.sum() >= 50
-    assert (df.brenk != "").sum() >= 50
 
 
 def test_moses_filter_rules():
