@@ -23,7 +23,7 @@ moses_filter   True if the molecule passes the MOSES filters (``mol_passes_filte
 
 Invalid rows stay in the table with ``valid=False`` and missing scores. PAINS, MCF and QED's alerts
 (~620 SMARTS) are screened with RDKit pattern fingerprints first (a query whose fingerprint bits are not all set in
-the molecule's cannot match), which keeps scoring near QED's own cost; the screen never changes a
+the molecule's cannot match), about ten times cheaper than matching them all; the screen never changes a
 result, and ``tests/test_score.py`` checks that against plain matching.
 """
 
@@ -52,7 +52,7 @@ from molgen.chem import quiet, to_mol, to_smiles
 from molgen.datasets import moses_dir
 from molgen.errors import InputError, MissingDependencyError
 
-__all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "parallel_map"]
+__all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "parallel_map", "progress_bar"]
 
 COLUMNS = ("qed", "sa", "logp", "mw", "tpsa", "hbd", "hba", "rotb", "rings", "np_score",
            "pains", "brenk", "moses_filter")
@@ -332,9 +332,7 @@ def parallel_map(fn: Callable, items: Sequence, n_jobs: int = 1, progress: bool 
     """
     chunks = [(list(items[i:i + chunk]), extra) for i in range(0, len(items), chunk)]
     out: list = []
-    bar = _progress_bar() if progress else None
-    with bar or contextlib.nullcontext():
-        task = bar.add_task(description, total=len(items)) if bar else None
+    with progress_bar(progress, description, len(items)) as advance:
         pool = None
         if n_jobs > 1 and len(chunks) > 2:
             pool = _pool_context().Pool(min(n_jobs, len(chunks)))
@@ -345,8 +343,7 @@ def parallel_map(fn: Callable, items: Sequence, n_jobs: int = 1, progress: bool 
                     out.extend(res)
                 else:
                     out.append(res)
-                if bar:
-                    bar.advance(task, len(part))
+                advance(len(part))
         except BaseException:
             if pool is not None:  # e.g. Ctrl-C: do not wait for the queued chunks
                 pool.terminate()
@@ -358,11 +355,18 @@ def parallel_map(fn: Callable, items: Sequence, n_jobs: int = 1, progress: bool 
     return out
 
 
-def _progress_bar():
+@contextlib.contextmanager
+def progress_bar(show: bool, description: str, total: int):
+    """Yields an ``advance(k)`` callback: a rich progress bar when ``show``, else a no-op."""
+    if not show:
+        yield lambda k: None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda k: bar.advance(task, k)
 
 
 def _smiles_column(molecules) -> tuple[list, pd.DataFrame | None]:

@@ -41,6 +41,7 @@ from molgen.metrics.reference import (
     train_hashes,
 )
 from molgen.metrics.similarity import cosine_similarity, internal_diversity, snn
+from molgen.score import progress_bar
 
 __all__ = ["evaluate", "MOSES_KEYS", "EXTRA_KEYS", "fraction_valid", "fraction_unique", "novelty"]
 
@@ -153,7 +154,9 @@ def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2
     out: dict[str, float] = {"valid": fraction_valid(gen.canon)}
     out["unique@1000"] = fraction_unique(valid, 1000)
     out["unique@10000"] = fraction_unique(valid, 10000)
-    gen_fcd = fcd.fcd_stats(fcd.activations(valid, threads=n_jobs, device=device)) if len(valid) >= 2 else None
+    with progress_bar(progress, "generated: ChemNet", len(valid)) as advance:
+        acts = fcd.activations(valid, threads=n_jobs, progress=advance, device=device)
+    gen_fcd = fcd.fcd_stats(acts) if len(valid) >= 2 else None
     for suffix, ref in refs.items():
         out.update(_against(ref, gen, gen_fcd, suffix))
     out["IntDiv"], out["IntDiv2"] = internal_diversity(gen.packed)

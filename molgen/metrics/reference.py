@@ -27,6 +27,7 @@ from molgen.cache import cache_dir, sha256_file, sha256_strings
 from molgen.metrics import fcd, kl
 from molgen.metrics.features import PROPS, features, smiles_hashes
 from molgen.metrics.similarity import sorted_by_popcount
+from molgen.score import progress_bar
 
 __all__ = ["ReferenceStats", "reference_stats", "moses_reference", "train_hashes", "moses_train_hashes"]
 
@@ -85,9 +86,8 @@ def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False
     valid = feats.valid_smiles
     if len(valid) < 2:
         raise ValueError(f"the {label} set has {len(valid)} valid molecules; it needs at least 2")
-    bar = _bar(progress, f"{label}: ChemNet", len(valid))
-    with bar[0]:
-        acts = fcd.activations(valid, threads=n_jobs, progress=bar[1], device=device)
+    with progress_bar(progress, f"{label}: ChemNet", len(valid)) as advance:
+        acts = fcd.activations(valid, threads=n_jobs, progress=advance, device=device)
     mu, sigma = fcd.fcd_stats(acts)
     fps, fp_counts = sorted_by_popcount(feats.packed)
     frag_keys, frag_counts = _counts(feats.frags)
@@ -95,19 +95,6 @@ def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False
     kl_desc = kl.kl_descriptors(kl.kl_sample(valid, seed), n_jobs=n_jobs)
     return ReferenceStats(len(valid), mu, sigma, fps, fp_counts, frag_keys, frag_counts,
                           scaf_keys, scaf_counts, feats.props, kl_desc)
-
-
-def _bar(progress: bool, description: str, total: int):
-    """A (context manager, advance callback) pair; a no-op pair without ``progress``."""
-    import contextlib
-
-    if not progress:
-        return contextlib.nullcontext(), None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task(description, total=total)
-    return bar, lambda k: bar.advance(task, k)
 
 
 def _cache_file(kind: str, key: str, suffix: str) -> Path:
