@@ -37,13 +37,15 @@ from molgen.metrics.reference import (
     ReferenceStats,
     moses_reference,
     moses_train_hashes,
+    prepare_moses,
     reference_stats,
     train_hashes,
 )
 from molgen.metrics.similarity import cosine_similarity, internal_diversity, snn
 from molgen.score import progress_bar
 
-__all__ = ["evaluate", "MOSES_KEYS", "EXTRA_KEYS", "fraction_valid", "fraction_unique", "novelty"]
+__all__ = ["evaluate", "prepare_moses", "MOSES_KEYS", "EXTRA_KEYS", "fraction_valid", "fraction_unique",
+           "novelty"]
 
 MOSES_KEYS = ("valid", "unique@1000", "unique@10000",
               "FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test",
