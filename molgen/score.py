@@ -52,12 +52,12 @@ from molgen.chem import quiet, to_mol, to_smiles
 from molgen.datasets import moses_dir
 from molgen.errors import InputError, MissingDependencyError
 
-__all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "parallel_map", "progress_bar"]
+__all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "np_likeness", "parallel_map", "progress_bar"]
 
 COLUMNS = ("qed", "sa", "logp", "mw", "tpsa", "hbd", "hba", "rotb", "rings", "np_score",
            "pains", "brenk", "moses_filter")
 _TEXT_COLUMNS = ("pains", "brenk")
-# MOSES's per-atom checks (no charge; only C N S O F Cl Br H) as queries: one C++ call instead of a Python loop over atoms
+# MOSES's per-atom checks (no charge; only C N S O F Cl Br H) as queries: one C++ call each
 _CHARGED = Chem.MolFromSmarts("[!+0]")
 _NOT_MOSES_ATOM = Chem.MolFromSmarts("[!#6&!#7&!#16&!#8&!#9&!#17&!#35&!#1]")
 _CHUNK = 256  # molecules per task sent to a worker: large enough to hide the pipe, small for progress

@@ -7,8 +7,11 @@ so a cold cache makes the first run long (see the README for the time).
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -89,6 +92,44 @@ def test_train_sample_matches_moses_train_row(moses_stats):
     assert result["IntDiv"] == pytest.approx(0.857, abs=0.005)
     assert result["IntDiv2"] == pytest.approx(0.851, abs=0.006)
     assert result["Filters"] == 1.0  # MOSES built its data set with these filters
+
+
+class _MosesStatsUnpickler(pickle.Unpickler):
+    """Reads MOSES's own statistics file (a pickled dict of arrays and Counters) and nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("collections", "Counter"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not expected in MOSES statistics")
+        return super().find_class(module, name)
+
+
+def _official_moses_stats(split: str) -> dict:
+    path = mg.datasets.moses_dir() / f"{split}_stats.npz"
+    with zipfile.ZipFile(path) as archive:
+        buffer = io.BytesIO(archive.read("stats.npy"))
+    np.lib.format.read_magic(buffer)
+    np.lib.format.read_array_header_1_0(buffer)
+    return _MosesStatsUnpickler(buffer).load().item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["test", "test_scaffolds"])
+def test_whole_set_statistics_match_the_ones_moses_ships(moses_stats, split):
+    """Our statistics of the whole split against those MOSES computed for its published tables."""
+    ours, official = moses_stats[split], _official_moses_stats(split)
+    assert ours.n == len(official["logP"]["values"])
+    fcd_between = fcd.frechet_distance(ours.fcd_mu, ours.fcd_sigma, official["FCD"]["mu"], official["FCD"]["sigma"])
+    assert fcd_between < 1e-3
+    theirs_fps = np.packbits(official["SNN"]["fps"], axis=1)
+    assert sorted(map(bytes, ours.fps)) == sorted(map(bytes, theirs_fps))
+    for name in ("logP", "SA", "QED", "weight"):
+        np.testing.assert_allclose(ours.prop(name), official[name]["values"], atol=1e-9)
+    # fragment and scaffold SMILES come from today's RDKit; MOSES's from 2019's
+    assert similarity.cosine_similarity(ours.frags, official["Frag"]["frag"]) > 0.9999
+    assert similarity.cosine_similarity(ours.scafs, official["Scaf"]["scaf"]) > 0.999
 
 
 # --- definitions on small sets (fast) --------------------------------------------------------------
