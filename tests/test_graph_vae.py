@@ -173,3 +173,15 @@ def test_generate_to_file_through_the_shared_path(overfitted, tmp_path):
     rows = pd.read_csv(out)
     assert summary["written"] == 50 and len(rows) == 50 and rows.valid.all()
     assert all(_sanitises(s) for s in rows.smiles)
+
+
+def test_shipped_vae_configs_validate():
+    from pathlib import Path
+
+    from molgen.config import load_config
+
+    paths = sorted((Path(__file__).parents[1] / "scripts" / "configs").glob("pretrain_vae*.toml"))
+    assert len(paths) == 2
+    for path in paths:
+        config = load_config(path)
+        assert config.model_type == "graph_vae" and config.model.window >= 10  # MOSES needs 10
