@@ -24,7 +24,7 @@ import torch_geometric
 from rdkit import Chem
 
 from molgen.datasets import moses_smiles
-from molgen.featurize import featurize_smiles
+from molgen.featurize import featurize_smiles, graph_to_mol
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
 from molgen.models.graph_vae_train import collate_arrays
 
@@ -64,6 +64,19 @@ def bench_featurize(smiles: list[str]) -> dict:
         "ratio_to_parse_only": round(len(smiles) / cpu / parse_only, 3),
         f"mol_per_s_{jobs}_processes_wall": round(len(smiles) / par),
     }
+
+
+def round_trip(smiles: list[str]) -> dict:
+    """featurise -> graph_to_mol on MOSES molecules: identical non-isomeric canonical SMILES?"""
+    arrays = featurize_smiles(smiles, n_jobs=1)
+    misses = []
+    for k in range(len(arrays)):
+        source = smiles[arrays.index[k]]
+        back = Chem.MolToSmiles(graph_to_mol(arrays.graph(k)))
+        if back != Chem.MolToSmiles(Chem.MolFromSmiles(source), isomericSmiles=False):
+            misses.append([source, back])
+    return {"n": len(smiles), "identical": (len(arrays) - len(misses)) / len(smiles), "skipped": arrays.skipped,
+            "exceptions": misses[:20]}  # fmt: skip
 
 
 def _time(fn, repeats: int, sync) -> float:
@@ -136,6 +149,7 @@ def main() -> None:
         "model": source,
         "parameters": sum(p.numel() for p in model.parameters()),
         "featurize": bench_featurize(smiles),
+        "round_trip": round_trip(smiles[:10_000]),
         "encoder_graphs_per_s": {"cpu": bench_encoder(model, batch, "cpu", repeats=5)},
         "decode_mol_per_s": {"cpu": bench_decode(model, "cpu", args.n_decode)},
         "cpu_threads": args.threads,
