@@ -108,7 +108,10 @@ def bench_encoder(model: GraphVAE, batch, device: str, repeats: int) -> dict:
                     enc(batch.x, batch.edge_index, batch.edge_attr, batch.batch, n)
 
             key = f"{name}{'_compiled' if compiled else ''}"
-            out[key] = round(n / _time(run, repeats, sync))
+            try:
+                out[key] = round(n / _time(run, repeats, sync))
+            except Exception as err:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
+                out[key] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     return out
 
 
