@@ -142,6 +142,8 @@ def test_invalid_strings_are_counted_not_dropped(small_ref, tmp_cache):
     assert result["n"] == 400
     assert "FCD/TestSF" not in result and "Novelty" not in result  # list reference, no train given
     assert result["Filters"] == 1.0  # computed on the 300 valid ones only
+    nothing = mg.metrics.evaluate(["xx", "C1CC"], reference=small_ref, n_jobs=1)
+    assert nothing["valid"] == 0.0 and nothing["n"] == 2 and math.isnan(nothing["FCD/Test"])
 
 
 def test_identical_sets(small_ref, tmp_cache):
