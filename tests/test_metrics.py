@@ -190,6 +190,28 @@ def test_reference_statistics_are_cached_by_content(small_ref, tmp_path, monkeyp
     assert len(list((tmp_path / "metrics").glob("reference-*.npz"))) == 2
 
 
+def test_concurrent_builds_compute_once(small_ref, tmp_path, monkeypatch):
+    """Two evaluations started together (threads here, processes in practice) build the cache once."""
+    import threading
+
+    from molgen.metrics import reference
+
+    monkeypatch.setenv("MOLGEN_CACHE", str(tmp_path))
+    calls = []
+    real = reference.compute_reference
+    monkeypatch.setattr(reference, "compute_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(reference_stats(small_ref[:60], n_jobs=1)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2
+    np.testing.assert_array_equal(results[0].fps, results[1].fps)
+    assert not list((tmp_path / "metrics").glob("*.tmp*"))
+
+
 def test_bad_input_is_reported():
     with pytest.raises(InputError, match="empty"):
         mg.metrics.evaluate([])

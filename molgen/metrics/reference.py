@@ -14,7 +14,9 @@ Training sets for novelty are cached as sorted 64-bit hashes of canonical SMILES
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -64,9 +66,7 @@ class ReferenceStats:
         return self.props[:, PROPS.index(name)]
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
-        tmp.replace(path)  # atomic: a crash never leaves a half-written cache file
+        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: Path) -> ReferenceStats:
@@ -102,6 +102,51 @@ def _cache_file(kind: str, key: str, suffix: str) -> Path:
     return cache_dir("metrics") / f"{kind}-{key[:24]}-v{VERSION}{suffix}"
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Exclusive lock on ``path`` where the OS offers ``flock`` (elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent builds just do the work twice
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cached(path: Path, build: Callable, save: Callable, load: Callable):
+    """``load(path)`` if the cache file exists; else build it, save it atomically and return it.
+
+    The lock makes concurrent processes (parallel test workers, two evaluations started together)
+    build a file once: the others wait, then load it. The write goes to a private temporary name
+    first, so a crash or a reader never sees half a file.
+    """
+    if path.exists():
+        return load(path)
+    with _file_lock(path.with_name(path.name + ".lock")):
+        if path.exists():
+            return load(path)
+        start = time.perf_counter()
+        value = build()
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+        save(value, tmp)
+        tmp.replace(path)
+        log.info("built %s in %.0f s", path, time.perf_counter() - start)
+        return value
+
+
+def _key_and_loader(smiles, key: str | None):
+    """(cache key, zero-argument function giving the SMILES list) for a list or a loader plus key."""
+    if key is None:
+        smiles = list(smiles() if callable(smiles) else smiles)
+        key = sha256_strings(smiles)
+    return key, (smiles if callable(smiles) else lambda: list(smiles))
+
+
 def reference_stats(smiles: list[str] | Callable[[], list[str]], key: str | None = None, n_jobs: int = 2,
                     progress: bool = False, label: str = "reference", device: str | None = "auto") -> ReferenceStats:
     """Cached statistics of a reference set.
@@ -109,19 +154,11 @@ def reference_stats(smiles: list[str] | Callable[[], list[str]], key: str | None
     ``key`` names the cache entry (default: sha256 of the strings); with a key, ``smiles`` may be
     a function that loads the strings, called only when the statistics are not cached yet.
     """
-    if key is None:
-        smiles = list(smiles() if callable(smiles) else smiles)
-        key = sha256_strings(smiles)
-    path = _cache_file("reference", key, ".npz")
-    if path.exists():
-        return ReferenceStats.load(path)
-    start = time.perf_counter()
-    smiles = list(smiles() if callable(smiles) else smiles)
-    stats = compute_reference(smiles, n_jobs=n_jobs, progress=progress, label=label, device=device)
-    stats.save(path)
-    log.info("%s statistics (%d molecules) computed in %.0f s, cached at %s", label, stats.n,
-             time.perf_counter() - start, path)
-    return stats
+    key, load_smiles = _key_and_loader(smiles, key)
+    return _cached(_cache_file("reference", key, ".npz"),
+                   lambda: compute_reference(load_smiles(), n_jobs=n_jobs, progress=progress, label=label,
+                                             device=device),
+                   ReferenceStats.save, ReferenceStats.load)
 
 
 def moses_reference(split: str, n_jobs: int = 2, progress: bool = False,
@@ -136,18 +173,11 @@ def moses_reference(split: str, n_jobs: int = 2, progress: bool = False,
 def train_hashes(smiles: list[str] | Callable[[], list[str]], key: str | None = None, n_jobs: int = 2,
                  progress: bool = False) -> np.ndarray:
     """Sorted 64-bit hashes of a training set's canonical SMILES, cached like :func:`reference_stats`."""
-    if key is None:
-        smiles = list(smiles() if callable(smiles) else smiles)
-        key = sha256_strings(smiles)
-    path = _cache_file("train", key, ".npy")
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    smiles = list(smiles() if callable(smiles) else smiles)
-    hashes = smiles_hashes(smiles, n_jobs=n_jobs, progress=progress, description="train: canonical")
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, hashes)
-    tmp.replace(path)
-    return hashes
+    key, load_smiles = _key_and_loader(smiles, key)
+    return _cached(_cache_file("train", key, ".npy"),
+                   lambda: smiles_hashes(load_smiles(), n_jobs=n_jobs, progress=progress,
+                                         description="train: canonical"),
+                   lambda value, path: np.save(path, value), lambda path: np.load(path, allow_pickle=False))
 
 
 def moses_train_hashes(n_jobs: int = 2, progress: bool = False) -> np.ndarray:
