@@ -7,11 +7,8 @@ so a cold cache makes the first run long (see the README for the time).
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -24,7 +21,12 @@ import molgen as mg
 from molgen.chem import randomize_smiles
 from molgen.errors import InputError
 from molgen.metrics import EXTRA_KEYS, MOSES_KEYS, fcd, similarity
-from molgen.metrics.reference import moses_reference, moses_train_hashes, reference_stats
+from molgen.metrics.reference import (
+    moses_reference,
+    moses_train_hashes,
+    official_moses_stats,
+    reference_stats,
+)
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:unique@.*:UserWarning")
@@ -94,35 +96,15 @@ def test_train_sample_matches_moses_train_row(moses_stats):
     assert result["Filters"] == 1.0  # MOSES built its data set with these filters
 
 
-class _MosesStatsUnpickler(pickle.Unpickler):
-    """Reads MOSES's own statistics file (a pickled dict of arrays and Counters) and nothing else."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("collections", "Counter"), ("_codecs", "encode")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not expected in MOSES statistics")
-        return super().find_class(module, name)
-
-
-def _official_moses_stats(split: str) -> dict:
-    path = mg.datasets.moses_dir() / f"{split}_stats.npz"
-    with zipfile.ZipFile(path) as archive:
-        buffer = io.BytesIO(archive.read("stats.npy"))
-    np.lib.format.read_magic(buffer)
-    np.lib.format.read_array_header_1_0(buffer)
-    return _MosesStatsUnpickler(buffer).load().item()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["test", "test_scaffolds"])
 def test_whole_set_statistics_match_the_ones_moses_ships(moses_stats, split):
     """Our statistics of the whole split against those MOSES computed for its published tables."""
-    ours, official = moses_stats[split], _official_moses_stats(split)
+    ours, official = moses_stats[split], official_moses_stats(split)
     assert ours.n == len(official["logP"]["values"])
-    fcd_between = fcd.frechet_distance(ours.fcd_mu, ours.fcd_sigma, official["FCD"]["mu"], official["FCD"]["sigma"])
-    assert fcd_between < 1e-3
+    # FCD statistics are MOSES's own (moses_reference); that our ChemNet pipeline agrees with the one
+    # that made them is shown by test_test_sample_against_test (a 10k test sample gets a low FCD)
+    np.testing.assert_array_equal(ours.fcd_mu, official["FCD"]["mu"])
     # today's RDKit perceives a few fused polyaromatic rings differently than 2019's (6 of 176,074
     # test molecules): fingerprints and properties agree for all others
     theirs_fps = set(map(bytes, np.packbits(official["SNN"]["fps"], axis=1)))
