@@ -118,10 +118,14 @@ def internal_diversity(gen_packed: np.ndarray) -> tuple[float, float]:
         b = a[start:start + _TILE]
         for g0, g1, c, o, _ in _gen_chunks(cols, offsets, counts):
             inter = F.embedding_bag(c, table, o, mode="sum")  # (chunk, tile)
-            union = a[g0:g1, None] + b[None, :] - inter
-            sim = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
-            s1[g0:g1] += sim.sum(1, dtype=torch.float64)
-            s2[g0:g1] += sim.square().sum(1, dtype=torch.float64)
+            union = (a[g0:g1, None] + b[None, :]).sub_(inter).clamp_min_(1)
+            sim = inter.div_(union)  # in place: this loop touches G x G values
+            s1[g0:g1] += sim.sum(1)
+            s2[g0:g1] += sim.square_().sum(1)
+    # two empty fingerprints have similarity 1 (MOSES), not 0/1 as computed above
+    empty = counts == 0
+    s1[empty] += empty.sum()
+    s2[empty] += empty.sum()
     return float(1 - (s1 / n).mean()), float(1 - (s2 / n).sqrt().mean())
 
 
