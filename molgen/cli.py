@@ -143,7 +143,10 @@ def demo_cmd(
     from molgen.demo import run_demo
 
     summary = run_demo(out, n=n, seed=seed)
-    _print_table(f"molgen demo: {n:,} molecules per source, seed {seed}", summary.to_dict("records"))
+    # one column per source, one row per metric: fits a terminal whatever the number of metrics
+    by_metric = summary.set_index("source").T
+    _print_table(f"molgen demo: {n:,} molecules per source, seed {seed}",
+                 [{"metric": k, **row.to_dict()} for k, row in by_metric.iterrows()])
     console.print(f"[green]results in[/] {out.resolve()} (summary.csv; per source molecules.csv, metrics.json)")
 
 
