@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Union
 
 import numpy as np
 from rdkit import Chem, DataStructs, rdBase
@@ -18,7 +17,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-MolLike = Union[str, Chem.Mol, None]
+MolLike = str | Chem.Mol | None
 
 __all__ = [
     "MolLike",
