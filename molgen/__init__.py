@@ -21,6 +21,7 @@ _LAZY = {
 _LAZY_FUNCTIONS = {
     "load_pretrained": "molgen.models",
     "sample": "molgen.sample",
+    "evaluate": "molgen.metrics",
 }
 
 
