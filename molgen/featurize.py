@@ -113,29 +113,37 @@ def _types_from_mol(mol: Chem.Mol) -> list[int]:
     return [_TYPE_OF.get((a.GetAtomicNum(), a.GetFormalCharge()), -1) for a in mol.GetAtoms()]
 
 
-def _bfs_order(n: int, src: list[int], dst: list[int], rank: list[int]) -> list[int]:
+def _bfs_order(n: int, src: list[int], dst: list[int], rank) -> list[int]:
     """Breadth-first atom order from the lowest-ranked atom, neighbours in rank order; each
-    disconnected fragment is started from its lowest-ranked atom in turn."""
+    disconnected fragment is started from its lowest-ranked atom in turn.
+
+    ``rank`` is a permutation of ``range(n)`` (RDKit's canonical ranks with ties broken). The
+    search runs on ranks, where "in rank order" is a plain integer sort, and maps back at the end.
+    """
     nbrs: list[list[int]] = [[] for _ in range(n)]
     for a, b in zip(src, dst, strict=True):
-        nbrs[a].append(b)
-        nbrs[b].append(a)
+        ra, rb = rank[a], rank[b]
+        nbrs[ra].append(rb)
+        nbrs[rb].append(ra)
     seen = [False] * n
-    order: list[int] = []
-    for start in sorted(range(n), key=rank.__getitem__):
+    order: list[int] = []  # ranks, in visiting order; doubles as the queue
+    for start in range(n):
         if seen[start]:
             continue
         seen[start] = True
         head = len(order)
         order.append(start)
-        while head < len(order):  # ``order`` doubles as the queue
+        while head < len(order):
             a = order[head]
             head += 1
-            for b in sorted(nbrs[a], key=rank.__getitem__):
+            for b in sorted(nbrs[a]):
                 if not seen[b]:
                     seen[b] = True
                     order.append(b)
-    return order
+    atom_of = [0] * n
+    for atom, r in enumerate(rank):
+        atom_of[r] = atom
+    return [atom_of[r] for r in order]
 
 
 def _kekule_arrays(mol: Chem.Mol, types: list[int]) -> tuple[list[int], list[tuple[int, int, int]]] | None:
@@ -148,18 +156,21 @@ def _kekule_arrays(mol: Chem.Mol, types: list[int]) -> tuple[list[int], list[tup
     if -1 in types:
         return None
     adj = Chem.GetAdjacencyMatrix(mol, useBO=True)
-    src, dst = np.nonzero(np.triu(adj))
+    src, dst = np.nonzero(adj)
+    upper = src < dst
+    src, dst = src[upper], dst[upper]
     orders = adj[src, dst].tolist()
     if any(o not in (1.0, 2.0, 3.0) for o in orders):
         return None
     src, dst = src.tolist(), dst.tolist()
-    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
+    rank = list(Chem.CanonicalRankAtoms(mol, breakTies=True))  # a list: indexing the C++ vector is slower
     perm = _bfs_order(len(types), src, dst, rank)
     pos = [0] * len(perm)
     for new, old in enumerate(perm):
         pos[old] = new
     bonds = sorted(
-        (max(pos[a], pos[b]), min(pos[a], pos[b]), int(o)) for a, b, o in zip(src, dst, orders, strict=True)
+        (pa, pb, int(o)) if pa > pb else (pb, pa, int(o))
+        for pa, pb, o in zip([pos[a] for a in src], [pos[b] for b in dst], orders, strict=True)
     )
     return [types[old] for old in perm], bonds
 
