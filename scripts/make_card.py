@@ -8,7 +8,10 @@ Runs, as subprocesses, exactly the commands the card quotes:
 then writes DIR/README.md with the metrics, the provenance from DIR/config.json, the last
 validation NLL of the training run (when its logs are here) and those commands.
 
-    python scripts/make_card.py molgen/pretrained/smiles-gpt-moses
+    python scripts/make_card.py molgen/pretrained/smiles-gpt-moses [--from runs/gpt_cpu/export]
+
+With ``--from``, the weights, config and vocabulary are first copied from a training run's export
+folder (training refreshes that folder at every checkpoint; the shipped one changes only here).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -126,26 +130,42 @@ def _safetensors_header(path: Path) -> dict:
         return json.loads(fh.read(size))
 
 
+def copy_export(source: Path | None, folder: Path) -> None:
+    """Copy a training run's exported weights and config into the shipped folder (``--from``)."""
+    if source is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, folder / name)
+
+
+def sample_and_evaluate(folder: Path, n: int, temperature: float, work: Path | None) -> tuple[dict, float, list[str]]:
+    """Run the card's two commands; returns the metrics, the sampling seconds and the commands."""
+    work = work or Path("runs") / "cards" / folder.name
+    work.mkdir(parents=True, exist_ok=True)
+    samples, metrics_path = work / "samples.csv", work / "metrics.json"
+    molgen = [sys.executable, "-m", "molgen.cli"]
+    gen = ["generate", "--model", str(folder), "-n", str(n), "-o", str(samples), "--seed", "0",
+           "--temperature", str(temperature), "--device", "cpu"]  # fmt: skip
+    ev = ["evaluate", str(samples), "--json", str(metrics_path)]
+    seconds = run(molgen + gen)
+    run(molgen + ev)
+    return json.loads(metrics_path.read_text()), seconds, [shlex.join(["molgen", *gen]), shlex.join(["molgen", *ev])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path, nargs="?", default=Path("molgen/pretrained/smiles-gpt-moses"))
+    ap.add_argument("--from", dest="source", type=Path, default=None, help="export folder to copy weights from")
     ap.add_argument("-n", type=int, default=30_000)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics go here (default runs/cards/<name>)")
     args = ap.parse_args()
     folder = args.checkpoint
-    work = args.work or Path("runs") / "cards" / folder.name
-    work.mkdir(parents=True, exist_ok=True)
-    samples, metrics_path = work / "samples.csv", work / "metrics.json"
-    molgen = [sys.executable, "-m", "molgen.cli"]
-    gen = ["generate", "--model", str(folder), "-n", str(args.n), "-o", str(samples), "--seed", "0",
-           "--temperature", str(args.temperature), "--device", "cpu"]
-    ev = ["evaluate", str(samples), "--json", str(metrics_path)]
-    seconds = run(molgen + gen)
-    run(molgen + ev)
-    metrics = json.loads(metrics_path.read_text())
+    copy_export(args.source, folder)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, args.temperature, args.work)
     meta = json.loads((folder / "config.json").read_text())
-    commands = [shlex.join(["molgen", *gen]), shlex.join(["molgen", *ev])]
     (folder / "README.md").write_text(card(folder, meta, metrics, commands, seconds, args.n, args.temperature))
     print(json.dumps(metrics, indent=1))
     print(f"wrote {folder / 'README.md'}")

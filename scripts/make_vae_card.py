@@ -17,13 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from make_card import MOSES_ROWS, _safetensors_header, last_val_nll, run  # scripts/ is on sys.path
+from make_card import (  # scripts/ is on sys.path
+    MOSES_ROWS,
+    _safetensors_header,
+    copy_export,
+    last_val_nll,
+    sample_and_evaluate,
+)
 
 
 def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
@@ -135,33 +139,19 @@ atoms outside the vocabulary in `config.json` (`atom_vocab`) cannot be encoded.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path, nargs="?", default=Path("molgen/pretrained/graph-vae-moses"))
-    ap.add_argument(
-        "--from", dest="source", type=Path, default=None, help="export folder to copy weights from"
-    )
+    ap.add_argument("--from", dest="source", type=Path, default=None, help="export folder to copy weights from")
     ap.add_argument("-n", type=int, default=30_000)
     ap.add_argument("--n-recon", type=int, default=1_000)
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics (default runs/cards/<name>)")
     args = ap.parse_args()
     folder = args.checkpoint
-    if args.source:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "model.safetensors"):
-            shutil.copyfile(args.source / name, folder / name)
-    work = args.work or Path("runs") / "cards" / folder.name
-    work.mkdir(parents=True, exist_ok=True)
-    samples, metrics_path = work / "samples.csv", work / "metrics.json"
-    molgen = [sys.executable, "-m", "molgen.cli"]
-    gen = ["generate", "--model", str(folder), "-n", str(args.n), "-o", str(samples), "--seed", "0",
-           "--temperature", "1.0", "--device", "cpu"]  # fmt: skip
-    ev = ["evaluate", str(samples), "--json", str(metrics_path)]
-    seconds = run(molgen + gen)
-    run(molgen + ev)
+    copy_export(args.source, folder)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, 1.0, args.work)
     recon = reconstruction(folder, args.n_recon)
+    work = args.work or Path("runs") / "cards" / folder.name
     (work / "reconstruction.json").write_text(json.dumps(recon, indent=1))
-    metrics = json.loads(metrics_path.read_text())
     meta = json.loads((folder / "config.json").read_text())
-    commands = [shlex.join(["molgen", *gen]), shlex.join(["molgen", *ev]),
-                shlex.join(["python", "scripts/make_vae_card.py", str(folder)])]  # fmt: skip
+    commands.append(shlex.join(["python", "scripts/make_vae_card.py", str(folder)]))
     (folder / "README.md").write_text(card(folder, meta, metrics, recon, commands, seconds, args.n))
     print(json.dumps({**metrics, "reconstruction": recon}, indent=1))
     print(f"wrote {folder / 'README.md'}")
