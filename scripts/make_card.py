@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -51,6 +52,16 @@ def last_val_nll(provenance: dict) -> tuple[int, float] | None:
         return None
     val = log.dropna(subset=["val_nll"]).sort_values("step")
     return (int(val["step"].iloc[-1]), float(val["val_nll"].iloc[-1])) if len(val) else None
+
+
+def train_command(train_config: dict) -> str:
+    """The pretraining command of a run, found by the run name among scripts/configs/*.toml."""
+    name = train_config.get("name")
+    for path in sorted(Path("scripts/configs").glob("*.toml")):
+        if name and re.search(rf'^name\s*=\s*"{re.escape(name)}"', path.read_text(), re.MULTILINE):
+            return (f"`molgen pretrain --config {path.as_posix()}` (`--resume` continues it; the config's "
+                    "header records the legs of the run)")
+    return f"run `{name}` (its config is not among scripts/configs)"
 
 
 def baselines_and_commands(name: str, metrics: dict, commands: list[str]) -> str:
@@ -103,7 +114,7 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 | optimiser | AdamW lr {tc.get('optim', {}).get('lr')} -> {tc.get('optim', {}).get('min_lr')} (warmup {tc.get('optim', {}).get('warmup_steps')}, cosine), weight decay {tc.get('optim', {}).get('weight_decay')}, clip {tc.get('optim', {}).get('grad_clip')} |
 | seed | {prov.get('seed')} |
 | parent | {prov.get('parent') or 'none (trained from scratch)'} |
-| command | `molgen pretrain --config scripts/configs/pretrain_gpt_cpu.toml` (`--resume` after interruptions) |
+| command | {train_command(tc)} |
 
 ## Metrics
 

@@ -27,6 +27,7 @@ from make_card import (  # scripts/ is on sys.path
     copy_export,
     last_val_nll,
     sample_and_evaluate,
+    train_command,
 )
 
 
@@ -101,7 +102,7 @@ vae.decode(z); vae.interpolate(a, b, steps=8); vae.neighbours(smiles, radius=1.0
 | objective | ELBO, KL weight annealed 0 -> {m.get("beta")} over {m.get("kl_anneal_steps")} steps, free bits {m.get("free_bits")} nats/dim |
 | validation | {val_text} |
 | seed | {prov.get("seed")} |
-| command | `molgen pretrain --config scripts/configs/pretrain_vae_cpu.toml` (`--resume` after interruptions) |
+| command | {train_command(tc)} |
 
 ## Metrics
 
