@@ -93,3 +93,12 @@ def test_shipped_checkpoints_are_small_and_loadable():
         folder = from_pretrained(name, device="cpu").checkpoint_dir
         for f in folder.iterdir():
             assert f.stat().st_size < 16 * 2**20, f
+
+
+def test_each_shipped_card_describes_the_weights_beside_it():
+    """The card's step count is the one in config.json: weights are never shipped under a stale card."""
+    for name in shipped_models():
+        folder = from_pretrained(name, device="cpu").checkpoint_dir
+        steps = json.loads((folder / "config.json").read_text())["provenance"]["steps"]
+        card = (folder / "README.md").read_text()
+        assert f"{steps:,}" in card, f"{name}: card does not mention step {steps:,}"
