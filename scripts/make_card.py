@@ -151,10 +151,15 @@ def copy_export(source: Path | None, folder: Path) -> None:
             shutil.copyfile(source / name, folder / name)
 
 
-def sample_and_evaluate(folder: Path, n: int, temperature: float, work: Path | None) -> tuple[dict, float, list[str]]:
-    """Run the card's two commands; returns the metrics, the sampling seconds and the commands."""
+def work_dir(folder: Path, work: Path | None) -> Path:
+    """Where a card's samples and metrics go: ``--work``, or runs/cards/<name>."""
     work = work or Path("runs") / "cards" / folder.name
     work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def sample_and_evaluate(folder: Path, n: int, temperature: float, work: Path) -> tuple[dict, float, list[str]]:
+    """Run the card's two commands; returns the metrics, the sampling seconds and the commands."""
     samples, metrics_path = work / "samples.csv", work / "metrics.json"
     molgen = [sys.executable, "-m", "molgen.cli"]
     gen = ["generate", "--model", str(folder), "-n", str(n), "-o", str(samples), "--seed", "0",
@@ -175,7 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
-    metrics, seconds, commands = sample_and_evaluate(folder, args.n, args.temperature, args.work)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, args.temperature, work_dir(folder, args.work))
     meta = json.loads((folder / "config.json").read_text())
     (folder / "README.md").write_text(card(folder, meta, metrics, commands, seconds, args.n, args.temperature))
     print(json.dumps(metrics, indent=1))

@@ -28,6 +28,7 @@ from make_card import (  # scripts/ is on sys.path
     last_val_nll,
     sample_and_evaluate,
     train_command,
+    work_dir,
 )
 
 
@@ -147,9 +148,9 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
-    metrics, seconds, commands = sample_and_evaluate(folder, args.n, 1.0, args.work)
+    work = work_dir(folder, args.work)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, 1.0, work)
     recon = reconstruction(folder, args.n_recon)
-    work = args.work or Path("runs") / "cards" / folder.name
     (work / "reconstruction.json").write_text(json.dumps(recon, indent=1))
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_vae_card.py", str(folder)]))

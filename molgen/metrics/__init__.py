@@ -109,8 +109,8 @@ def _references(reference, train, n_jobs: int, progress: bool, device: str | Non
     if isinstance(reference, str):
         if reference != "moses":
             raise InputError(f"unknown reference {reference!r}: use 'moses' or a list of SMILES")
-        refs = {"Test": moses_reference("test", n_jobs, progress, device),
-                "TestSF": moses_reference("test_scaffolds", n_jobs, progress, device)}
+        refs = {"Test": moses_reference("test", n_jobs, progress),
+                "TestSF": moses_reference("test_scaffolds", n_jobs, progress)}
         train = "moses" if train is None else train
     else:
         refs = {"Test": reference_stats(_as_smiles(reference), n_jobs=n_jobs, progress=progress, device=device)}

@@ -106,13 +106,18 @@ def compute_reference(smiles: list[str], n_jobs: int = 2, progress: bool = False
         with progress_bar(progress, f"{label}: ChemNet", len(valid)) as advance:
             acts = fcd.activations(valid, threads=n_jobs, progress=advance, device=device)
         fcd_stats = fcd.fcd_stats(acts)
-    mu, sigma = fcd_stats
-    fps, fp_counts = sorted_by_popcount(feats.packed)
-    frag_keys, frag_counts = _counts(feats.frags)
-    scaf_keys, scaf_counts = _counts(feats.scafs)
-    kl_desc = kl.kl_descriptors(kl.kl_sample(valid, seed), n_jobs=n_jobs)
-    return ReferenceStats(len(valid), mu, sigma, fps, fp_counts, frag_keys, frag_counts,
-                          scaf_keys, scaf_counts, feats.props, kl_desc)
+    return _assemble(fcd_stats, feats.packed, feats.frags, feats.scafs, feats.props, valid, n_jobs, seed)
+
+
+def _assemble(fcd_stats: tuple[np.ndarray, np.ndarray], packed: np.ndarray, frags, scafs, props: np.ndarray,
+              smiles: list[str], n_jobs: int, seed: int) -> ReferenceStats:
+    """:class:`ReferenceStats` from per-molecule features; the KL descriptors of a seeded sample of ``smiles``."""
+    fps, fp_counts = sorted_by_popcount(packed)
+    frag_keys, frag_counts = _counts(frags)
+    scaf_keys, scaf_counts = _counts(scafs)
+    kl_desc = kl.kl_descriptors(kl.kl_sample(smiles, seed), n_jobs=n_jobs)
+    return ReferenceStats(len(fps), *fcd_stats, fps, fp_counts, frag_keys, frag_counts,
+                          scaf_keys, scaf_counts, props, kl_desc)
 
 
 def _cache_file(kind: str, key: str, suffix: str) -> Path:
@@ -180,8 +185,7 @@ def reference_stats(smiles: list[str] | Callable[[], list[str]], key: str | None
                    ReferenceStats.save, ReferenceStats.load)
 
 
-def moses_reference(split: str, n_jobs: int = 2, progress: bool = False,
-                    device: str | None = "auto") -> ReferenceStats:
+def moses_reference(split: str, n_jobs: int = 2, progress: bool = False) -> ReferenceStats:
     """Statistics of the whole MOSES ``test`` or ``test_scaffolds`` split, keyed by its file's sha256.
 
     Everything but the GuacaMol KL descriptors comes from the statistics MOSES published with the
@@ -189,8 +193,7 @@ def moses_reference(split: str, n_jobs: int = 2, progress: bool = False,
     measured against exactly the reference of the MOSES tables. Today's RDKit computes the same
     features for all but a handful of molecules (``test_our_features_match_the_ones_moses_ships``
     checks a sample), and a cold start takes seconds instead of RDKit and ChemNet passes over
-    176,000 molecules. ``device`` is accepted for symmetry with :func:`reference_stats`; no ChemNet
-    pass is needed.
+    176,000 molecules (no ChemNet pass, so no device to choose).
     """
     from molgen.datasets import moses_path
 
@@ -212,19 +215,15 @@ def official_reference(split: str, n_jobs: int = 2, progress: bool = False, seed
         bits = np.asarray(stats["SNN"]["fps"])
         if bits.ndim != 2 or bits.shape[1] != N_BITS:
             raise ValueError(f"MOSES {split} statistics: fingerprints of shape {bits.shape}, expected (N, {N_BITS})")
-        fps, fp_counts = sorted_by_popcount(np.packbits(bits.astype(np.uint8), axis=1))
+        packed = np.packbits(bits.astype(np.uint8), axis=1)
         del bits
         props = np.column_stack([np.asarray(stats[name]["values"], dtype=np.float64) for name in PROPS])
-        frag_keys, frag_counts = _counts(stats["Frag"]["frag"])
-        scaf_keys, scaf_counts = _counts(stats["Scaf"]["scaf"])
-        mu = np.asarray(stats["FCD"]["mu"], dtype=np.float64)
-        sigma = np.asarray(stats["FCD"]["sigma"], dtype=np.float64)
+        fcd_stats = tuple(np.asarray(stats["FCD"][k], dtype=np.float64) for k in ("mu", "sigma"))
         advance(1)
-    if not len(fps) == len(props):
-        raise ValueError(f"MOSES {split} statistics: {len(fps)} fingerprints but {len(props)} property rows")
-    kl_desc = kl.kl_descriptors(kl.kl_sample(moses_smiles(split), seed), n_jobs=n_jobs)
-    return ReferenceStats(len(fps), mu, sigma, fps, fp_counts, frag_keys, frag_counts,
-                          scaf_keys, scaf_counts, props, kl_desc)
+    if len(packed) != len(props):
+        raise ValueError(f"MOSES {split} statistics: {len(packed)} fingerprints but {len(props)} property rows")
+    return _assemble(fcd_stats, packed, stats["Frag"]["frag"], stats["Scaf"]["scaf"], props, moses_smiles(split),
+                     n_jobs, seed)
 
 
 class _MosesStatsUnpickler(pickle.Unpickler):
@@ -272,7 +271,7 @@ def moses_train_hashes(n_jobs: int = 2, progress: bool = False) -> np.ndarray:
                         progress=progress)
 
 
-def prepare_moses(n_jobs: int = 2, progress: bool = False, device: str | None = "auto") -> None:
+def prepare_moses(n_jobs: int = 2, progress: bool = False) -> None:
     """Build the MOSES caches (train hashes, test and test_scaffolds statistics) if missing.
 
     This is the one-time cost of MOSES metrics on a machine (about 3 CPU-minutes, nearly all of it
@@ -280,4 +279,4 @@ def prepare_moses(n_jobs: int = 2, progress: bool = False, device: str | None = 
     """
     moses_train_hashes(n_jobs, progress)
     for split in ("test", "test_scaffolds"):
-        moses_reference(split, n_jobs, progress, device)
+        moses_reference(split, n_jobs, progress)
