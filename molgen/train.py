@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from molgen.config import RunConfig, load_config
 from molgen.errors import ConfigError
 
-__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule"]
+__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule", "shuffle_generator"]
 
 _TASKS: dict[str, Callable] = {}
 # model_type -> module whose import registers its task
@@ -49,6 +49,15 @@ def _task(model_type: str) -> Callable:
     if model_type not in _TASKS:
         raise ConfigError(f"no training task for model_type {model_type!r}; known: {sorted(_TASKS)}")
     return _TASKS[model_type]
+
+
+def shuffle_generator(datamodule: L.LightningDataModule) -> torch.Generator:
+    """The train loader's shuffling generator, seeded with ``seed + global step``: a resumed run
+    reshuffles instead of replaying the first batches of the epoch it stopped in (the sampler's
+    position itself is not checkpointed)."""
+    trainer = datamodule.trainer
+    step = trainer.global_step if trainer is not None else 0
+    return torch.Generator().manual_seed(datamodule.config.trainer.seed + step)
 
 
 def cosine_schedule(step: int, warmup: int, total: int, min_ratio: float) -> float:

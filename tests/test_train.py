@@ -16,7 +16,7 @@ import torch
 import molgen as mg
 from molgen.config import load_config, parse_config, tomllib
 from molgen.errors import ConfigError
-from molgen.train import cosine_schedule, pretrain
+from molgen.train import cosine_schedule, pretrain, shuffle_generator
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,17 @@ def test_cosine_schedule():
     assert cosine_schedule(55, 10, 100, 0.1) == pytest.approx(0.55)
     assert cosine_schedule(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert cosine_schedule(500, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_a_resumed_run_reshuffles_instead_of_replaying_the_epoch():
+    from types import SimpleNamespace
+
+    def order(step):
+        dm = SimpleNamespace(trainer=SimpleNamespace(global_step=step), config=SimpleNamespace(trainer=SimpleNamespace(seed=3)))
+        return torch.randperm(1000, generator=shuffle_generator(dm))
+
+    assert torch.equal(order(0), order(0)) and torch.equal(order(6715), order(6715))
+    assert not torch.equal(order(0), order(6715))
 
 
 def test_token_cache_is_built_once_and_memory_mapped(tmp_path, monkeypatch, real_smiles):

@@ -25,7 +25,7 @@ from molgen.config import GPTRunConfig
 from molgen.errors import InputError
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.tokenize import SmilesTokenizer, tokenize
-from molgen.train import PretrainModule, register_task
+from molgen.train import PretrainModule, register_task, shuffle_generator
 
 __all__ = ["TokenizedSmiles", "tokenized_file", "GPTDataModule", "GPTTask"]
 
@@ -200,14 +200,11 @@ class GPTDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         d = self.config.data
-        # a resumed run reshuffles with a step-dependent seed instead of replaying the epoch's
-        # first batches (the sampler position itself is not checkpointed)
-        step = self.trainer.global_step if self.trainer is not None else 0
         return DataLoader(
             _Rows(self.train_ids, self.tokenizer, d.augment),
             batch_size=self.config.trainer.batch_size,
             shuffle=True,
-            generator=torch.Generator().manual_seed(self.config.trainer.seed + step),
+            generator=shuffle_generator(self),
             collate_fn=collate,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,

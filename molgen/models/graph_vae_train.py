@@ -22,7 +22,7 @@ from molgen.config import GraphVAERunConfig
 from molgen.errors import InputError
 from molgen.featurize import GraphArrays, graph_cache
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
-from molgen.train import PretrainModule, register_task
+from molgen.train import PretrainModule, register_task, shuffle_generator
 
 __all__ = ["GraphVAETask", "GraphDataModule", "collate_arrays", "usable", "load_graphs"]
 
@@ -142,6 +142,7 @@ class GraphDataModule(L.LightningDataModule):
             _Indices(ids),
             batch_size=self.config.trainer.batch_size,
             shuffle=shuffle,
+            generator=shuffle_generator(self) if shuffle else None,
             collate_fn=functools.partial(collate_arrays, arrays),
             num_workers=self.config.data.num_workers,
             drop_last=shuffle,
