@@ -295,16 +295,17 @@ class GraphArrays:
 
 def _parse_kekule(smi: object) -> Chem.Mol | None:
     """Parse and kekulise, skipping aromaticity perception; explicit ``[H]`` atoms need the full
-    parser, which removes them."""
+    parser, which removes them. The lite sanitisation's kekulisation already clears the aromatic
+    flags, so only the full parser's output is kekulised here."""
     if not isinstance(smi, str):
         return None
     try:
         if "[H" in smi:
             mol = Chem.MolFromSmiles(smi)
+            Chem.Kekulize(mol, clearAromaticFlags=True)
         else:
             mol = Chem.MolFromSmiles(smi, sanitize=False)
             Chem.SanitizeMol(mol, _LITE_SANITIZE)
-        Chem.Kekulize(mol, clearAromaticFlags=True)
         return mol
     except Exception:  # None from the parser, or a sanitisation error
         return None
