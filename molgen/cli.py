@@ -173,7 +173,10 @@ def generate_cmd(
     n: int = typer.Option(..., "-n", min=1, help="Number of molecules to write."),
     out: Path = typer.Option(..., "-o", "--out", help="Output .csv, .smi, .sdf or .parquet."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same molecules."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0),
+    temperature: float | None = typer.Option(
+        None, "--temperature", "-t", min=0.0,
+        help="Sampling temperature; default: the model's own (1.0 for the GPT, 0 = greedy decoding for the graph-VAE).",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),

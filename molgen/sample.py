@@ -1,7 +1,9 @@
 """Sampling at scale: any model's ``sample()`` streamed to a CSV/SMI/SDF/Parquet file in chunks.
 
 A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...)``
-that returns a DataFrame with ``smiles`` and ``valid`` first. Chunks are drawn with seeds
+that returns a DataFrame with ``smiles`` and ``valid`` first. ``temperature=None`` leaves each model
+its own default: 1.0 for the SMILES GPT (its distribution as trained), 0 for the graph-VAE (greedy
+decoding of prior samples). Chunks are drawn with seeds
 derived from ``seed`` (chunk ``i`` uses ``seed + i``), so the same call writes the same file, and
 rows reach the disk as they come, so 10^6 molecules never sit in memory at once.
 """
@@ -21,7 +23,7 @@ __all__ = ["sample", "generate_to_file"]
 FORMATS = (".csv", ".smi", ".sdf", ".parquet")
 
 
-def sample(model, n: int, seed: int = 0, temperature: float = 1.0, **kwargs) -> pd.DataFrame:
+def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwargs) -> pd.DataFrame:
     """Sample ``n`` molecules from a model object or a checkpoint name/folder.
 
     ``mg.sample("smiles-gpt-moses", 1000)`` is ``mg.load_pretrained(...).sample(1000)``.
@@ -30,7 +32,9 @@ def sample(model, n: int, seed: int = 0, temperature: float = 1.0, **kwargs) -> 
         from molgen.models import load_pretrained
 
         model = load_pretrained(model, device=kwargs.pop("device", "auto"))
-    return model.sample(n, seed=seed, temperature=temperature, **kwargs)
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    return model.sample(n, seed=seed, **kwargs)
 
 
 def generate_to_file(
@@ -38,7 +42,7 @@ def generate_to_file(
     n: int,
     path: str | os.PathLike,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -51,6 +55,7 @@ def generate_to_file(
 
     Args:
         model: an object with ``sample()`` (e.g. from :func:`molgen.load_pretrained`).
+        temperature: ``None`` for the model's own default.
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -81,7 +86,8 @@ def generate_to_file(
             left = n - written
             # with filters, ask for a little more than is missing so the last chunk rarely falls short
             want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
-            df = model.sample(want, seed=seed + chunk, temperature=temperature, batch_size=batch_size, device=device)
+            opts = {} if temperature is None else {"temperature": temperature}
+            df = model.sample(want, seed=seed + chunk, batch_size=batch_size, device=device, **opts)
             chunk += 1
             stats["sampled"] += len(df)
             stats["valid"] += int(df["valid"].sum())

@@ -5,11 +5,14 @@
 With ``--from``, ``config.json`` and ``model.safetensors`` are first copied from a training run's
 export folder. Then it runs, as subprocesses, the commands the card quotes:
 
-    molgen generate --model DIR -n 30000 -o SAMPLES.csv --seed 0 --temperature 1.0
+    molgen generate --model DIR -n 30000 -o SAMPLES.csv --seed 0 --temperature 0.0
     molgen evaluate SAMPLES.csv --json METRICS.json
 
 and measures reconstruction accuracy in-process: 1,000 MOSES test molecules (seeded sample of the
 whole split), encoded to their posterior mean and greedily decoded, exact canonical SMILES match.
+Temperature 0 (greedy decoding of prior samples) is ``GraphVAE.sample``'s default, as in JT-VAE's
+sampling. Then the same two commands at ``--n-sweep`` molecules for each of ``--sweep``'s decoding
+temperatures, so that the card shows what sampling the decoder's distribution changes.
 """
 
 from __future__ import annotations
@@ -51,8 +54,34 @@ def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
     return {"n": n, "exact": hits / n, "seconds": seconds}
 
 
+SWEEP_KEYS = ("valid", "unique@10000", "Novelty", "FCD/Test", "SNN/Test", "Scaf/Test", "IntDiv", "Filters")
+
+
+def temperature_sweep(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
+    """Sample and evaluate at each decoding temperature; a markdown table and the commands."""
+    rows, commands = [], []
+    for t in temperatures:
+        sub = work / f"temperature-{t:g}"
+        sub.mkdir(parents=True, exist_ok=True)
+        metrics, _, cmds = sample_and_evaluate(folder, n, t, sub)
+        rows.append(
+            f"| {t:g} | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in SWEEP_KEYS) + " |"
+        )
+        commands += cmds
+    head = "| temperature | " + " | ".join(SWEEP_KEYS) + " |\n|" + "---|" * (len(SWEEP_KEYS) + 1)
+    return head + "\n" + "\n".join(rows), commands
+
+
 def card(
-    folder: Path, meta: dict, metrics: dict, recon: dict, commands: list[str], seconds: float, n: int
+    folder: Path,
+    meta: dict,
+    metrics: dict,
+    recon: dict,
+    commands: list[str],
+    seconds: float,
+    n: int,
+    sweep: str = "",
+    n_sweep: int = 0,
 ) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
     tc, data = prov.get("train_config", {}), prov.get("data", {})
@@ -74,6 +103,17 @@ def card(
         f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for name, row in MOSES_ROWS.items()
     )
     ours = f"| **{folder.name}** | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |"
+    sweep_text = (
+        f"""
+Sampling the decoder's distribution instead (n = {n_sweep:,} molecules each, seed 0; FCD at this n is
+not comparable with the n = {n:,} figures above): `vae.sample(n, temperature=...)`,
+`molgen generate --temperature ...`.
+
+{sweep}
+"""
+        if sweep
+        else ""
+    )
     val_text = (
         f"{val[1]:.3f} nats/molecule (ELBO at the step's KL weight) at step {val[0]:,}" if val else "n/a"
     )
@@ -107,8 +147,9 @@ vae.decode(z); vae.interpolate(a, b, steps=8); vae.neighbours(smiles, radius=1.0
 
 ## Metrics
 
-MOSES metrics (`molgen evaluate`) of n = {n:,} molecules sampled from the prior at temperature 1.0,
-seed 0 (FCD depends on n: compare only at equal n). Sampling took {seconds:.0f} s on this machine's CPU.
+MOSES metrics (`molgen evaluate`) of n = {n:,} molecules sampled from the prior (z ~ N(0, I)) and decoded
+greedily (temperature 0, the default of `vae.sample` and of `molgen generate` for this model), seed 0
+(FCD depends on n: compare only at equal n). Sampling took {seconds:.0f} s on this machine's CPU.
 
 | metric | value |
 |---|---|
@@ -123,7 +164,7 @@ Published MOSES baselines at n = 30,000 for context:
 |---|---|---|---|---|---|
 {base}
 {ours}
-
+{sweep_text}
 Reproduce:
 
 ```bash
@@ -141,20 +182,29 @@ atoms outside the vocabulary in `config.json` (`atom_vocab`) cannot be encoded.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path, nargs="?", default=Path("molgen/pretrained/graph-vae-moses"))
-    ap.add_argument("--from", dest="source", type=Path, default=None, help="export folder to copy weights from")
+    ap.add_argument(
+        "--from", dest="source", type=Path, default=None, help="export folder to copy weights from"
+    )
     ap.add_argument("-n", type=int, default=30_000)
     ap.add_argument("--n-recon", type=int, default=1_000)
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics (default runs/cards/<name>)")
+    ap.add_argument("--sweep", default="1.0,0.5", help="decoding temperatures to compare ('' for none)")
+    ap.add_argument("--n-sweep", type=int, default=10_000)
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
     work = work_dir(folder, args.work)
-    metrics, seconds, commands = sample_and_evaluate(folder, args.n, 1.0, work)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, 0.0, work)
     recon = reconstruction(folder, args.n_recon)
     (work / "reconstruction.json").write_text(json.dumps(recon, indent=1))
+    temps = [float(t) for t in args.sweep.split(",") if t.strip()]
+    sweep, sweep_commands = temperature_sweep(folder, temps, args.n_sweep, work) if temps else ("", [])
+    commands += sweep_commands
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_vae_card.py", str(folder)]))
-    (folder / "README.md").write_text(card(folder, meta, metrics, recon, commands, seconds, args.n))
+    (folder / "README.md").write_text(
+        card(folder, meta, metrics, recon, commands, seconds, args.n, sweep, args.n_sweep)
+    )
     print(json.dumps({**metrics, "reconstruction": recon}, indent=1))
     print(f"wrote {folder / 'README.md'}")
 

@@ -175,6 +175,19 @@ def test_generate_to_file_through_the_shared_path(overfitted, tmp_path):
     assert all(_sanitises(s) for s in rows.smiles)
 
 
+def test_default_sampling_decodes_greedily_and_the_file_path_keeps_each_models_default(overfitted, tmp_path):
+    from molgen.sample import generate_to_file
+
+    greedy = overfitted.sample(40, seed=1, temperature=0.0)
+    hot = overfitted.sample(40, seed=1, temperature=1.0)
+    assert overfitted.sample(40, seed=1).smiles.equals(greedy.smiles)
+    assert not hot.smiles.equals(greedy.smiles)
+    for temperature, expected in ((None, greedy), (1.0, hot)):
+        out = tmp_path / f"t{temperature}.csv"
+        generate_to_file(overfitted, 40, out, seed=1, temperature=temperature, chunk_size=40, progress=False)
+        assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
+
+
 def test_shipped_vae_configs_validate():
     from pathlib import Path
 

@@ -226,9 +226,16 @@ class GraphVAE(nn.Module):
         return out
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 1024,
+    def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
                device: str | torch.device | None = None) -> pd.DataFrame:  # fmt: skip
-        """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns."""
+        """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns.
+
+        Latent points are drawn from N(0, I) and, by default, decoded greedily (``temperature``
+        0), as JT-VAE samples: the latent carries the diversity and each point becomes its most
+        likely molecule. ``temperature=1.0`` samples the decoder's distribution as trained; on the
+        shipped model it gives the same validity, novelty and diversity but a much larger FCD
+        (the model card's temperature table).
+        """
         if device is not None:
             self.to(resolve_device(device))
         self.eval()
