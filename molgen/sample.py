@@ -23,6 +23,11 @@ __all__ = ["sample", "generate_to_file"]
 FORMATS = (".csv", ".smi", ".sdf", ".parquet")
 
 
+def _temperature_opts(temperature: float | None) -> dict:
+    """``sample()`` keyword for an explicit temperature; none for ``None`` (the model's own default)."""
+    return {} if temperature is None else {"temperature": temperature}
+
+
 def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwargs) -> pd.DataFrame:
     """Sample ``n`` molecules from a model object or a checkpoint name/folder.
 
@@ -32,9 +37,7 @@ def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwa
         from molgen.models import load_pretrained
 
         model = load_pretrained(model, device=kwargs.pop("device", "auto"))
-    if temperature is not None:
-        kwargs["temperature"] = temperature
-    return model.sample(n, seed=seed, **kwargs)
+    return model.sample(n, seed=seed, **kwargs, **_temperature_opts(temperature))
 
 
 def generate_to_file(
@@ -78,6 +81,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
+    opts = _temperature_opts(temperature)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:
@@ -86,7 +90,6 @@ def generate_to_file(
             left = n - written
             # with filters, ask for a little more than is missing so the last chunk rarely falls short
             want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
-            opts = {} if temperature is None else {"temperature": temperature}
             df = model.sample(want, seed=seed + chunk, batch_size=batch_size, device=device, **opts)
             chunk += 1
             stats["sampled"] += len(df)

@@ -64,11 +64,16 @@ def train_command(train_config: dict) -> str:
     return f"run `{name}` (its config is not among scripts/configs)"
 
 
+def metric_row(label: str, metrics: dict, keys) -> str:
+    """One markdown table row: ``label`` then each metric to 3 decimals (nan where missing)."""
+    return f"| {label} | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |"
+
+
 def baselines_and_commands(name: str, metrics: dict, commands: list[str]) -> str:
     """Markdown: the published MOSES baselines beside this model's row, then the commands that measured it."""
     keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
-    rows = [f"| {model} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for model, row in MOSES_ROWS.items()]
-    rows.append(f"| **{name}** | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |")
+    rows = [metric_row(model, row, keys) for model, row in MOSES_ROWS.items()]
+    rows.append(metric_row(f"**{name}**", metrics, keys))
     return (
         "Published MOSES baselines at n = 30,000 for context:\n\n| model | " + " | ".join(keys) + " |\n"
         + "|---" * (len(keys) + 1) + "|\n" + "\n".join(rows) + "\n\nReproduce:\n\n```bash\n" + "\n".join(commands) + "\n```\n"

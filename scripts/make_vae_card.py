@@ -29,6 +29,7 @@ from make_card import (  # scripts/ is on sys.path
     _safetensors_header,
     copy_export,
     last_val_nll,
+    metric_row,
     sample_and_evaluate,
     train_command,
     work_dir,
@@ -61,12 +62,8 @@ def temperature_sweep(folder: Path, temperatures: list[float], n: int, work: Pat
     """Sample and evaluate at each decoding temperature; a markdown table and the commands."""
     rows, commands = [], []
     for t in temperatures:
-        sub = work / f"temperature-{t:g}"
-        sub.mkdir(parents=True, exist_ok=True)
-        metrics, _, cmds = sample_and_evaluate(folder, n, t, sub)
-        rows.append(
-            f"| {t:g} | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in SWEEP_KEYS) + " |"
-        )
+        metrics, _, cmds = sample_and_evaluate(folder, n, t, work_dir(folder, work / f"temperature-{t:g}"))
+        rows.append(metric_row(f"{t:g}", metrics, SWEEP_KEYS))
         commands += cmds
     head = "| temperature | " + " | ".join(SWEEP_KEYS) + " |\n|" + "---|" * (len(SWEEP_KEYS) + 1)
     return head + "\n" + "\n".join(rows), commands
@@ -99,10 +96,8 @@ def card(
         f"| `{k}` | {v:.4f} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in metrics.items()
     )
     keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
-    base = "\n".join(
-        f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for name, row in MOSES_ROWS.items()
-    )
-    ours = f"| **{folder.name}** | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |"
+    base = "\n".join(metric_row(name, row, keys) for name, row in MOSES_ROWS.items())
+    ours = metric_row(f"**{folder.name}**", metrics, keys)
     sweep_text = (
         f"""
 Sampling the decoder's distribution instead (n = {n_sweep:,} molecules each, seed 0; FCD at this n is
