@@ -69,14 +69,16 @@ def metric_row(label: str, metrics: dict, keys) -> str:
     return f"| {label} | " + " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys) + " |"
 
 
-def baselines_and_commands(name: str, metrics: dict, commands: list[str]) -> str:
-    """Markdown: the published MOSES baselines beside this model's row, then the commands that measured it."""
+def baselines_and_commands(name: str, metrics: dict, commands: list[str], middle: str = "") -> str:
+    """Markdown: the published MOSES baselines beside this model's row, ``middle`` (a card's own
+    section, e.g. the VAE's temperature table), then the commands that measured it."""
     keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
     rows = [metric_row(model, row, keys) for model, row in MOSES_ROWS.items()]
     rows.append(metric_row(f"**{name}**", metrics, keys))
     return (
         "Published MOSES baselines at n = 30,000 for context:\n\n| model | " + " | ".join(keys) + " |\n"
-        + "|---" * (len(keys) + 1) + "|\n" + "\n".join(rows) + "\n\nReproduce:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+        + "|---" * (len(keys) + 1) + "|\n" + "\n".join(rows) + "\n" + middle
+        + "\nReproduce:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
     )
 
 

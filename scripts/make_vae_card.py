@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from make_card import (  # scripts/ is on sys.path
-    MOSES_ROWS,
     _safetensors_header,
+    baselines_and_commands,
     copy_export,
     last_val_nll,
     metric_row,
@@ -95,9 +95,6 @@ def card(
     table = "\n".join(
         f"| `{k}` | {v:.4f} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in metrics.items()
     )
-    keys = ["valid", "unique@10000", "FCD/Test", "SNN/Test", "Novelty"]
-    base = "\n".join(metric_row(name, row, keys) for name, row in MOSES_ROWS.items())
-    ours = metric_row(f"**{folder.name}**", metrics, keys)
     sweep_text = (
         f"""
 Sampling the decoder's distribution instead (n = {n_sweep:,} molecules each, seed 0; FCD at this n is
@@ -153,19 +150,7 @@ greedily (temperature 0, the default of `vae.sample` and of `molgen generate` fo
 Reconstruction (exact canonical SMILES match, greedy decoding from the posterior mean) on
 {recon["n"]:,} MOSES test molecules (seeded sample of the whole split): **{recon["exact"]:.3f}**.
 
-Published MOSES baselines at n = 30,000 for context:
-
-| model | valid | unique@10000 | FCD/Test | SNN/Test | Novelty |
-|---|---|---|---|---|---|
-{base}
-{ours}
-{sweep_text}
-Reproduce:
-
-```bash
-{chr(10).join(commands)}
-```
-
+{baselines_and_commands(folder.name, metrics, commands, sweep_text)}
 ## Limitations
 
 Trained on MOSES (ZINC clean leads, neutral, atoms C N S O F Cl Br): molecules outside that space
