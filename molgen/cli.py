@@ -177,6 +177,10 @@ def generate_cmd(
         None, "--temperature", "-t", min=0.0,
         help="Sampling temperature; default: the model's own (1.0 for the GPT, 0 = greedy decoding for the graph-VAE).",
     ),
+    grammar: bool | None = typer.Option(
+        None, "--grammar/--no-grammar",
+        help="SMILES models: mask tokens that break SMILES syntax (default on); --no-grammar samples the raw model.",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),
@@ -188,7 +192,7 @@ def generate_cmd(
 
     summary = generate_to_file(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
-        unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+        grammar=grammar, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
     )
     console.print(
         f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "

@@ -3,7 +3,7 @@
 A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...)``
 that returns a DataFrame with ``smiles`` and ``valid`` first. ``temperature=None`` leaves each model
 its own default: 1.0 for the SMILES GPT (its distribution as trained), 0 for the graph-VAE (greedy
-decoding of prior samples). Chunks are drawn with seeds
+decoding of prior samples). SMILES models also take ``grammar`` (syntax masks, on by default). Chunks are drawn with seeds
 derived from ``seed`` (chunk ``i`` uses ``seed + i``), so the same call writes the same file, and
 rows reach the disk as they come, so 10^6 molecules never sit in memory at once.
 """
@@ -23,9 +23,21 @@ __all__ = ["sample", "generate_to_file"]
 FORMATS = (".csv", ".smi", ".sdf", ".parquet")
 
 
-def _temperature_opts(temperature: float | None) -> dict:
-    """``sample()`` keyword for an explicit temperature; none for ``None`` (the model's own default)."""
-    return {} if temperature is None else {"temperature": temperature}
+def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None) -> dict:
+    """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
+
+    ``grammar`` (SMILES syntax masks) exists for SMILES models only; asking a model without it
+    is an error rather than an option silently ignored.
+    """
+    import inspect
+
+    if grammar is not None and "grammar" not in inspect.signature(model.sample).parameters:
+        raise InputError(
+            f"{type(model).__name__} has no SMILES grammar option: it builds molecules as graphs under "
+            "valence rules already; leave --grammar/--no-grammar out"
+        )
+    opts = {"temperature": temperature, "grammar": grammar}
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwargs) -> pd.DataFrame:
@@ -37,7 +49,7 @@ def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwa
         from molgen.models import load_pretrained
 
         model = load_pretrained(model, device=kwargs.pop("device", "auto"))
-    return model.sample(n, seed=seed, **kwargs, **_temperature_opts(temperature))
+    return model.sample(n, seed=seed, **kwargs, **_sample_opts(model, temperature))
 
 
 def generate_to_file(
@@ -46,6 +58,7 @@ def generate_to_file(
     path: str | os.PathLike,
     seed: int = 0,
     temperature: float | None = None,
+    grammar: bool | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -59,6 +72,8 @@ def generate_to_file(
     Args:
         model: an object with ``sample()`` (e.g. from :func:`molgen.load_pretrained`).
         temperature: ``None`` for the model's own default.
+        grammar: SMILES models only: ``False`` samples without the syntax masks; ``None`` keeps
+            the default (on).
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -81,7 +96,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _temperature_opts(temperature)
+    opts = _sample_opts(model, temperature, grammar)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

@@ -29,9 +29,9 @@ from make_card import (  # scripts/ is on sys.path
     baselines_and_commands,
     copy_export,
     last_val_nll,
-    metric_row,
     sample_and_evaluate,
     train_command,
+    variant_table,
     work_dir,
 )
 
@@ -60,13 +60,8 @@ SWEEP_KEYS = ("valid", "unique@10000", "Novelty", "FCD/Test", "SNN/Test", "Scaf/
 
 def temperature_sweep(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
     """Sample and evaluate at each decoding temperature; a markdown table and the commands."""
-    rows, commands = [], []
-    for t in temperatures:
-        metrics, _, cmds = sample_and_evaluate(folder, n, t, work_dir(folder, work / f"temperature-{t:g}"))
-        rows.append(metric_row(f"{t:g}", metrics, SWEEP_KEYS))
-        commands += cmds
-    head = "| temperature | " + " | ".join(SWEEP_KEYS) + " |\n|" + "---|" * (len(SWEEP_KEYS) + 1)
-    return head + "\n" + "\n".join(rows), commands
+    variants = [(f"{t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
+    return variant_table(folder, "temperature", variants, n, work, SWEEP_KEYS)
 
 
 def card(

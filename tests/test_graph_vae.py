@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rdkit import Chem
 from torch_geometric.data import Batch
 
+from molgen.errors import InputError
 from molgen.featurize import mol_to_graph
 from molgen.models.graph_decoder import dense_targets
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
@@ -186,6 +187,8 @@ def test_default_sampling_decodes_greedily_and_the_file_path_keeps_each_models_d
         out = tmp_path / f"t{temperature}.csv"
         generate_to_file(overfitted, 40, out, seed=1, temperature=temperature, chunk_size=40, progress=False)
         assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
+    with pytest.raises(InputError, match="no SMILES grammar option"):
+        generate_to_file(overfitted, 4, tmp_path / "g.csv", grammar=False, progress=False)
 
 
 def test_shipped_vae_configs_validate():

@@ -62,6 +62,15 @@ def test_bad_suffix_is_a_clear_error(model, tmp_path):
         generate_to_file(model, 3, tmp_path / "out.xlsx", progress=False)
 
 
+def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tmp_path):
+    masked, raw = model.sample(300, seed=2), model.sample(300, seed=2, grammar=False)
+    assert not masked.smiles.equals(raw.smiles)
+    for grammar, expected in ((None, masked), (False, raw)):
+        out = tmp_path / f"g{grammar}.csv"
+        generate_to_file(model, 300, out, seed=2, grammar=grammar, chunk_size=300, batch_size=1024, progress=False)
+        assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
+
+
 def test_mg_sample_accepts_a_name():
     df = mg.sample(MODEL, 5, seed=1, device="cpu")
     assert list(df.columns) == ["smiles", "valid", "logp"] and len(df) == 5

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from molgen.errors import ConfigError
 from molgen.models import resolve_device
 from molgen.models.hub import register_model
+from molgen.models.smiles_grammar import SmilesGrammar
 
 __all__ = ["GPTConfig", "SmilesGPT", "KVCache"]
 
@@ -230,11 +231,14 @@ class SmilesGPT(nn.Module):
         generator: torch.Generator | None = None,
         max_len: int | None = None,
         use_cache: bool = True,
+        grammar: SmilesGrammar | None = None,
     ):
         """Sample ``n`` token sequences in one batch.
 
         ``logp`` is the model's log-likelihood of each sampled sequence (``<eos>`` included) at
         temperature 1 without top-k/top-p, so it measures the molecule, not the sampler.
+        With a ``grammar``, only tokens that keep each row a SMILES prefix are drawn
+        (:mod:`molgen.models.smiles_grammar`).
 
         Shapes:
             returns ids (n, L) after ``<bos>`` and padded with ``<pad>``, logp (n,), and
@@ -255,12 +259,17 @@ class SmilesGPT(nn.Module):
             dtype = torch.get_autocast_dtype("cuda")
         cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
+        syntax = grammar.start(n, dev) if grammar is not None else None
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)
             # <pad> and <bos> are never a next token; an undertrained model must not emit them
             allowed = logits.index_fill(1, never, float("-inf"))
+            if syntax is not None:
+                allowed = allowed.masked_fill(~syntax.mask(), float("-inf"))
             nxt = _sample_next(allowed, temperature, top_k, top_p, generator)  # (b,)
+            if syntax is not None:
+                syntax.update(nxt)
             nxt = torch.where(alive, nxt, cfg.pad_id)
             step_logp = torch.log_softmax(logits, -1).gather(1, nxt[:, None]).squeeze(1)
             logp[active] += torch.where(alive, step_logp, 0.0)
@@ -276,6 +285,8 @@ class SmilesGPT(nn.Module):
             if n_alive < 0.75 * len(alive):
                 active, nxt, seq = active[alive], nxt[alive], seq[alive]
                 cond = cond[alive] if cond is not None else None
+                if syntax is not None:
+                    syntax.keep(alive)
                 if cache is not None:
                     cache.keep(alive, n_prefix + t + 1)
                 alive = alive[alive]
@@ -296,11 +307,14 @@ class SmilesGPT(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         condition=None,
+        grammar: bool = True,
     ) -> pd.DataFrame:
         """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``logp``.
 
         The same ``seed`` (and ``batch_size``) gives the same molecules. ``condition`` is one
         vector (used for every row) or an ``(n, cond_dim)`` array for conditional models.
+        ``grammar=True`` (the default) masks tokens that would break SMILES syntax (unclosed
+        rings or branches, ``()``, ``=#``...); ``False`` samples the model's raw distribution.
         """
         from molgen.chem import to_mol
 
@@ -309,12 +323,13 @@ class SmilesGPT(nn.Module):
         dev = self.device
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         conds = _condition_rows(condition, n, self.config.cond_dim)
+        syntax = SmilesGrammar(tok.itos, size=self.config.vocab_size) if grammar else None
         smiles, logps, finished = [], [], []
         with _autocast(dev):
             for start in range(0, n, batch_size):
                 b = min(batch_size, n - start)
                 c = None if conds is None else torch.as_tensor(conds[start : start + b], dtype=torch.float32)
-                ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen)
+                ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen, grammar=syntax)
                 smiles += tok.decode_batch(ids.cpu().numpy())
                 logps.append(lp.cpu().numpy())
                 finished += done.tolist()
