@@ -24,14 +24,15 @@ import molgen
 from molgen.models import load_pretrained
 
 
-def sampling(model, n: int, batch_size: int, device: str) -> dict:
-    model.sample(min(n, 256), seed=123, batch_size=batch_size, device=device)  # warm-up
+def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True) -> dict:
+    """``model.sample`` end to end (validity check included), with or without the SMILES grammar."""
+    model.sample(min(n, 256), seed=123, batch_size=batch_size, device=device, grammar=grammar)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    df = model.sample(n, seed=0, batch_size=batch_size, device=device)
+    df = model.sample(n, seed=0, batch_size=batch_size, device=device, grammar=grammar)
     _sync(device)
     sec = time.perf_counter() - t0
-    return {"n": n, "batch_size": batch_size, "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
+    return {"n": n, "batch_size": batch_size, "grammar": grammar, "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
             "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}
 
 
@@ -101,6 +102,7 @@ def main() -> None:
         "model": {"name": args.model, "n_params": model.num_params(), **{k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head")}},
         "cpu": {
             "sampling": sampling(model, args.n, 1024, "cpu"),
+            "sampling_no_grammar": sampling(model, args.n, 1024, "cpu", grammar=False),
             "decode_molecules_per_s": {"kv_cache": round(cpu_cache, 1), "no_cache": round(cpu_nocache, 1),
                                        "speedup": round(cpu_cache / cpu_nocache, 2)},
             "training": training(model, 64, 20, "cpu"),

@@ -65,6 +65,16 @@ def test_every_real_smiles_is_allowed(tok, real_smiles):
         ("CC(C", "<eos>"),  # branch still open
         ("CC", ")"),  # no branch to close
         ("CC(C)", "1"),  # ring labels follow atoms
+        ("C(=", "1"),  # a branch's bond bonds to an atom
+        ("CF", "C"),  # fluorine has one bond
+        ("CC(=O)", "="),  # the carbon has one bond left
+        ("CCl", "1"),  # a ring bond would be chlorine's second
+        ("C=1CCC#C", "1"),  # closing with = would give that carbon five bonds
+        ("OC(O)(O)(O)", "("),  # carbon is full: no branch, no chain atom
+        ("OC(O)(O)(O)", "C"),
+        ("C#", "O"),  # O would have three bonds
+        ("C1CC", "F"),  # with ring 1 open, C1CCF could neither go on nor end
+        ("C1CC(C)(C)", "("),  # ... nor C1CC(C)(C)(C)
     ],
 )
 def test_syntax_errors_are_masked(tok, prefix, forbidden):

@@ -259,7 +259,7 @@ class SmilesGPT(nn.Module):
             dtype = torch.get_autocast_dtype("cuda")
         cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
-        syntax = grammar.start(n, dev) if grammar is not None else None
+        syntax = grammar.start(n, dev, max_len) if grammar is not None else None
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)

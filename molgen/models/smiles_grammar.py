@@ -8,8 +8,10 @@ logits so that only tokens that keep the string a SMILES prefix can be drawn; ``
 when every branch and ring is closed. The model's probabilities are renormalised over the
 allowed tokens; nothing is filtered afterwards.
 
-It is syntax only: valence and aromaticity (can the ring be kekulised?) are still the model's
-to get right, and the model card reports validity with and without the grammar.
+It also keeps every atom's bond orders within its largest RDKit valence (lower bounds: an
+aromatic bond counts 1, so no valid SMILES is ever masked). Aromaticity (can the rings be
+kekulised?) is still the model's to get right, and the model card reports validity with and
+without the grammar.
 
 Token classes (from the token text, so any vocabulary works): atoms (bracket atoms and the
 organic subset), bonds, ``(``, ``)``, ring labels (``1``-``9``, ``%nn``), ``.``, ``<eos>``;
@@ -24,9 +26,8 @@ import torch
 
 __all__ = ["SmilesGrammar", "GrammarState"]
 
-START, ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS, OTHER = range(9)
+START, ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS, OTHER, BRANCH_BOND = range(10)
 _ORGANIC = {"B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I", "b", "c", "n", "o", "s", "p", "*"}
-_BONDS = {"-", "=", "#", ":", "/", "\\", "$", "~"}
 _RING = re.compile(r"^(%[0-9]{2}|[0-9])$")
 # which classes may follow which (conditional ones are narrowed per row in GrammarState.mask)
 _FOLLOW = {
@@ -36,10 +37,40 @@ _FOLLOW = {
     CLOSE: {ATOM, BOND, OPEN, CLOSE, DOT, EOS},
     OPEN: {ATOM, BOND},
     BOND: {ATOM, RING},
+    BRANCH_BOND: {ATOM},  # a bond that opens a branch bonds to an atom: C(=1) is not SMILES
     DOT: {ATOM},
     EOS: {EOS},  # a finished row only repeats <eos>, so its distribution stays defined
     OTHER: {EOS},
 }
+
+
+# bond order of each bond symbol, aromatic ":" counted 1 (0 = no symbol: single or aromatic, counted 1)
+_BOND_ORDER = {"-": 1, "=": 2, "#": 3, "$": 4, ":": 1, "/": 1, "\\": 1, "~": 1}
+_BRACKET = re.compile(r"^\[\d*([A-Za-z][a-z]?|\*)(?:@[A-Z]{2}\d*|@{1,2})?(H\d*)?([+-]\d*|[+-]+)?(?::\d+)?\]$")
+
+
+def _atom_capacity(token: str) -> int:
+    """Largest total bond order an atom token can carry: RDKit's largest allowed valence (of the
+    isoelectronic element for ions) less explicit Hs; 99 = no limit."""
+    from rdkit import Chem
+
+    match = _BRACKET.match(token) if token.startswith("[") else None
+    if match:
+        symbol, hs, sign = match.groups()
+        h = int(hs[1:] or 1) if hs else 0
+        digits = (sign or "").lstrip("+-")
+        charge = (int(digits) if digits else len(sign or "")) * (-1 if sign and sign[0] == "-" else 1)
+    elif token.startswith("[") or token == "*":
+        return 99
+    else:
+        symbol, h, charge = token, 0, 0
+    table = Chem.GetPeriodicTable()
+    try:
+        z = table.GetAtomicNumber(symbol.capitalize()) - charge
+        valences = [v for v in table.GetValenceList(z) if v >= 0] if z > 0 else []
+    except RuntimeError:
+        valences = []
+    return max(max(valences) - h, 0) if valences else 99
 
 
 def token_class(token: str, eos_token: str = "<eos>") -> int:
@@ -47,7 +78,7 @@ def token_class(token: str, eos_token: str = "<eos>") -> int:
         return EOS
     if token in _ORGANIC or (token.startswith("[") and token.endswith("]")):
         return ATOM
-    if token in _BONDS:
+    if token in _BOND_ORDER:
         return BOND
     if _RING.match(token):
         return RING
@@ -76,64 +107,120 @@ class SmilesGrammar:
         self.close_ids = torch.tensor([i for i, c in enumerate(classes) if c == CLOSE], dtype=torch.long)
         self.open_ids = torch.tensor([i for i, c in enumerate(classes) if c == OPEN], dtype=torch.long)
         self.eos_ids = torch.tensor([i for i, c in enumerate(classes) if c == EOS], dtype=torch.long)
-        if not (classes.count(ATOM) and len(self.eos_ids)):
+        self.atom_ids = torch.tensor([i for i, c in enumerate(classes) if c == ATOM], dtype=torch.long)
+        self.bond_ids = torch.tensor([i for i, c in enumerate(classes) if c == BOND], dtype=torch.long)
+        if not (len(self.atom_ids) and len(self.eos_ids)):
             raise ValueError("a SMILES grammar needs atom tokens and an end token in the vocabulary")
+        tokens = self.tokens + [""] * (len(classes) - len(self.tokens))
+        self.bond_order = torch.tensor([_BOND_ORDER[tokens[i]] for i in self.bond_ids], dtype=torch.long)
+        self.bond_order_by_id = torch.zeros(len(classes), dtype=torch.long)
+        self.bond_order_by_id[self.bond_ids] = self.bond_order
+        self.atom_cap = torch.tensor([_atom_capacity(tokens[i]) for i in self.atom_ids], dtype=torch.long)
+        full_cap = torch.full((len(classes),), 99, dtype=torch.long)
+        full_cap[self.atom_ids] = self.atom_cap
+        self.atom_cap_by_id = full_cap
 
-    def start(self, batch: int, device) -> GrammarState:
-        return GrammarState(self, batch, torch.device(device))
+    def start(self, batch: int, device, max_atoms: int = 256) -> GrammarState:
+        """State for ``batch`` rows of at most ``max_atoms`` atoms each (a model's block size will do)."""
+        return GrammarState(self, batch, torch.device(device), max_atoms)
 
 
 class GrammarState:
-    """Per-row syntax state of a sampling batch.
+    """Per-row syntax and valence state of a sampling batch.
 
-    Besides the last token class, the branch depth and the open ring labels, it follows which atom
-    the next atom bonds to (``anchor``, with a stack of branch points) so that a ring closure cannot
-    repeat a bond that already exists: ``C1C1`` (the chain bond) and ``C12CC12`` (two labels, one pair).
+    Syntax: the last token class, the branch depth, the open ring labels, and which atom the next
+    atom bonds to (``anchor``, with a stack of branch points), so that a ring closure cannot
+    repeat a bond that already exists: ``C1C1`` (the chain bond), ``C12CC12`` (two labels, one pair).
+
+    Chemistry, as lower bounds that never reject a valid SMILES: every atom's bond orders so far
+    (an aromatic bond counts 1, ring labels reserve 1 when opened) stay within its largest RDKit
+    valence (``C(=O)(=O)C``, ``=F``, ``O(C)C`` with a third bond are masked). Aromaticity is left
+    to the model: whether a ring can be kekulised is only known once the ring system is complete
+    (``c1cccc2ccccc12`` passes through a 10-ring before its last label splits it).
 
     Shapes:
-        prev, depth, atoms, anchor, parent: (B,); stack: (B, max_depth);
-        open_ring, opened_at, partner_here: (B, R) for the vocabulary's R ring labels.
+        prev, depth, atoms, anchor, parent, pending: (B,); stack: (B, max_depth);
+        open_ring, opened_at, partner_here, ring_bond: (B, R) for the vocabulary's R ring labels;
+        used, cap: (B, A + 1) per atom, the last column standing for "no atom".
     """
 
     max_depth = 16  # deeper branches than this are never opened (MOSES needs 4)
 
-    def __init__(self, grammar: SmilesGrammar, batch: int, device: torch.device):
+    def __init__(self, grammar: SmilesGrammar, batch: int, device: torch.device, max_atoms: int):
         g = grammar
-        self.classes, self.follow = g.classes.to(device), g.follow.to(device)
-        self.ring_ids, self.ring_slot = g.ring_ids.to(device), g.ring_slot.to(device)
-        self.close_ids, self.eos_ids = g.close_ids.to(device), g.eos_ids.to(device)
-        self.prev = torch.full((batch,), START, dtype=torch.long, device=device)
-        self.depth = torch.zeros(batch, dtype=torch.long, device=device)
-        self.atoms = torch.zeros(batch, dtype=torch.long, device=device)  # atoms written so far
+        for name in ("classes", "follow", "ring_ids", "ring_slot", "close_ids", "open_ids", "eos_ids",
+                     "atom_ids", "bond_ids", "bond_order", "bond_order_by_id", "atom_cap", "atom_cap_by_id"):  # fmt: skip
+            setattr(self, name, getattr(g, name).to(device))
         long = dict(dtype=torch.long, device=device)
+        n_ring = len(g.ring_ids)
+        self.prev = torch.full((batch,), START, **long)
+        self.depth = torch.zeros(batch, **long)
+        self.atoms = torch.zeros(batch, **long)  # atoms written so far
         self.anchor = torch.full((batch,), -1, **long)  # the atom a new atom bonds to; -1: none
         self.parent = torch.full((batch,), -1, **long)  # the atom the current atom bonded to
+        self.pending = torch.zeros(batch, **long)  # bond code written before the next atom/label
         self.stack = torch.full((batch, self.max_depth), -1, **long)  # anchors at each open "("
-        self.open_ring = torch.zeros(batch, len(g.ring_ids), dtype=torch.bool, device=device)
-        self.opened_at = torch.zeros(batch, len(g.ring_ids), **long)
-        self.partner_here = torch.full((batch, len(g.ring_ids)), -1, **long)  # closures at this atom
-        self.open_ids = g.open_ids.to(device)
+        self.open_ring = torch.zeros(batch, n_ring, dtype=torch.bool, device=device)
+        self.opened_at = torch.zeros(batch, n_ring, **long)
+        self.ring_bond = torch.zeros(batch, n_ring, **long)  # bond code written at the opening
+        self.partner_here = torch.full((batch, n_ring), -1, **long)  # closures at the current atom
+        self.used = torch.zeros(batch, max_atoms + 1, **long)  # column max_atoms: "no atom"
+        self.cap = torch.zeros(batch, max_atoms + 1, **long)
+        self.cap[:, -1] = 99
+        self.rows = torch.arange(batch, device=device)
+
+    def _room(self, atom: torch.Tensor) -> torch.Tensor:
+        """Bond order still free on ``atom`` (B,) (-1 = none: unlimited)."""
+        a = torch.where(atom >= 0, atom, self.cap.size(1) - 1)
+        return self.cap[self.rows, a] - self.used[self.rows, a]
 
     def mask(self) -> torch.Tensor:
         """Allowed next tokens. Shapes: returns (B, V) bool."""
         m = self.follow[self.prev]  # (B, V), a fresh tensor
+        rings = self.open_ring.any(1)
         m[:, self.close_ids] &= (self.depth > 0)[:, None]
-        m[:, self.open_ids] &= (self.depth < self.max_depth)[:, None]
-        closed = (self.depth == 0) & ~self.open_ring.any(1)
-        m[:, self.eos_ids] &= (closed | (self.prev == EOS))[:, None]
+        m[:, self.eos_ids] &= (((self.depth == 0) & ~rings) | (self.prev == EOS))[:, None]
+        # valence: the next bond leaves the anchor from its room, and must fit the next atom.
+        # On the main chain with rings still open, a move must leave the chain an atom with room
+        # for one more bond, or the string could neither go on nor end (C1CCF, C1CC(C)(C)(C)).
+        spare = ((self.depth == 0) & rings).long()  # (B,) bond order a move must leave free
+        room = self._room(self.anchor)  # (B,)
+        order = _order(self.pending)
+        bonded = torch.where(self.anchor >= 0, order, 0)
+        m[:, self.atom_ids] &= (room >= bonded)[:, None] & (self.atom_cap[None] >= (bonded + spare)[:, None])
+        m[:, self.bond_ids] &= room[:, None] >= _order(self.bond_order)[None]
+        m[:, self.open_ids] &= ((self.depth < self.max_depth) & (room >= 1 + spare))[:, None]
+        back = self._room(self.stack[:, 0])  # the main-chain atom a last ")" returns to
+        m[:, self.close_ids] &= ~((self.depth == 1) & rings & (back < 1))[:, None]
         # a label opens a ring, or closes one onto an atom not yet bonded to the current one:
         # not itself (C11), not its chain parent (C1C1), not a partner of another closure here
-        here = self.atoms[:, None] - 1
-        partner = self.opened_at
+        here, partner = self.anchor[:, None], self.opened_at
         taken = (partner == here) | (partner == self.parent[:, None])
         taken |= (partner[:, :, None] == self.partner_here[:, None, :]).any(2)
-        m[:, self.ring_ids] &= ~self.open_ring | ~taken
+        ring_order = torch.maximum(order[:, None], _order(self.ring_bond))  # (B, R)
+        partner_room = self.cap.gather(1, partner) - self.used.gather(1, partner)
+        left_open = ((self.depth == 0) & (self.open_ring.sum(1) > 1)).long()[:, None]  # after this closure
+        fits = (room[:, None] >= ring_order + left_open) & (partner_room >= ring_order - _order(self.ring_bond))
+        closable = self.open_ring & ~taken & fits
+        opens = ~self.open_ring & (room >= order + (self.depth == 0).long())[:, None]
+        m[:, self.ring_ids] &= closable | opens
+        # what the guards cannot foresee (a vocabulary without light atoms, say) ends the row:
+        # it is then counted invalid like any unfinished string, never sampled from nothing
+        stuck = ~m.any(1)
+        if stuck.any():
+            m[stuck.nonzero()[:, :1], self.eos_ids] = True
         return m
 
     def update(self, nxt: torch.Tensor) -> None:
         """Advance every row by its sampled token. Shapes: nxt (B,) token ids."""
         cls = self.classes[nxt]
         atom = cls == ATOM
+        rows = atom.nonzero().squeeze(1)
+        if len(rows):
+            self._add_atoms(rows, nxt[rows])
+        rows = (cls == RING).nonzero().squeeze(1)
+        if len(rows):
+            self._ring_labels(rows, nxt[rows])
         self.parent = torch.where(atom, self.anchor, self.parent)
         self.anchor = torch.where(atom, self.atoms, self.anchor)  # the new atom's index
         self.anchor = torch.where(cls == DOT, -1, self.anchor)
@@ -146,16 +233,41 @@ class GrammarState:
         rows = (cls == CLOSE).nonzero().squeeze(1)
         if len(rows):  # pop it: the chain goes on from the atom before "("
             self.anchor[rows] = self.stack[rows, self.depth[rows]]
-        rows = (cls == RING).nonzero().squeeze(1)
-        if len(rows):
-            r = self.ring_slot[nxt[rows]]
-            was_open = self.open_ring[rows, r]
-            self.open_ring[rows, r] = ~was_open
-            self.partner_here[rows, r] = torch.where(was_open, self.opened_at[rows, r], -1)
-            self.opened_at[rows, r] = torch.where(was_open, self.opened_at[rows, r], self.atoms[rows] - 1)
-        self.prev = cls
+        self.pending = self.bond_order_by_id[nxt]
+        self.prev = torch.where((cls == BOND) & (self.prev == OPEN), BRANCH_BOND, cls)
+
+    def _add_atoms(self, rows: torch.Tensor, tok: torch.Tensor) -> None:
+        """Atoms written on ``rows``: their capacity, and the bond to their anchor."""
+        new, anchor, code = self.atoms[rows], self.anchor[rows], self.pending[rows]
+        self.cap[rows, new] = self.atom_cap_by_id[tok]
+        b = anchor >= 0
+        rows, new, anchor, code = rows[b], new[b], anchor[b], code[b]
+        order = _order(code)
+        self.used[rows, anchor] += order
+        self.used[rows, new] += order
+
+    def _ring_labels(self, rows: torch.Tensor, tok: torch.Tensor) -> None:
+        """Ring labels written on ``rows``: open (reserve one bond) or close (bond the pair)."""
+        r, here, code = self.ring_slot[tok], self.anchor[rows], self.pending[rows]
+        was_open = self.open_ring[rows, r]
+        partner, opened_code = self.opened_at[rows, r], self.ring_bond[rows, r]
+        order = torch.where(was_open, torch.maximum(_order(code), _order(opened_code)), _order(code))
+        self.used[rows, here] += order
+        self.used[rows, partner] += torch.where(was_open, order - _order(opened_code), 0)
+        self.open_ring[rows, r] = ~was_open
+        self.partner_here[rows, r] = torch.where(was_open, partner, -1)
+        self.opened_at[rows, r] = torch.where(was_open, partner, here)
+        self.ring_bond[rows, r] = torch.where(was_open, opened_code, code)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (a (B,) bool mask), as the sampler drops finished rows."""
-        for name in ("prev", "depth", "atoms", "anchor", "parent", "stack", "open_ring", "opened_at", "partner_here"):
+        for name in ("prev", "depth", "atoms", "anchor", "parent", "pending", "stack", "open_ring", "opened_at",
+                     "ring_bond", "partner_here", "used", "cap"):  # fmt: skip
             setattr(self, name, getattr(self, name)[rows])
+        self.rows = torch.arange(int(rows.sum()), device=self.rows.device)
+
+
+def _order(code: torch.Tensor) -> torch.Tensor:
+    """Bond order counted for a pending bond code (0 = no symbol: counted 1)."""
+    return code.clamp(min=1)
+
