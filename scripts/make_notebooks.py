@@ -13,7 +13,9 @@ cells = [
     code("sol = mg.datasets.load(\"solubility\")\nprint(len(sol), \"molecules;\", sol.valid.sum(), \"valid\")\nsol.head()"),
     code("scores = mg.score(sol.smiles.head(20), properties=[\"qed\", \"sa\", \"logp\", \"mw\", \"pains\", \"brenk\"])\nscores.head()"),
     md("## Sampling from the SMILES transformer\n\n`sample` returns one row per sampled string, with its "
-       "validity and the model's log-likelihood; the same seed gives the same molecules."),
+       "validity and the model's log-likelihood; the same seed gives the same molecules. Sampling "
+       "runs under a SMILES grammar by default (no unclosed rings or branches, no atom over its valence); "
+       "`gpt.sample(500, seed=0, grammar=False)` samples the raw model."),
     code("gpt = mg.load_pretrained(\"smiles-gpt-moses\")\nsamples = gpt.sample(500, seed=0)\n"
          "print(f\"valid: {samples.valid.mean():.3f}\")\nsamples.head()"),
     md("## MOSES metrics\n\n`mg.evaluate` gives the MOSES table's keys (validity, uniqueness, novelty, FCD, "
@@ -33,5 +35,7 @@ cells = [
          "mg.io.write_table(mg.score(samples.smiles, properties=[\"qed\", \"sa\"]), out)\n"
          "back = mg.io.read_table(out)\nprint(len(back), \"rows back from\", out.name)"),
 ]
+for i, cell in enumerate(cells):
+    cell.id = f"cell-{i:02d}"  # stable ids: rebuilding the notebook changes only what changed
 nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 nbf.write(nb, "notebooks/01_quickstart.ipynb")
