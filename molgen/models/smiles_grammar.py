@@ -168,6 +168,8 @@ class GrammarState:
         self.cap = torch.zeros(batch, max_atoms + 1, **long)
         self.cap[:, -1] = 99
         self.rows = torch.arange(batch, device=device)
+        # with "." in the vocabulary a full atom is no dead end (C1CCF.C1 is SMILES): no guards
+        self.has_dot = torch.tensor(bool((g.classes == DOT).any()), device=device)
 
     def _room(self, atom: torch.Tensor) -> torch.Tensor:
         """Bond order still free on ``atom`` (B,) (-1 = none: unlimited)."""
@@ -181,9 +183,11 @@ class GrammarState:
         m[:, self.close_ids] &= (self.depth > 0)[:, None]
         m[:, self.eos_ids] &= (((self.depth == 0) & ~rings) | (self.prev == EOS))[:, None]
         # valence: the next bond leaves the anchor from its room, and must fit the next atom.
-        # On the main chain with rings still open, a move must leave the chain an atom with room
-        # for one more bond, or the string could neither go on nor end (C1CCF, C1CC(C)(C)(C)).
-        spare = ((self.depth == 0) & rings).long()  # (B,) bond order a move must leave free
+        # Dead-end guards: on the main chain with rings still open, a move must leave the chain an
+        # atom with room for one more bond, or the string could neither go on nor end (C1CCF,
+        # C1CC(C)(C)(C)). They are stricter than SMILES: C1CC(C)(C)(C1) is masked, its other
+        # spelling C1CC(C)(C)C1 is not; no MOSES test or scaffold-test SMILES is masked anywhere.
+        spare = ((self.depth == 0) & rings & ~self.has_dot).long()  # (B,) order a move must leave free
         room = self._room(self.anchor)  # (B,)
         order = _order(self.pending)
         bonded = torch.where(self.anchor >= 0, order, 0)
@@ -191,7 +195,7 @@ class GrammarState:
         m[:, self.bond_ids] &= room[:, None] >= _order(self.bond_order)[None]
         m[:, self.open_ids] &= ((self.depth < self.max_depth) & (room >= 1 + spare))[:, None]
         back = self._room(self.stack[:, 0])  # the main-chain atom a last ")" returns to
-        m[:, self.close_ids] &= ~((self.depth == 1) & rings & (back < 1))[:, None]
+        m[:, self.close_ids] &= ~((self.depth == 1) & rings & (back < 1) & ~self.has_dot)[:, None]
         # a label opens a ring, or closes one onto an atom not yet bonded to the current one:
         # not itself (C11), not its chain parent (C1C1), not a partner of another closure here
         here, partner = self.anchor[:, None], self.opened_at
@@ -199,10 +203,10 @@ class GrammarState:
         taken |= (partner[:, :, None] == self.partner_here[:, None, :]).any(2)
         ring_order = torch.maximum(order[:, None], _order(self.ring_bond))  # (B, R)
         partner_room = self.cap.gather(1, partner) - self.used.gather(1, partner)
-        left_open = ((self.depth == 0) & (self.open_ring.sum(1) > 1)).long()[:, None]  # after this closure
+        left_open = ((self.depth == 0) & (self.open_ring.sum(1) > 1) & ~self.has_dot).long()[:, None]
         fits = (room[:, None] >= ring_order + left_open) & (partner_room >= ring_order - _order(self.ring_bond))
         closable = self.open_ring & ~taken & fits
-        opens = ~self.open_ring & (room >= order + (self.depth == 0).long())[:, None]
+        opens = ~self.open_ring & (room >= order + ((self.depth == 0) & ~self.has_dot).long())[:, None]
         m[:, self.ring_ids] &= closable | opens
         # what the guards cannot foresee (a vocabulary without light atoms, say) ends the row:
         # it is then counted invalid like any unfinished string, never sampled from nothing
