@@ -161,10 +161,10 @@ def grammar_section(table: str, n: int) -> str:
     return f"""
 The SMILES grammar (`molgen.models.smiles_grammar`, `model.sample(n, grammar=False)` or
 `molgen generate --no-grammar` to switch it off) masks, at each step, the tokens that would make the
-string stop being a SMILES prefix: unclosed ring labels or branches at `<eos>`, `()`, `=#`, a label
-that would bond an atom to itself or repeat a bond. It is syntax only; valence and aromaticity stay
-the model's. With and without it (n = {n:,} each, seed 0; FCD at this n is not comparable with the
-n = 30,000 figures):
+string stop being a SMILES prefix (unclosed ring labels or branches at `<eos>`, `()`, `=#`, a label
+that would bond an atom to itself or repeat a bond) and bonds beyond an atom's largest valence.
+Aromaticity (can the rings be kekulised?) stays the model's. With and without it (n = {n:,} each,
+seed 0; FCD at this n is not comparable with the n = 30,000 figures):
 
 {table}
 """
