@@ -99,7 +99,7 @@ class SmilesGrammar:
         classes = [token_class(t, eos_token) for t in self.tokens]
         classes += [OTHER] * ((size or len(classes)) - len(classes))  # model rows past the tokenizer
         self.classes = torch.tensor(classes, dtype=torch.long)  # (V,)
-        self.follow = torch.tensor([[c in _FOLLOW[p] for c in classes] for p in range(len(_FOLLOW))])  # (9, V)
+        self.follow = torch.tensor([[c in _FOLLOW[p] for c in classes] for p in range(len(_FOLLOW))])  # (10, V)
         self.ring_ids = torch.tensor([i for i, c in enumerate(classes) if c == RING], dtype=torch.long)  # (R,)
         slot = torch.full((len(classes),), -1, dtype=torch.long)
         slot[self.ring_ids] = torch.arange(len(self.ring_ids))
