@@ -208,8 +208,12 @@ def sample_and_evaluate(
     return json.loads(metrics_path.read_text()), seconds, [shlex.join(["molgen", *gen]), shlex.join(["molgen", *ev])]
 
 
+# the columns of a card's variant table (the GPT's grammar on/off, the VAE's temperatures)
+VARIANT_KEYS = ("valid", "unique@10000", "Novelty", "FCD/Test", "SNN/Test", "Scaf/Test", "IntDiv", "Filters")
+
+
 def variant_table(
-    folder: Path, header: str, variants: list[tuple], n: int, work: Path, keys
+    folder: Path, header: str, variants: list[tuple], n: int, work: Path, keys=VARIANT_KEYS
 ) -> tuple[str, list[str]]:
     """Sample and evaluate each ``(label, temperature, extra options, subfolder)`` variant at
     ``n``; a markdown table (one row per variant) and the commands."""
@@ -220,9 +224,6 @@ def variant_table(
         commands += cmds
     head = f"| {header} | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1)
     return head + "\n" + "\n".join(rows), commands
-
-
-GRAMMAR_KEYS = ("valid", "unique@10000", "Novelty", "FCD/Test", "SNN/Test", "Scaf/Test", "IntDiv", "Filters")
 
 
 def main() -> None:
@@ -242,7 +243,7 @@ def main() -> None:
     if args.n_grammar:
         t = args.temperature
         variants = [("on", t, (), "grammar-on"), ("off", t, ("--no-grammar",), "grammar-off")]
-        grammar, more = variant_table(folder, "SMILES grammar", variants, args.n_grammar, work, GRAMMAR_KEYS)
+        grammar, more = variant_table(folder, "SMILES grammar", variants, args.n_grammar, work)
         commands += more
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_card.py", str(folder)]))

@@ -55,13 +55,10 @@ def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
     return {"n": n, "exact": hits / n, "seconds": seconds}
 
 
-SWEEP_KEYS = ("valid", "unique@10000", "Novelty", "FCD/Test", "SNN/Test", "Scaf/Test", "IntDiv", "Filters")
-
-
 def temperature_sweep(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
     """Sample and evaluate at each decoding temperature; a markdown table and the commands."""
     variants = [(f"{t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
-    return variant_table(folder, "temperature", variants, n, work, SWEEP_KEYS)
+    return variant_table(folder, "temperature", variants, n, work)
 
 
 def card(
