@@ -100,25 +100,18 @@ class SmilesGrammar:
         classes += [OTHER] * ((size or len(classes)) - len(classes))  # model rows past the tokenizer
         self.classes = torch.tensor(classes, dtype=torch.long)  # (V,)
         self.follow = torch.tensor([[c in _FOLLOW[p] for c in classes] for p in range(len(_FOLLOW))])  # (10, V)
-        self.ring_ids = torch.tensor([i for i, c in enumerate(classes) if c == RING], dtype=torch.long)  # (R,)
-        slot = torch.full((len(classes),), -1, dtype=torch.long)
-        slot[self.ring_ids] = torch.arange(len(self.ring_ids))
-        self.ring_slot = slot  # (V,) ring-label index or -1
-        self.close_ids = torch.tensor([i for i, c in enumerate(classes) if c == CLOSE], dtype=torch.long)
-        self.open_ids = torch.tensor([i for i, c in enumerate(classes) if c == OPEN], dtype=torch.long)
-        self.eos_ids = torch.tensor([i for i, c in enumerate(classes) if c == EOS], dtype=torch.long)
-        self.atom_ids = torch.tensor([i for i, c in enumerate(classes) if c == ATOM], dtype=torch.long)
-        self.bond_ids = torch.tensor([i for i, c in enumerate(classes) if c == BOND], dtype=torch.long)
+        ids = {k: torch.nonzero(self.classes == k).squeeze(1) for k in (RING, CLOSE, OPEN, EOS, ATOM, BOND)}
+        self.ring_ids, self.close_ids, self.open_ids = ids[RING], ids[CLOSE], ids[OPEN]  # (R,), ...
+        self.eos_ids, self.atom_ids, self.bond_ids = ids[EOS], ids[ATOM], ids[BOND]
         if not (len(self.atom_ids) and len(self.eos_ids)):
             raise ValueError("a SMILES grammar needs atom tokens and an end token in the vocabulary")
-        tokens = self.tokens + [""] * (len(classes) - len(self.tokens))
-        self.bond_order = torch.tensor([_BOND_ORDER[tokens[i]] for i in self.bond_ids], dtype=torch.long)
-        self.bond_order_by_id = torch.zeros(len(classes), dtype=torch.long)
-        self.bond_order_by_id[self.bond_ids] = self.bond_order
-        self.atom_cap = torch.tensor([_atom_capacity(tokens[i]) for i in self.atom_ids], dtype=torch.long)
-        full_cap = torch.full((len(classes),), 99, dtype=torch.long)
-        full_cap[self.atom_ids] = self.atom_cap
-        self.atom_cap_by_id = full_cap
+        self.ring_slot = torch.full((len(classes),), -1, dtype=torch.long)  # (V,) ring-label index or -1
+        self.ring_slot[self.ring_ids] = torch.arange(len(self.ring_ids))
+        # per token id: the order a bond symbol writes (0 for other tokens), an atom's capacity
+        self.bond_order = torch.zeros(len(classes), dtype=torch.long)
+        self.bond_order[self.bond_ids] = torch.tensor([_BOND_ORDER[self.tokens[i]] for i in self.bond_ids.tolist()])
+        self.atom_cap = torch.full((len(classes),), 99, dtype=torch.long)
+        self.atom_cap[self.atom_ids] = torch.tensor([_atom_capacity(self.tokens[i]) for i in self.atom_ids.tolist()])
 
     def start(self, batch: int, device, max_atoms: int = 256) -> GrammarState:
         """State for ``batch`` rows of at most ``max_atoms`` atoms each (a model's block size will do)."""
@@ -149,8 +142,10 @@ class GrammarState:
     def __init__(self, grammar: SmilesGrammar, batch: int, device: torch.device, max_atoms: int):
         g = grammar
         for name in ("classes", "follow", "ring_ids", "ring_slot", "close_ids", "open_ids", "eos_ids",
-                     "atom_ids", "bond_ids", "bond_order", "bond_order_by_id", "atom_cap", "atom_cap_by_id"):  # fmt: skip
+                     "atom_ids", "bond_ids", "bond_order", "atom_cap"):  # fmt: skip
             setattr(self, name, getattr(g, name).to(device))
+        self.atom_cap_of_atoms = self.atom_cap[self.atom_ids]  # (n_atom_tokens,), for the mask
+        self.order_of_bonds = self.bond_order[self.bond_ids]  # (n_bond_tokens,)
         long = dict(dtype=torch.long, device=device)
         n_ring = len(g.ring_ids)
         self.prev = torch.full((batch,), START, **long)
@@ -169,7 +164,7 @@ class GrammarState:
         self.cap[:, -1] = 99
         self.rows = torch.arange(batch, device=device)
         # with "." in the vocabulary a full atom is no dead end (C1CCF.C1 is SMILES): no guards
-        self.has_dot = torch.tensor(bool((g.classes == DOT).any()), device=device)
+        self.guarded = not bool((g.classes == DOT).any())
 
     def _room(self, atom: torch.Tensor) -> torch.Tensor:
         """Bond order still free on ``atom`` (B,) (-1 = none: unlimited)."""
@@ -187,15 +182,17 @@ class GrammarState:
         # atom with room for one more bond, or the string could neither go on nor end (C1CCF,
         # C1CC(C)(C)(C)). They are stricter than SMILES: C1CC(C)(C)(C1) is masked, its other
         # spelling C1CC(C)(C)C1 is not; no MOSES test or scaffold-test SMILES is masked anywhere.
-        spare = ((self.depth == 0) & rings & ~self.has_dot).long()  # (B,) order a move must leave free
+        main = (self.depth == 0) & self.guarded  # (B,) rows on the main chain, where guards apply
+        spare = (main & rings).long()  # (B,) bond order a move must leave free
         room = self._room(self.anchor)  # (B,)
         order = _order(self.pending)
         bonded = torch.where(self.anchor >= 0, order, 0)
-        m[:, self.atom_ids] &= (room >= bonded)[:, None] & (self.atom_cap[None] >= (bonded + spare)[:, None])
-        m[:, self.bond_ids] &= room[:, None] >= _order(self.bond_order)[None]
+        m[:, self.atom_ids] &= (room >= bonded)[:, None] & (self.atom_cap_of_atoms[None] >= (bonded + spare)[:, None])
+        m[:, self.bond_ids] &= room[:, None] >= self.order_of_bonds[None]
         m[:, self.open_ids] &= ((self.depth < self.max_depth) & (room >= 1 + spare))[:, None]
-        back = self._room(self.stack[:, 0])  # the main-chain atom a last ")" returns to
-        m[:, self.close_ids] &= ~((self.depth == 1) & rings & (back < 1) & ~self.has_dot)[:, None]
+        if self.guarded:  # a last ")" must return to a main-chain atom with room left
+            back = self._room(self.stack[:, 0])
+            m[:, self.close_ids] &= ~((self.depth == 1) & rings & (back < 1))[:, None]
         # a label opens a ring, or closes one onto an atom not yet bonded to the current one:
         # not itself (C11), not its chain parent (C1C1), not a partner of another closure here
         here, partner = self.anchor[:, None], self.opened_at
@@ -203,10 +200,10 @@ class GrammarState:
         taken |= (partner[:, :, None] == self.partner_here[:, None, :]).any(2)
         ring_order = torch.maximum(order[:, None], _order(self.ring_bond))  # (B, R)
         partner_room = self.cap.gather(1, partner) - self.used.gather(1, partner)
-        left_open = ((self.depth == 0) & (self.open_ring.sum(1) > 1) & ~self.has_dot).long()[:, None]
+        left_open = (main & (self.open_ring.sum(1) > 1)).long()[:, None]
         fits = (room[:, None] >= ring_order + left_open) & (partner_room >= ring_order - _order(self.ring_bond))
         closable = self.open_ring & ~taken & fits
-        opens = ~self.open_ring & (room >= order + ((self.depth == 0) & ~self.has_dot).long())[:, None]
+        opens = ~self.open_ring & (room >= order + main.long())[:, None]
         m[:, self.ring_ids] &= closable | opens
         # what the guards cannot foresee (a vocabulary without light atoms, say) ends the row:
         # it is then counted invalid like any unfinished string, never sampled from nothing
@@ -237,13 +234,13 @@ class GrammarState:
         rows = (cls == CLOSE).nonzero().squeeze(1)
         if len(rows):  # pop it: the chain goes on from the atom before "("
             self.anchor[rows] = self.stack[rows, self.depth[rows]]
-        self.pending = self.bond_order_by_id[nxt]
+        self.pending = self.bond_order[nxt]
         self.prev = torch.where((cls == BOND) & (self.prev == OPEN), BRANCH_BOND, cls)
 
     def _add_atoms(self, rows: torch.Tensor, tok: torch.Tensor) -> None:
         """Atoms written on ``rows``: their capacity, and the bond to their anchor."""
         new, anchor, code = self.atoms[rows], self.anchor[rows], self.pending[rows]
-        self.cap[rows, new] = self.atom_cap_by_id[tok]
+        self.cap[rows, new] = self.atom_cap[tok]
         b = anchor >= 0
         rows, new, anchor, code = rows[b], new[b], anchor[b], code[b]
         order = _order(code)
