@@ -23,6 +23,7 @@ __all__ = [
     "MolLike",
     "to_mol",
     "to_smiles",
+    "kekule_smiles",
     "canonicalize",
     "canonicalize_many",
     "parse_failure",
@@ -68,6 +69,24 @@ def to_smiles(x: MolLike, canonical: bool = True, isomeric: bool = True) -> str 
         return None
     try:
         return Chem.MolToSmiles(mol, canonical=canonical, isomericSmiles=isomeric)
+    except Exception:
+        return None
+
+
+def kekule_smiles(x: MolLike) -> str | None:
+    """The SMILES with aromatic rings written as alternating single and double bonds, atom order kept.
+
+    ``c1ccncc1`` becomes ``C1=CC=NC=C1`` and ``c1cc[nH]c1`` becomes ``C1=CNC=C1``: no lowercase atoms,
+    so a language model that writes this form cannot produce a ring RDKit fails to kekulise.
+    ``None`` where the input does not parse.
+    """
+    mol = to_mol(x)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    mol = Chem.Mol(mol)  # a Mol passed in is not changed
+    try:
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+        return Chem.MolToSmiles(mol, canonical=False, kekuleSmiles=True)
     except Exception:
         return None
 

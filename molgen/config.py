@@ -50,6 +50,10 @@ class DataConfig(Section):
     val_size: int = Field(10_000, ge=1, description="validation subsample (seeded) of val_split, for speed")
     limit: int | None = Field(None, ge=1, description="train on the first `limit` molecules only (tiny runs)")
     augment: float = Field(0.0, ge=0.0, le=1.0, description="probability of a randomised SMILES per sample")
+    kekule: bool | None = Field(
+        None,
+        description="GPT: write SMILES in Kekulé form (no aromatic atoms); None keeps the parent's form, aromatic from scratch",
+    )
     num_workers: int = Field(0, ge=0)
 
 

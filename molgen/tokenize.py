@@ -6,6 +6,11 @@ into bracket atoms (``[nH]``, ``[C@@H]``, ``[13CH3]``, ``[O-]``), two-letter ele
 Every character must belong to a token: a string the regex cannot cover entirely is an error,
 never a silently shortened molecule.
 
+A vocabulary may speak Kekulé SMILES (``kekule=True``, saved in ``vocab.json``): every SMILES is
+then rewritten with explicit single and double ring bonds before it is split
+(:func:`molgen.chem.kekule_smiles`, atom order kept), so a model trained on it never writes
+aromatic atoms and never samples a ring that RDKit cannot kekulise.
+
 The vocabulary is built from data. A SMILES with a token the vocabulary lacks raises
 :class:`~molgen.errors.InputError` naming the token and the molecule; fine-tuning on new
 chemistry extends the vocabulary on purpose with :meth:`SmilesTokenizer.extend` (and the model
@@ -67,14 +72,16 @@ class SmilesTokenizer:
 
     Args:
         tokens: the data tokens (not the special ones), in id order.
+        kekule: write every SMILES in Kekulé form before splitting it (see the module docstring).
     """
 
-    def __init__(self, tokens: Sequence[str]):
+    def __init__(self, tokens: Sequence[str], kekule: bool = False):
         tokens = [t for t in tokens if t not in SPECIAL_TOKENS]
         if len(set(tokens)) != len(tokens):
             raise ConfigError("vocabulary has duplicate tokens")
         self.itos: list[str] = [*SPECIAL_TOKENS, *tokens]
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
+        self.kekule = bool(kekule)
 
     pad_id, bos_id, eos_id = 0, 1, 2
 
@@ -82,21 +89,44 @@ class SmilesTokenizer:
         return len(self.itos)
 
     def __repr__(self) -> str:
-        return f"SmilesTokenizer({len(self)} tokens)"
+        return f"SmilesTokenizer({len(self)} tokens{', Kekulé' if self.kekule else ''})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, SmilesTokenizer) and self.itos == other.itos
+        return isinstance(other, SmilesTokenizer) and self.itos == other.itos and self.kekule == other.kekule
+
+    def spell(self, smiles: str) -> str:
+        """The SMILES as this vocabulary writes it: unchanged, or in Kekulé form for a Kekulé vocabulary.
+
+        Raises:
+            InputError: a Kekulé vocabulary was given a string RDKit cannot parse.
+        """
+        if not self.kekule:
+            return smiles
+        from molgen.chem import kekule_smiles
+
+        out = kekule_smiles(smiles)
+        if out is None:
+            raise InputError(f"SMILES {smiles!r} does not parse, so it cannot be written in Kekulé form for this model")
+        return out
+
+    def tokens(self, smiles: str) -> list[str]:
+        """The tokens of ``smiles`` as this vocabulary spells it (bare tokens pass through unchanged)."""
+        try:
+            return tokenize(self.spell(smiles))
+        except InputError:  # not a molecule: a bare token such as "%10", or junk the caller reports
+            return tokenize(smiles)
 
     # --- building -------------------------------------------------------------------------------
 
     @classmethod
-    def from_smiles(cls, smiles: Iterable[str], min_count: int = 1) -> SmilesTokenizer:
+    def from_smiles(cls, smiles: Iterable[str], min_count: int = 1, kekule: bool = False) -> SmilesTokenizer:
         """Vocabulary of every token seen at least ``min_count`` times, most frequent first."""
         counts: Counter[str] = Counter()
+        spelling = cls([], kekule=kekule)
         for s in smiles:
-            counts.update(tokenize(s))
+            counts.update(spelling.tokens(s))
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        return cls(kept)
+        return cls(kept, kekule=kekule)
 
     def extend(self, smiles_or_tokens: Iterable[str]) -> list[str]:
         """Add the tokens of these SMILES (or bare tokens) that are new; returns the added ones.
@@ -105,7 +135,7 @@ class SmilesTokenizer:
         """
         added: list[str] = []
         for item in smiles_or_tokens:
-            for tok in tokenize(item):
+            for tok in self.tokens(item):
                 if tok not in self.stoi:
                     self.stoi[tok] = len(self.itos)
                     self.itos.append(tok)
@@ -116,7 +146,7 @@ class SmilesTokenizer:
         """Counts of tokens in ``smiles`` that are not in the vocabulary."""
         counts: Counter[str] = Counter()
         for s in smiles:
-            counts.update(t for t in tokenize(s) if t not in self.stoi)
+            counts.update(t for t in self.tokens(s) if t not in self.stoi)
         return counts
 
     # --- encoding -------------------------------------------------------------------------------
@@ -125,10 +155,11 @@ class SmilesTokenizer:
         """Ids of one SMILES, wrapped in ``<bos>`` ... ``<eos>`` unless ``add_special=False``.
 
         Raises:
-            InputError: for a token outside the vocabulary, naming token and molecule.
+            InputError: for a token outside the vocabulary, naming token and molecule, and for a
+                molecule a Kekulé vocabulary cannot parse.
         """
         ids = []
-        for tok in tokenize(smiles):
+        for tok in tokenize(self.spell(smiles)):
             idx = self.stoi.get(tok)
             if idx is None:
                 raise InputError(
@@ -175,7 +206,10 @@ class SmilesTokenizer:
     # --- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {"format": _FORMAT, "regex": SMILES_REGEX.pattern, "tokens": self.itos}
+        out = {"format": _FORMAT, "regex": SMILES_REGEX.pattern, "tokens": self.itos}
+        if self.kekule:  # absent for aromatic vocabularies, so their files (and cache keys) stay as they were
+            out["kekule"] = True
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``vocab.json`` (tokens in id order, specials first)."""
@@ -195,4 +229,4 @@ class SmilesTokenizer:
             raise ConfigError(f"{path} is not a molgen SMILES vocabulary (expected format {_FORMAT!r})")
         if tuple(data["tokens"][:3]) != SPECIAL_TOKENS:
             raise ConfigError(f"{path}: the first tokens must be {SPECIAL_TOKENS}")
-        return cls(data["tokens"][3:])
+        return cls(data["tokens"][3:], kekule=bool(data.get("kekule", False)))

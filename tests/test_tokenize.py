@@ -96,3 +96,19 @@ def test_broken_vocab_json_is_a_config_error(tmp_path):
     bad.write_text(json.dumps({"tokens": ["C"]}))
     with pytest.raises(ConfigError, match="not a molgen SMILES vocabulary"):
         SmilesTokenizer.load(bad)
+
+
+def test_kekule_vocabulary_spells_rings_without_aromatic_atoms(tmp_path, real_smiles):
+    from molgen.models.smiles_grammar import is_aromatic
+
+    tok = SmilesTokenizer.from_smiles(real_smiles, kekule=True)
+    assert tok.kekule and not any(is_aromatic(t) for t in tok.itos)
+    assert tok.decode(tok.encode("c1cc[nH]c1")) == "C1=CNC=C1"
+    for s in real_smiles:  # the same molecule, written the other way
+        assert chem.canonicalize(tok.decode(tok.encode(s))) == chem.canonicalize(s)
+    path = tok.save(tmp_path / "vocab.json")
+    assert json.loads(path.read_text())["kekule"] is True and SmilesTokenizer.load(path) == tok
+    aromatic = SmilesTokenizer.from_smiles(real_smiles)
+    assert "kekule" not in aromatic.to_dict() and aromatic != SmilesTokenizer(aromatic.itos[3:], kekule=True)
+    with pytest.raises(InputError, match=r"'C1CC' does not parse.*Kekulé"):
+        tok.encode("C1CC")

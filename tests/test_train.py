@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import molgen as mg
+from molgen import chem
 from molgen.config import load_config, parse_config, tomllib
 from molgen.errors import ConfigError
 from molgen.train import cosine_schedule, pretrain, shuffle_generator
@@ -83,6 +85,22 @@ def test_fine_tuning_start_extends_the_vocabulary(tiny_run, tmp_path):
     assert model.provenance["steps"] == 3 and model.provenance["parent"] == str(export) and model.provenance["data"]["invalid_skipped"] == 1
 
 
+def test_an_aromatic_parent_fine_tuned_to_write_kekule_smiles(tiny_run, tmp_path):
+    from molgen.models.smiles_grammar import is_aromatic
+
+    _, _, export = tiny_run
+    data = tiny_config(tmp_path, max_steps=3, val_every_steps=3, batch_size=8)
+    data.update(init_from=str(export), data=dict(data["data"], kekule=True))
+    model = mg.load_pretrained(pretrain(parse_config(data, "kekule")), device="cpu")
+    parent = mg.load_pretrained(export, device="cpu")
+    assert model.tokenizer.kekule and not parent.tokenizer.kekule
+    assert model.tokenizer.itos == parent.tokenizer.itos  # same ids: MOSES's Kekulé form needs no new token
+    ids = model.tokenizer.encode("Cc1ccncc1")
+    assert not any(is_aromatic(model.tokenizer.itos[i]) for i in ids)
+    aromatic, kekule = model.log_likelihood(["Cc1ccncc1", "CC1=CC=NC=C1"])
+    assert np.isfinite(aromatic) and aromatic == pytest.approx(kekule)  # one molecule, one likelihood
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -137,6 +155,9 @@ def test_token_cache_is_built_once_and_memory_mapped(tmp_path, monkeypatch, real
     assert first.tokenizer == again.tokenizer and first.info["sha256"] == again.info["sha256"]
     assert again.tokenizer.decode_batch(again.ids) == real_smiles
     assert len(list((tmp_path / "cache" / "smiles_tokens").iterdir())) == 1
+    kekule = tokenized_file(src, kekule=True)  # its own vocabulary and cache, the same molecules
+    assert kekule.tokenizer.kekule and len(list((tmp_path / "cache" / "smiles_tokens").iterdir())) == 2
+    assert [chem.canonicalize(s) for s in kekule.tokenizer.decode_batch(kekule.ids)] == [chem.canonicalize(s) for s in real_smiles]
 
 
 def test_ddp_two_cpu_processes_with_torchrun(tmp_path):

@@ -315,15 +315,17 @@ class SmilesGPT(nn.Module):
         vector (used for every row) or an ``(n, cond_dim)`` array for conditional models.
         ``grammar=True`` (the default) masks tokens that would break SMILES syntax (unclosed
         rings or branches, ``()``, ``=#``...); ``False`` samples the model's raw distribution.
+        A model with a Kekulé vocabulary writes its valid molecules back in aromatic form
+        (``logp`` stays the likelihood of the Kekulé string it sampled).
         """
-        from molgen.chem import to_mol
+        from molgen.chem import to_mol, to_smiles
 
         tok = self._need_tokenizer()
         self.to(resolve_device(device)).eval()
         dev = self.device
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         conds = _condition_rows(condition, n, self.config.cond_dim)
-        syntax = SmilesGrammar(tok.itos, size=self.config.vocab_size) if grammar else None
+        syntax = SmilesGrammar(tok.itos, size=self.config.vocab_size, aromatic=not tok.kekule) if grammar else None
         smiles, logps, finished = [], [], []
         with _autocast(dev):
             for start in range(0, n, batch_size):
@@ -334,7 +336,10 @@ class SmilesGPT(nn.Module):
                 logps.append(lp.cpu().numpy())
                 finished += done.tolist()
         # a row cut at block_size is invalid even when its prefix happens to parse
-        valid = [done and to_mol(s) is not None for s, done in zip(smiles, finished, strict=True)]
+        mols = [to_mol(s) if done else None for s, done in zip(smiles, finished, strict=True)]
+        valid = [m is not None for m in mols]
+        if tok.kekule:  # a Kekulé model's molecules in the usual aromatic form, atom order kept
+            smiles = [s if m is None else to_smiles(m, canonical=False) or s for s, m in zip(smiles, mols, strict=True)]
         return pd.DataFrame({"smiles": smiles, "valid": valid, "logp": np.concatenate(logps) if logps else []})
 
     @torch.no_grad()

@@ -48,27 +48,29 @@ class TokenizedSmiles:
         return len(self.ids)
 
 
-def tokenized_file(path: str | os.PathLike, tokenizer: SmilesTokenizer | None = None) -> TokenizedSmiles:
+def tokenized_file(path: str | os.PathLike, tokenizer: SmilesTokenizer | None = None, kekule: bool = False) -> TokenizedSmiles:
     """Tokenise a SMILES csv(.gz) once and memory-map the cached result afterwards.
 
     Args:
         path: a file with a ``SMILES`` column (MOSES layout).
         tokenizer: the vocabulary to use; ``None`` builds one from the file (cached too).
+        kekule: with ``tokenizer=None``, build a Kekulé vocabulary (SMILES rewritten without aromatic atoms).
     """
     path = Path(path)
     source_sha = sha256_file(path)
     if tokenizer is None:
-        vocab_path = cache_dir("smiles_vocab") / f"{source_sha[:24]}.json"
+        vocab_path = cache_dir("smiles_vocab") / f"{source_sha[:24]}{'-kekule' if kekule else ''}.json"
         if not vocab_path.exists():
+            spelling = SmilesTokenizer([], kekule=kekule)
             counts: dict[str, int] = {}
             for chunk in _read_smiles_chunks(path):
                 for s in chunk:
-                    for t in tokenize(s):
+                    for t in spelling.tokens(s):
                         counts[t] = counts.get(t, 0) + 1
             kept = sorted(counts, key=lambda t: (-counts[t], t))
-            _atomic_write(vocab_path, lambda p: SmilesTokenizer(kept).save(p))
+            _atomic_write(vocab_path, lambda p: SmilesTokenizer(kept, kekule=kekule).save(p))
         tokenizer = SmilesTokenizer.load(vocab_path)
-    key = sha256_strings([source_sha, *tokenizer.itos])[:24]
+    key = sha256_strings([source_sha, *tokenizer.itos, *(["<kekule>"] if tokenizer.kekule else [])])[:24]
     folder = cache_dir("smiles_tokens", key)
     ids_path = folder / "ids.npy"
     if not ids_path.exists():
@@ -80,12 +82,15 @@ def tokenized_file(path: str | os.PathLike, tokenizer: SmilesTokenizer | None = 
 
 
 def _encode_file(path: Path, tokenizer: SmilesTokenizer, out: Path) -> None:
-    n = sum(len(c) for c in _read_smiles_chunks(path))
-    width = 2 + max(len(tokenize(s)) for c in _read_smiles_chunks(path) for s in c)
+    # each SMILES is spelled once (the Kekulé rewrite is the slow part); the strings, not the ids, stay in memory
+    chunks = [[tokenizer.spell(s) for s in c] for c in _read_smiles_chunks(path)]
+    n = sum(len(c) for c in chunks)
+    width = 2 + max(len(tokenize(s)) for c in chunks for s in c)
     arr = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(n, width))
+    plain = SmilesTokenizer(tokenizer.itos)  # the strings are spelled already
     row = 0
-    for chunk in _read_smiles_chunks(path):
-        arr[row : row + len(chunk)] = tokenizer.encode_batch(chunk, max_len=width).astype(np.uint8)
+    for chunk in chunks:
+        arr[row : row + len(chunk)] = plain.encode_batch(chunk, max_len=width).astype(np.uint8)
         row += len(chunk)
     arr.flush()
     del arr
@@ -153,7 +158,7 @@ class GPTDataModule(L.LightningDataModule):
                 train = pd.read_csv(moses_path(d.split), usecols=["SMILES"], nrows=d.limit)["SMILES"].tolist()
                 self._setup_in_memory(train, tokenizer, f"moses/{d.split}[:{d.limit}]")
             else:
-                data = tokenized_file(moses_path(d.split), tokenizer)
+                data = tokenized_file(moses_path(d.split), tokenizer, kekule=bool(d.kekule))
                 self.tokenizer, self.train_ids = data.tokenizer, data.ids
                 self.info = {"name": f"moses/{d.split}", **data.info}
             self.val_ids = self._moses_val(moses_path(d.val_split))
@@ -162,7 +167,7 @@ class GPTDataModule(L.LightningDataModule):
 
     def _setup_in_memory(self, smiles: list[str], tokenizer, name: str) -> None:
         if tokenizer is None:
-            tokenizer = SmilesTokenizer.from_smiles(smiles)
+            tokenizer = SmilesTokenizer.from_smiles(smiles, kekule=bool(self.config.data.kekule))
         elif added := tokenizer.extend(smiles):  # fine-tuning data with new tokens: grow on purpose
             print(f"{name}: added {len(added)} tokens to the parent vocabulary: {added}")
         self.tokenizer = tokenizer
@@ -193,7 +198,7 @@ class GPTDataModule(L.LightningDataModule):
         """Encode validation SMILES, skipping (and reporting) those with unknown tokens."""
         missing = self.tokenizer.missing(smiles)
         if missing:
-            keep = [s for s in smiles if not any(t not in self.tokenizer.stoi for t in tokenize(s))]
+            keep = [s for s in smiles if not any(t not in self.tokenizer.stoi for t in self.tokenizer.tokens(s))]
             print(f"{what}: skipped {len(smiles) - len(keep)} molecules with tokens outside the vocabulary {dict(missing)}")
             smiles = keep
         return self.tokenizer.encode_batch(smiles).astype(np.uint8)
@@ -243,6 +248,8 @@ def build(config: GPTRunConfig):
         from molgen.models.hub import VOCAB_NAME, resolve
 
         tokenizer = SmilesTokenizer.load(resolve(config.init_from) / VOCAB_NAME)
+        if config.data.kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
+            tokenizer.kekule = config.data.kekule
     datamodule = GPTDataModule(config, tokenizer)
     module = GPTTask(config, datamodule.tokenizer)
     module.data_info = datamodule.info

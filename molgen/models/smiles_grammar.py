@@ -13,6 +13,9 @@ aromatic bond counts 1, so no valid SMILES is ever masked). Aromaticity (can the
 kekulised?) is still the model's to get right, and the model card reports validity with and
 without the grammar.
 
+For a model that writes Kekulé SMILES (``aromatic=False``, from a Kekulé vocabulary) aromatic atoms
+(``c``, ``[nH]``) and the ``:`` bond are never drawn, so no sample can fail kekulisation.
+
 Token classes (from the token text, so any vocabulary works): atoms (bracket atoms and the
 organic subset), bonds, ``(``, ``)``, ring labels (``1``-``9``, ``%nn``), ``.``, ``<eos>``;
 other tokens (specials, stray ``+``/``@``) are never sampled under the grammar.
@@ -73,6 +76,14 @@ def _atom_capacity(token: str) -> int:
     return max(max(valences) - h, 0) if valences else 99
 
 
+def is_aromatic(token: str) -> bool:
+    """An aromatic atom (``c``, ``[nH]``, ``[se]``) or the aromatic bond ``:``."""
+    if token == ":" or token in {"b", "c", "n", "o", "s", "p"}:
+        return True
+    match = _BRACKET.match(token) if token.startswith("[") else None
+    return bool(match) and match.group(1)[0].islower()
+
+
 def token_class(token: str, eos_token: str = "<eos>") -> int:
     if token == eos_token:
         return EOS
@@ -88,15 +99,17 @@ def token_class(token: str, eos_token: str = "<eos>") -> int:
 class SmilesGrammar:
     """Token classes and follow rules of one vocabulary; :meth:`start` gives a batch's state.
 
+    ``aromatic=False`` never draws aromatic atoms or ``:`` (for Kekulé vocabularies).
+
     Example:
         >>> grammar = SmilesGrammar(model.tokenizer.itos)
         >>> state = grammar.start(batch=64, device="cpu")
         >>> logits = logits.masked_fill(~state.mask(), float("-inf")); state.update(next_ids)
     """
 
-    def __init__(self, tokens, eos_token: str = "<eos>", size: int | None = None):
+    def __init__(self, tokens, eos_token: str = "<eos>", size: int | None = None, aromatic: bool = True):
         self.tokens = list(tokens)
-        classes = [token_class(t, eos_token) for t in self.tokens]
+        classes = [OTHER if not aromatic and is_aromatic(t) else token_class(t, eos_token) for t in self.tokens]
         classes += [OTHER] * ((size or len(classes)) - len(classes))  # model rows past the tokenizer
         self.classes = torch.tensor(classes, dtype=torch.long)  # (V,)
         self.follow = torch.tensor([[c in _FOLLOW[p] for c in classes] for p in range(len(_FOLLOW))])  # (10, V)
