@@ -93,8 +93,10 @@ def card(
     temperature: float,
     grammar: str = "",
     n_grammar: int = 0,
+    invalid: str = "",
 ) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
+    kekule = json.loads((folder / "vocab.json").read_text()).get("kekule", False)
     tc = prov.get("train_config", {})
     data = prov.get("data", {})
     n_params = sum(
@@ -115,7 +117,7 @@ A SMILES GPT (`model_type = "{meta['model_type']}"`, molgen {meta.get('molgen_ve
 training set: {cfg['n_layer']} pre-LayerNorm decoder blocks, width {cfg['n_embd']}, {cfg['n_head']} heads,
 context {cfg['block_size']} tokens, {cfg['vocab_size']} tokens in `vocab.json`, {n_params:,} parameters, weights in
 `model.safetensors`. It is the prior for transfer learning and guided generation in molgen.
-
+{KEKULE_NOTE if kekule else ""}
 ```python
 import molgen as mg
 model = mg.load_pretrained("{folder.name}")
@@ -131,7 +133,7 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 | validation NLL | {f'{val[1]:.4f} nats/token at step {val[0]:,} ({tc.get("data", {}).get("val_size", "?"):,} molecules of MOSES {tc.get("data", {}).get("val_split", "test")}, seeded sample)' if val else 'n/a'} |
 | optimiser | AdamW lr {tc.get('optim', {}).get('lr')} -> {tc.get('optim', {}).get('min_lr')} (warmup {tc.get('optim', {}).get('warmup_steps')}, cosine), weight decay {tc.get('optim', {}).get('weight_decay')}, clip {tc.get('optim', {}).get('grad_clip')} |
 | seed | {prov.get('seed')} |
-| parent | {prov.get('parent') or 'none (trained from scratch)'} |
+| parent | {f"{prov['parent']} (steps and tokens above are this run's; the config's header gives the parent's training)" if prov.get('parent') else 'none (trained from scratch)'} |
 | command | {train_command(tc)} |
 
 ## Metrics
@@ -139,13 +141,13 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 MOSES metrics (`molgen evaluate`, MOSES definitions and key names) of n = {n:,} molecules sampled at
 temperature {temperature} with seed 0 and the SMILES grammar on (the default, below). FCD depends strongly
 on n: compare FCDs only at equal n. Sampling took {seconds:.0f} s on this machine's CPU (generation and
-validity check).
+validity check).{invalid}
 
 | metric | value |
 |---|---|
 {table}
 
-{baselines_and_commands(folder.name, metrics, commands, grammar_section(grammar, n_grammar))}
+{baselines_and_commands(folder.name, metrics, commands, grammar_section(grammar, n_grammar, kekule))}
 ## Limitations
 
 Trained on MOSES only (ZINC clean leads: 250-350 Da, no charges, atoms C N S O F Cl Br H): molecules
@@ -154,16 +156,46 @@ scored until the vocabulary is extended (`tokenizer.extend`, `model.resize_vocab
 """
 
 
-def grammar_section(table: str, n: int) -> str:
+KEKULE_NOTE = """
+It writes Kekulé SMILES (`"kekule": true` in `vocab.json`): rings with explicit single and double bonds,
+no aromatic atoms. A SMILES given to it (`model.log_likelihood`, fine-tuning data) is rewritten that way
+first, in whatever form it came, and sampled molecules come back in RDKit's aromatic form.
+"""
+
+
+def invalid_reasons(samples: Path, block_size: int) -> str:
+    """One sentence: the invalid samples counted by why RDKit rejects them (``chem.parse_failure``),
+    apart from rows the model did not finish within its context of ``block_size`` tokens."""
+    from collections import Counter
+
+    from molgen.chem import parse_failure
+    from molgen.tokenize import tokenize
+
+    df = pd.read_csv(samples)
+    bad = df.loc[~df["valid"].astype(bool), "smiles"]
+    cut = f"cut at the {block_size}-token context"
+    reasons = Counter(cut if len(tokenize(s)) >= block_size - 1 else parse_failure(s) for s in bad)
+    if not reasons:
+        return ""
+    parts = ", ".join(f"{why} {k:,}" for why, k in reasons.most_common())
+    return f" Of the {len(bad):,} invalid samples: {parts} (`molgen.chem.parse_failure`)."
+
+
+def grammar_section(table: str, n: int, kekule: bool = False) -> str:
     """The card's paragraph on sampling with and without the SMILES grammar masks."""
     if not table:
         return ""
+    aromaticity = (
+        "This model writes Kekulé SMILES and the grammar never draws an aromatic atom, so no sample can fail kekulisation."
+        if kekule
+        else "Aromaticity (can the rings be kekulised?) stays the model's."
+    )
     return f"""
 The SMILES grammar (`molgen.models.smiles_grammar`, `model.sample(n, grammar=False)` or
 `molgen generate --no-grammar` to switch it off) masks, at each step, the tokens that would make the
 string stop being a SMILES prefix (unclosed ring labels or branches at `<eos>`, `()`, `=#`, a label
 that would bond an atom to itself or repeat a bond) and bonds beyond an atom's largest valence.
-Aromaticity (can the rings be kekulised?) stays the model's. With and without it (n = {n:,} each,
+{aromaticity} With and without it (n = {n:,} each,
 seed 0; FCD at this n is not comparable with the n = 30,000 figures):
 
 {table}
@@ -248,7 +280,8 @@ def main() -> None:
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_card.py", str(folder)]))
     (folder / "README.md").write_text(
-        card(folder, meta, metrics, commands, seconds, args.n, args.temperature, grammar, args.n_grammar)
+        card(folder, meta, metrics, commands, seconds, args.n, args.temperature, grammar, args.n_grammar,
+             invalid_reasons(work / "samples.csv", meta["config"]["block_size"]))
     )
     print(json.dumps(metrics, indent=1))
     print(f"wrote {folder / 'README.md'}")
