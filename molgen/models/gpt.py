@@ -92,10 +92,17 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.k[layer][:, :, : pos + T], cache.v[layer][:, :, : pos + T]
         if pos and T > 1:
             raise ValueError("a multi-token step after the prefill is not supported")
-        # Right padding needs no mask: a real token never attends to the pads after it.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
-        )  # (B, H, T, D)
+        if T == 1 and x.device.type == "cpu":
+            # one query per row (a cached decoding step): two batched matmuls beat PyTorch's CPU
+            # flash kernel at this shape (~1.5x on the attention, 5-10 % of a sampling run with the
+            # 6 x 192 model); the GPU keeps the fused kernel
+            att = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, 1, pos + 1)
+            y = att.softmax(-1) @ v
+        else:
+            # Right padding needs no mask: a real token never attends to the pads after it.
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
+            )  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
