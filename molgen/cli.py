@@ -181,6 +181,10 @@ def generate_cmd(
         None, "--grammar/--no-grammar",
         help="SMILES models: mask tokens that break SMILES syntax (default on); --no-grammar samples the raw model.",
     ),
+    prior: str | None = typer.Option(
+        None, "--prior",
+        help="Latent models: 'fitted' (the default where the model has one) or 'standard' N(0, I).",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),
@@ -192,7 +196,7 @@ def generate_cmd(
 
     summary = generate_to_file(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
-        grammar=grammar, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+        grammar=grammar, prior=prior, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
     )
     console.print(
         f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "

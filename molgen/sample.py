@@ -23,21 +23,28 @@ __all__ = ["sample", "generate_to_file"]
 FORMATS = (".csv", ".smi", ".sdf", ".parquet")
 
 
-def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None) -> dict:
+# options that only some models' sample() has, and why asking another model for one is an error
+_MODEL_OPTIONS = {
+    "grammar": "has no SMILES grammar option: it builds molecules as graphs under valence rules already; "
+    "leave --grammar/--no-grammar out",
+    "prior": "has no latent prior to choose: it samples SMILES token by token; leave --prior out",
+}
+
+
+def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None) -> dict:
     """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
 
-    ``grammar`` (SMILES syntax masks) exists for SMILES models only; asking a model without it
-    is an error rather than an option silently ignored.
+    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior`` for latent-variable
+    models only; asking a model without one is an error rather than an option silently ignored.
     """
     import inspect
 
-    if grammar is not None and "grammar" not in inspect.signature(model.sample).parameters:
-        raise InputError(
-            f"{type(model).__name__} has no SMILES grammar option: it builds molecules as graphs under "
-            "valence rules already; leave --grammar/--no-grammar out"
-        )
-    opts = {"temperature": temperature, "grammar": grammar}
-    return {k: v for k, v in opts.items() if v is not None}
+    given = {k: v for k, v in {"temperature": temperature, "grammar": grammar, "prior": prior}.items() if v is not None}
+    accepted = inspect.signature(model.sample).parameters
+    for option, why in _MODEL_OPTIONS.items():
+        if option in given and option not in accepted:
+            raise InputError(f"{type(model).__name__} {why}")
+    return given
 
 
 def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwargs) -> pd.DataFrame:
@@ -59,6 +66,7 @@ def generate_to_file(
     seed: int = 0,
     temperature: float | None = None,
     grammar: bool | None = None,
+    prior: str | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -74,6 +82,7 @@ def generate_to_file(
         temperature: ``None`` for the model's own default.
         grammar: SMILES models only: ``False`` samples without the syntax masks; ``None`` keeps
             the default (on).
+        prior: latent models only: ``"standard"`` draws from N(0, I) instead of the fitted prior.
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -96,7 +105,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _sample_opts(model, temperature, grammar)
+    opts = _sample_opts(model, temperature, grammar, prior)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

@@ -3,7 +3,9 @@
     python scripts/make_vae_card.py molgen/pretrained/graph-vae-moses [--from runs/graph-vae-cpu/export]
 
 With ``--from``, ``config.json`` and ``model.safetensors`` are first copied from a training run's
-export folder. Then it runs, as subprocesses, the commands the card quotes:
+export folder. Then the sampling prior is fitted to the encodings of ``--fit-prior`` MOSES training
+molecules (seeded sample; ``GraphVAE.fit_prior``) and saved into the folder, and it runs, as
+subprocesses, the commands the card quotes:
 
     molgen generate --model DIR -n 30000 -o SAMPLES.csv --seed 0 --temperature 0.0
     molgen evaluate SAMPLES.csv --json METRICS.json
@@ -12,7 +14,7 @@ and measures reconstruction accuracy in-process: 1,000 MOSES test molecules (see
 whole split), encoded to their posterior mean and greedily decoded, exact canonical SMILES match.
 Temperature 0 (greedy decoding of prior samples) is ``GraphVAE.sample``'s default, as in JT-VAE's
 sampling. Then the same two commands at ``--n-sweep`` molecules for each of ``--sweep``'s decoding
-temperatures, so that the card shows what sampling the decoder's distribution changes.
+temperatures and for the standard N(0, I) prior, so that the card shows what each choice changes.
 """
 
 from __future__ import annotations
@@ -55,10 +57,29 @@ def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
     return {"n": n, "exact": hits / n, "seconds": seconds}
 
 
-def temperature_sweep(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
-    """Sample and evaluate at each decoding temperature; a markdown table and the commands."""
-    variants = [(f"{t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
-    return variant_table(folder, "temperature", variants, n, work)
+def fit_prior(folder: Path, n: int, seed: int = 0) -> dict:
+    """Fit the checkpoint's sampling prior to a seeded sample of ``n`` MOSES training molecules and
+    save it into the folder (weights and config; the provenance records the fit)."""
+    import torch
+
+    from molgen.datasets import moses_smiles
+    from molgen.models.graph_vae import GraphVAE
+
+    torch.set_num_threads(1)
+    model = GraphVAE.from_pretrained(folder, device="cpu")
+    train = moses_smiles("train")
+    picked = [train[i] for i in np.sort(np.random.default_rng(seed).choice(len(train), n, replace=False))]
+    info = {"data": "moses/train", "seed": seed, **model.fit_prior(picked)}
+    model.save_pretrained(folder, provenance={**model.provenance, "prior": info})
+    return info
+
+
+def variants(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
+    """Sample and evaluate at each decoding temperature (fitted prior) and greedily from the
+    standard N(0, I) prior; a markdown table and the commands."""
+    rows = [(f"fitted, {t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
+    rows.append(("N(0, I), 0 (greedy)", 0.0, ("--prior", "standard"), "prior-standard"))
+    return variant_table(folder, "prior, temperature", rows, n, work)
 
 
 def card(
@@ -87,11 +108,19 @@ def card(
     table = "\n".join(
         f"| `{k}` | {v:.4f} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in metrics.items()
     )
+    prior = prov.get("prior")
+    prior_text = (
+        f"the prior fitted to where {prior['n_molecules']:,} MOSES training molecules encode (a full-covariance "
+        "Gaussian with the mean and covariance of the aggregated posterior, `vae.fit_prior`; ex-post density "
+        "estimation as in Ghosh et al., ICLR 2020)"
+        if prior
+        else "the prior (z ~ N(0, I))"
+    )
     sweep_text = (
         f"""
-Sampling the decoder's distribution instead (n = {n_sweep:,} molecules each, seed 0; FCD at this n is
-not comparable with the n = {n:,} figures above): `vae.sample(n, temperature=...)`,
-`molgen generate --temperature ...`.
+Sampling the decoder's distribution instead, or the standard N(0, I) prior the KL term aims at
+(n = {n_sweep:,} molecules each, seed 0; FCD at this n is not comparable with the n = {n:,} figures
+above): `vae.sample(n, temperature=..., prior="standard")`, `molgen generate --temperature ... --prior standard`.
 
 {sweep}
 """
@@ -131,7 +160,7 @@ vae.decode(z); vae.interpolate(a, b, steps=8); vae.neighbours(smiles, radius=1.0
 
 ## Metrics
 
-MOSES metrics (`molgen evaluate`) of n = {n:,} molecules sampled from the prior (z ~ N(0, I)) and decoded
+MOSES metrics (`molgen evaluate`) of n = {n:,} molecules sampled from {prior_text} and decoded
 greedily (temperature 0, the default of `vae.sample` and of `molgen generate` for this model), seed 0
 (FCD depends on n: compare only at equal n). Sampling took {seconds:.0f} s on this machine's CPU.
 
@@ -162,15 +191,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics (default runs/cards/<name>)")
     ap.add_argument("--sweep", default="1.0,0.5", help="decoding temperatures to compare ('' for none)")
     ap.add_argument("--n-sweep", type=int, default=10_000)
+    ap.add_argument("--fit-prior", type=int, default=20_000, help="MOSES train molecules to fit the prior to (0: keep)")
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
+    if args.fit_prior:
+        print("fitted prior:", fit_prior(folder, args.fit_prior), flush=True)
     work = work_dir(folder, args.work)
     metrics, seconds, commands = sample_and_evaluate(folder, args.n, 0.0, work)
     recon = reconstruction(folder, args.n_recon)
     (work / "reconstruction.json").write_text(json.dumps(recon, indent=1))
     temps = [float(t) for t in args.sweep.split(",") if t.strip()]
-    sweep, sweep_commands = temperature_sweep(folder, temps, args.n_sweep, work) if temps else ("", [])
+    sweep, sweep_commands = variants(folder, temps, args.n_sweep, work) if args.n_sweep else ("", [])
     commands += sweep_commands
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_vae_card.py", str(folder)]))

@@ -201,3 +201,30 @@ def test_shipped_vae_configs_validate():
     for path in paths:
         config = load_config(path)
         assert config.model_type == "graph_vae" and config.model.window >= 10  # MOSES needs 10
+
+
+def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available(overfitted, real_smiles, tmp_path):
+    import copy
+
+    model = copy.deepcopy(overfitted)  # fitting changes the model's default sampling
+    standard = model.sample(200, seed=3)
+    with pytest.raises(InputError, match="no fitted prior"):
+        model.sample(4, prior="fitted")
+    with pytest.raises(InputError, match="at least 32 molecules"):
+        model.fit_prior(real_smiles)
+    info = model.fit_prior(real_smiles * 2)
+    mu = model.encode(real_smiles).double()
+    torch.testing.assert_close(model.prior_loc, mu.mean(0).float())
+    assert model.config.fitted_prior and info["n_molecules"] == 40
+    fitted = model.sample(200, seed=3)
+    pd.testing.assert_frame_equal(model.sample(200, seed=3, prior="standard"), standard)
+    # the model was trained without a KL term, so its molecules encode far from N(0, I): drawing
+    # where they do encode gives back training molecules more often
+    train = {_flat(s) for s in real_smiles}
+    assert fitted.valid.all() and fitted.smiles.isin(train).mean() > standard.smiles.isin(train).mean()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = GraphVAE.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.config.fitted_prior
+    pd.testing.assert_frame_equal(loaded.sample(200, seed=3), fitted)
+    with pytest.raises(InputError, match="'fitted' or 'standard'"):
+        loaded.sample(4, prior="wide")

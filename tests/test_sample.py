@@ -69,6 +69,8 @@ def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tm
         out = tmp_path / f"g{grammar}.csv"
         generate_to_file(model, 300, out, seed=2, grammar=grammar, chunk_size=300, batch_size=1024, progress=False)
         assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
+    with pytest.raises(InputError, match="no latent prior"):  # the graph-VAE's option, refused by name
+        generate_to_file(model, 4, tmp_path / "p.csv", prior="standard", progress=False)
 
 
 def test_mg_sample_accepts_a_name():
