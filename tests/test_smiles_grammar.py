@@ -33,16 +33,21 @@ def tok(real_smiles):
 
 
 def _masked(tok, smiles: list[str]) -> list[str]:
-    """The SMILES that the grammar masks somewhere, fed token by token in one batch."""
-    ids = torch.as_tensor(tok.encode_batch(smiles))  # <bos> ... <eos> <pad>...
-    state = SmilesGrammar(tok.itos).start(len(ids), "cpu", ids.size(1))
-    masked = torch.zeros(len(ids), dtype=torch.bool)
-    for j in range(1, ids.size(1)):
-        nxt = ids[:, j]
-        live = nxt != tok.pad_id
-        masked |= live & ~state.mask().gather(1, nxt[:, None]).squeeze(1)
-        state.update(torch.where(live, nxt, tok.eos_id))  # finished rows repeat <eos>
-    return [smiles[i] for i in masked.nonzero().squeeze(1).tolist()]
+    """The SMILES that the grammar masks somewhere, fed token by token in batches of equal length,
+    each with a token budget it fills exactly (the tightest the context can be)."""
+    by_length: dict[int, list[str]] = {}
+    for s in smiles:
+        by_length.setdefault(len(tok.encode(s)), []).append(s)
+    out = []
+    for length, group in sorted(by_length.items()):
+        ids = torch.as_tensor(tok.encode_batch(group))  # <bos> ... <eos>
+        state = SmilesGrammar(tok.itos).start(len(ids), "cpu", length, max_tokens=length - 1)
+        masked = torch.zeros(len(ids), dtype=torch.bool)
+        for j in range(1, length):
+            masked |= ~state.mask().gather(1, ids[:, j, None]).squeeze(1)
+            state.update(ids[:, j])
+        out += [group[i] for i in masked.nonzero().squeeze(1).tolist()]
+    return out
 
 
 def test_every_real_smiles_is_allowed(tok, real_smiles):
@@ -129,3 +134,17 @@ def test_a_kekule_grammar_never_draws_aromatic_atoms(real_smiles):
     assert "aromaticity" not in reasons and out["valid"].mean() > 0.5
     # valid rows come back in RDKit's aromatic spelling, the way chemists read them
     assert any(any(is_aromatic(t) for t in tokenize(s)) for s in out.loc[out["valid"], "smiles"])
+
+
+def test_a_row_near_the_end_of_its_context_may_only_close_what_is_open(tok):
+    grammar = SmilesGrammar([t if t != "." else "<no dot>" for t in tok.itos])
+    state = grammar.start(1, "cpu", max_tokens=len(tokenize("C1CC(C")) + 3)
+    allowed_after = []
+    for t in [*tokenize("C1CC(C"), "1", ")"]:
+        state.update(torch.tensor([tok.stoi[t]]))
+        allowed_after.append({tok.itos[i] for i in state.mask()[0].nonzero().squeeze(1).tolist()})
+    # three tokens left with ring 1 and a branch open: close one of them; then the other; then end
+    assert allowed_after[-3] == {")", "1"}
+    assert allowed_after[-2] == {")"}
+    assert allowed_after[-1] == {"<eos>"}
+    assert "C" in allowed_after[-4]  # one more token to spare: an atom still fits

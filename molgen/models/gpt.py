@@ -266,7 +266,7 @@ class SmilesGPT(nn.Module):
             dtype = torch.get_autocast_dtype("cuda")
         cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
-        syntax = grammar.start(n, dev, max_len) if grammar is not None else None
+        syntax = grammar.start(n, dev, max_len, max_tokens=max_len - 1) if grammar is not None else None
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)
@@ -282,7 +282,8 @@ class SmilesGPT(nn.Module):
             logp[active] += torch.where(alive, step_logp, 0.0)
             out[active, t] = nxt
             ended = alive & (nxt == cfg.eos_id)
-            finished[active[ended]] = True
+            # an <eos> the grammar had to allow because nothing else fitted is no finished molecule
+            finished[active[ended if syntax is None else ended & ~syntax.forced]] = True
             alive &= ~ended
             n_alive = int(alive.sum())
             if n_alive == 0 or t == max_len - 2:

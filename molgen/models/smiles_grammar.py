@@ -8,6 +8,9 @@ logits so that only tokens that keep the string a SMILES prefix can be drawn; ``
 when every branch and ring is closed. The model's probabilities are renormalised over the
 allowed tokens; nothing is filtered afterwards.
 
+Given the number of tokens a row may still write (the model's context), it also keeps every row
+able to close its open rings and branches in time, so that a sample is not cut off mid-molecule.
+
 It also keeps every atom's bond orders within its largest RDKit valence (lower bounds: an
 aromatic bond counts 1, so no valid SMILES is ever masked). Aromaticity (can the rings be
 kekulised?) is still the model's to get right, and the model card reports validity with and
@@ -113,9 +116,9 @@ class SmilesGrammar:
         classes += [OTHER] * ((size or len(classes)) - len(classes))  # model rows past the tokenizer
         self.classes = torch.tensor(classes, dtype=torch.long)  # (V,)
         self.follow = torch.tensor([[c in _FOLLOW[p] for c in classes] for p in range(len(_FOLLOW))])  # (10, V)
-        ids = {k: torch.nonzero(self.classes == k).squeeze(1) for k in (RING, CLOSE, OPEN, EOS, ATOM, BOND)}
+        ids = {k: torch.nonzero(self.classes == k).squeeze(1) for k in (RING, CLOSE, OPEN, EOS, ATOM, BOND, DOT)}
         self.ring_ids, self.close_ids, self.open_ids = ids[RING], ids[CLOSE], ids[OPEN]  # (R,), ...
-        self.eos_ids, self.atom_ids, self.bond_ids = ids[EOS], ids[ATOM], ids[BOND]
+        self.eos_ids, self.atom_ids, self.bond_ids, self.dot_ids = ids[EOS], ids[ATOM], ids[BOND], ids[DOT]
         if not (len(self.atom_ids) and len(self.eos_ids)):
             raise ValueError("a SMILES grammar needs atom tokens and an end token in the vocabulary")
         self.ring_slot = torch.full((len(classes),), -1, dtype=torch.long)  # (V,) ring-label index or -1
@@ -126,9 +129,13 @@ class SmilesGrammar:
         self.atom_cap = torch.full((len(classes),), 99, dtype=torch.long)
         self.atom_cap[self.atom_ids] = torch.tensor([_atom_capacity(self.tokens[i]) for i in self.atom_ids.tolist()])
 
-    def start(self, batch: int, device, max_atoms: int = 256) -> GrammarState:
-        """State for ``batch`` rows of at most ``max_atoms`` atoms each (a model's block size will do)."""
-        return GrammarState(self, batch, torch.device(device), max_atoms)
+    def start(self, batch: int, device, max_atoms: int = 256, max_tokens: int | None = None) -> GrammarState:
+        """State for ``batch`` rows of at most ``max_atoms`` atoms each (a model's block size will do).
+
+        ``max_tokens``: how many tokens a row may write, ``<eos>`` included (a model's context less
+        ``<bos>``); the masks then keep every row able to close its rings and branches in time.
+        """
+        return GrammarState(self, batch, torch.device(device), max_atoms, max_tokens)
 
 
 class GrammarState:
@@ -152,10 +159,11 @@ class GrammarState:
 
     max_depth = 16  # deeper branches than this are never opened (MOSES needs 4)
 
-    def __init__(self, grammar: SmilesGrammar, batch: int, device: torch.device, max_atoms: int):
+    def __init__(self, grammar: SmilesGrammar, batch: int, device: torch.device, max_atoms: int,
+                 max_tokens: int | None = None):  # fmt: skip
         g = grammar
         for name in ("classes", "follow", "ring_ids", "ring_slot", "close_ids", "open_ids", "eos_ids",
-                     "atom_ids", "bond_ids", "bond_order", "atom_cap"):  # fmt: skip
+                     "atom_ids", "bond_ids", "dot_ids", "bond_order", "atom_cap"):  # fmt: skip
             setattr(self, name, getattr(g, name).to(device))
         self.atom_cap_of_atoms = self.atom_cap[self.atom_ids]  # (n_atom_tokens,), for the mask
         self.order_of_bonds = self.bond_order[self.bond_ids]  # (n_bond_tokens,)
@@ -178,6 +186,8 @@ class GrammarState:
         self.rows = torch.arange(batch, device=device)
         # with "." in the vocabulary a full atom is no dead end (C1CCF.C1 is SMILES): no guards
         self.guarded = not bool((g.classes == DOT).any())
+        self.left = max_tokens  # tokens each row may still write, <eos> included; None: no limit
+        self.forced = torch.zeros(batch, dtype=torch.bool, device=device)  # set by mask()
 
     def _room(self, atom: torch.Tensor) -> torch.Tensor:
         """Bond order still free on ``atom`` (B,) (-1 = none: unlimited)."""
@@ -218,15 +228,37 @@ class GrammarState:
         closable = self.open_ring & ~taken & fits
         opens = ~self.open_ring & (room >= order + main.long())[:, None]
         m[:, self.ring_ids] &= closable | opens
+        if self.left is not None:
+            self._budget(m)
         # what the guards cannot foresee (a vocabulary without light atoms, say) ends the row:
         # it is then counted invalid like any unfinished string, never sampled from nothing
         stuck = ~m.any(1)
         if stuck.any():
             m[stuck.nonzero()[:, :1], self.eos_ids] = True
+        self.forced = stuck & (self.prev != EOS)  # (B,) rows whose <eos> now would be this fallback
         return m
+
+    def _budget(self, m: torch.Tensor) -> None:
+        """Mask, in place, tokens after which the row could no longer finish in its remaining tokens.
+
+        Finishing needs at least one token per open ring label (its closure), one ``)`` per open
+        branch and the ``<eos>``; a ``(`` or ``.`` also needs an atom after it. A lower bound, so
+        no SMILES that fits is masked; as the end nears, only closing moves stay allowed.
+        """
+        after = self.left - 1  # tokens left once this one is written
+        base = self.open_ring.sum(1) + self.depth + 1  # (B,) the debt with nothing opened or closed
+        m[:, self.atom_ids] &= (base <= after)[:, None]
+        m[:, self.bond_ids] &= (base <= after)[:, None]
+        m[:, self.dot_ids] &= (base + 1 <= after)[:, None]
+        m[:, self.open_ids] &= (base + 2 <= after)[:, None]
+        m[:, self.close_ids] &= (base - 1 <= after)[:, None]
+        ring_debt = base[:, None] + torch.where(self.open_ring, -1, 1)  # (B, R) closing or opening
+        m[:, self.ring_ids] &= ring_debt <= after
 
     def update(self, nxt: torch.Tensor) -> None:
         """Advance every row by its sampled token. Shapes: nxt (B,) token ids."""
+        if self.left is not None:
+            self.left -= 1
         cls = self.classes[nxt]
         atom = cls == ATOM
         rows = atom.nonzero().squeeze(1)
