@@ -194,9 +194,8 @@ def grammar_section(table: str, n: int, kekule: bool = False) -> str:
 The SMILES grammar (`molgen.models.smiles_grammar`, `model.sample(n, grammar=False)` or
 `molgen generate --no-grammar` to switch it off) masks, at each step, the tokens that would make the
 string stop being a SMILES prefix (unclosed ring labels or branches at `<eos>`, `()`, `=#`, a label
-that would bond an atom to itself or repeat a bond) and bonds beyond an atom's largest valence, and
-near the end of the model's context it leaves only the moves that close the open rings and branches (a
-row that cannot close them in time ends unfinished and counts invalid, as `syntax`).
+that would bond an atom to itself or repeat a bond) and bonds beyond an atom's largest valence. A row
+that reaches the end of the context unfinished counts invalid.
 {aromaticity} With and without it (n = {n:,} each,
 seed 0; FCD at this n is not comparable with the n = 30,000 figures):
 

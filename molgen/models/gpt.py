@@ -266,7 +266,9 @@ class SmilesGPT(nn.Module):
             dtype = torch.get_autocast_dtype("cuda")
         cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
-        syntax = grammar.start(n, dev, max_len, max_tokens=max_len - 1) if grammar is not None else None
+        # no token budget (grammar.start(..., max_tokens=...)): forcing a wandering row to close in time
+        # turns it into a large macrocycle rather than a molecule; a row cut at the context stays invalid
+        syntax = grammar.start(n, dev, max_len) if grammar is not None else None
         h = self._hidden(seq, cond, cache, 0)[:, -1]
         for t in range(max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)

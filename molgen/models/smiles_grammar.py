@@ -8,8 +8,11 @@ logits so that only tokens that keep the string a SMILES prefix can be drawn; ``
 when every branch and ring is closed. The model's probabilities are renormalised over the
 allowed tokens; nothing is filtered afterwards.
 
-Given the number of tokens a row may still write (the model's context), it also keeps every row
-able to close its open rings and branches in time, so that a sample is not cut off mid-molecule.
+Given the number of tokens a row may still write (``start(..., max_tokens=...)``), it can also keep
+every row able to close its open rings and branches in time. ``SmilesGPT`` sampling does not use this:
+on the shipped model, forced closures turned the rows that wander past the context into large
+macrocycles (n = 10,000: 88 samples of 55 tokens or more instead of 9, 65 with over 30 heavy atoms
+instead of none) at a cost in FCD and filter pass rate, so a row cut at the context stays invalid.
 
 It also keeps every atom's bond orders within its largest RDKit valence (lower bounds: an
 aromatic bond counts 1, so no valid SMILES is ever masked). Aromaticity (can the rings be
