@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from molgen.tokenize import SmilesTokenizer, tokenize
+
 MOSES_ROWS = {  # published MOSES baselines (Polykovskiy et al. 2020, Table 2), for context
     "CharRNN": {"valid": 0.975, "unique@10000": 0.999, "FCD/Test": 0.073, "SNN/Test": 0.601, "Novelty": 0.842},
     "VAE": {"valid": 0.977, "unique@10000": 0.998, "FCD/Test": 0.099, "SNN/Test": 0.626, "Novelty": 0.695},
@@ -96,7 +98,7 @@ def card(
     invalid: str = "",
 ) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
-    kekule = json.loads((folder / "vocab.json").read_text()).get("kekule", False)
+    kekule = SmilesTokenizer.load(folder / "vocab.json").kekule
     tc = prov.get("train_config", {})
     data = prov.get("data", {})
     n_params = sum(
@@ -169,7 +171,6 @@ def invalid_reasons(samples: Path, block_size: int) -> str:
     from collections import Counter
 
     from molgen.chem import parse_failure
-    from molgen.tokenize import tokenize
 
     df = pd.read_csv(samples)
     bad = df.loc[~df["valid"].astype(bool), "smiles"]

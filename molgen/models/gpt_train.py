@@ -61,14 +61,9 @@ def tokenized_file(path: str | os.PathLike, tokenizer: SmilesTokenizer | None = 
     if tokenizer is None:
         vocab_path = cache_dir("smiles_vocab") / f"{source_sha[:24]}{'-kekule' if kekule else ''}.json"
         if not vocab_path.exists():
-            spelling = SmilesTokenizer([], kekule=kekule)
-            counts: dict[str, int] = {}
-            for chunk in _read_smiles_chunks(path):
-                for s in chunk:
-                    for t in spelling.tokens(s):
-                        counts[t] = counts.get(t, 0) + 1
-            kept = sorted(counts, key=lambda t: (-counts[t], t))
-            _atomic_write(vocab_path, lambda p: SmilesTokenizer(kept, kekule=kekule).save(p))
+            smiles = (s for chunk in _read_smiles_chunks(path) for s in chunk)
+            built = SmilesTokenizer.from_smiles(smiles, kekule=kekule)
+            _atomic_write(vocab_path, built.save)
         tokenizer = SmilesTokenizer.load(vocab_path)
     key = sha256_strings([source_sha, *tokenizer.itos, *(["<kekule>"] if tokenizer.kekule else [])])[:24]
     folder = cache_dir("smiles_tokens", key)
