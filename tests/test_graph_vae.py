@@ -228,3 +228,22 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
     pd.testing.assert_frame_equal(loaded.sample(200, seed=3), fitted)
     with pytest.raises(InputError, match="'fitted' or 'standard'"):
         loaded.sample(4, prior="wide")
+
+
+def _largest_ring(smiles: str) -> int:
+    mol = Chem.MolFromSmiles(smiles)  # kept in a name: RingInfo does not keep its molecule alive
+    return max((len(r) for r in mol.GetRingInfo().AtomRings()), default=0)
+
+
+def test_generation_closes_no_ring_above_max_ring(real_smiles):
+    model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
+    model.config.max_ring = 0  # no limit: the shipped decoder then closes some 8- to 17-membered rings
+    free = model.sample(300, seed=0)
+    assert max(_largest_ring(s) for s in free.smiles) > 8
+    model.config.max_ring = 6
+    limited = model.sample(300, seed=0)
+    assert limited.valid.all() and all(_sanitises(s) for s in limited.smiles)
+    assert max(_largest_ring(s) for s in limited.smiles) <= 6
+    assert (limited.smiles == free.smiles).mean() > 0.5  # molecules without such rings are unchanged
+    assert max(_largest_ring(s) for s in real_smiles) <= 7  # the default (8) blocks none of their closures
+    assert GraphVAEConfig().max_ring == 8

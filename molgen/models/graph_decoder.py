@@ -14,8 +14,15 @@ Validity by construction, not filtering: every choice is masked so that
   candidate that could still take a bond), so the graph is connected;
 * an atom is only started when some atom in the window has budget left; otherwise STOP is forced.
 
+Generation can also refuse ring closures that would make a ring larger than ``max_ring`` atoms
+(the shortest path between the two atoms, plus one): MOSES keeps no ring above 8 atoms, and its
+molecules have rings of 3-7, but an unlimited decoder closes 8- to 17-membered rings and bridged
+systems that no training molecule has.
+
 Training uses teacher forcing: all steps are computed in parallel from the target graph, with the
-same masks, so the loss is the exact log-likelihood of the masked process used for sampling.
+same valence and connectivity masks, so the loss is the exact log-likelihood of the masked process
+used for sampling. The ring-size limit is applied only when generating: the training graphs have
+no larger ring, so it removes only probability that the data never put there.
 """
 
 from __future__ import annotations
@@ -182,8 +189,11 @@ class GraphDecoder(nn.Module):
     # -- generation ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, z: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None):
+    def generate(self, z: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+                 max_ring: int = 0):  # fmt: skip
         """Decode graphs for a batch of latents; greedy when ``temperature == 0``.
+
+        ``max_ring`` > 0 masks every ring closure that would form a ring of more atoms.
 
         Returns:
             (types, band, n_atoms) in the target layout of :meth:`forward`.
@@ -203,6 +213,9 @@ class GraphDecoder(nn.Module):
         prev_t = torch.full((B,), self.START, dtype=torch.long, device=dev)
         prev_b = torch.zeros((B, W), dtype=torch.long, device=dev)
         rows = torch.arange(B, device=dev)
+        # shortest-path lengths between placed atoms (FAR = not connected), for the ring-size limit
+        FAR = N + 2
+        dist = torch.full((B, N + 1, N + 1), FAR, dtype=torch.long, device=dev) if max_ring > 0 else None
         for i in range(N + 1):
             rem_win = torch.stack([rem[:, i + W - k] for k in range(1, W + 1)], 1)  # (B, W)
             x = self._step_input(prev_t, prev_b, rem_win, z)
@@ -223,17 +236,26 @@ class GraphDecoder(nn.Module):
             rem_i = torch.where(done, torch.zeros_like(t), self.valence[t])
             used = torch.zeros_like(t)
             avail = rem_win >= 1
+            d_i = torch.full((B, N + 1), FAR, dtype=torch.long, device=dev) if dist is not None else None
             for k in range(1, min(W, i) + 1):
                 rem_j = rem[:, i + W - k]
                 must = (used == 0) & avail[:, k - 1] & ~avail[:, k:].any(-1) & ~done
+                ok = self._bond_mask(rem_i, rem_j, must)
+                if d_i is not None:  # a bond to i-k closes a ring of d_i[i-k] + 1 atoms (none while i is unbonded)
+                    d = d_i[:, i - k]
+                    ok[:, 1:] &= ((d >= FAR) | (d < max_ring)).unsqueeze(-1)
                 blog = self._bond_logits(p_i, p_js[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
-                blog = blog.masked_fill(~self._bond_mask(rem_i, rem_j, must), NEG)
-                b = _choose(blog, temperature, generator)
+                b = _choose(blog.masked_fill(~ok, NEG), temperature, generator)
                 b = torch.where(done, torch.zeros_like(b), b)
                 band[:, i, k - 1] = b
                 rem[:, i + W - k] = torch.where(rem_j >= 0, rem_j - b, rem_j)
                 rem_i = rem_i - b
                 used = used + b
+                if d_i is not None:
+                    d_i = torch.where((b > 0).unsqueeze(-1), torch.minimum(d_i, dist[:, i - k] + 1), d_i)
+            if dist is not None:  # atom i joins: its distances, and the shortcuts through it
+                d_i[:, i] = 0
+                dist = torch.minimum(dist, d_i.unsqueeze(2) + d_i.unsqueeze(1))
             rem[rows, i + W] = torch.where(done, torch.full_like(t, -1), rem_i)
             prev_t, prev_b = t, band[:, i]
         return types[:, :N], band[:, :N], n_atoms

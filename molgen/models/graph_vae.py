@@ -45,6 +45,8 @@ class GraphVAEConfig:
     atom_valence: list = field(default_factory=lambda: list(ATOM_VALENCE))
     # set by GraphVAE.fit_prior: the weights then hold the fitted Gaussian that sample() draws from
     fitted_prior: bool = False
+    # generation closes no ring of more atoms (0 = no limit); MOSES molecules have rings of 3-7 atoms
+    max_ring: int = 8
 
 
 class GINEBlock(nn.Module):
@@ -169,7 +171,7 @@ class GraphVAE(nn.Module):
 
     def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None):
         """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``."""
-        return self.decoder.generate(z, temperature, generator)
+        return self.decoder.generate(z, temperature, generator, max_ring=self.config.max_ring)
 
     def forward(self, batch: Batch, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, Tensor]:
         """Training losses of a batch: ``loss = recon + beta * kl`` (means over molecules)."""
