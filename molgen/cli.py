@@ -185,6 +185,10 @@ def generate_cmd(
         None, "--prior",
         help="Latent models: 'fitted' (the default where the model has one) or 'standard' N(0, I).",
     ),
+    max_ring: int | None = typer.Option(
+        None, "--max-ring", min=0,
+        help="Graph-VAE: close no ring of more atoms (default: the model's, 8 for graph-vae-moses; 0 = no limit).",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),
@@ -196,7 +200,7 @@ def generate_cmd(
 
     summary = generate_to_file(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
-        grammar=grammar, prior=prior, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+        grammar=grammar, prior=prior, max_ring=max_ring, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
     )
     console.print(
         f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "

@@ -28,18 +28,21 @@ _MODEL_OPTIONS = {
     "grammar": "has no SMILES grammar option: it builds molecules as graphs under valence rules already; "
     "leave --grammar/--no-grammar out",
     "prior": "has no latent prior to choose: it samples SMILES token by token; leave --prior out",
+    "max_ring": "has no ring-size limit: it writes SMILES token by token; leave --max-ring out",
 }
 
 
-def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None) -> dict:
+def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None,
+                 max_ring: int | None = None) -> dict:  # fmt: skip
     """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
 
-    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior`` for latent-variable
-    models only; asking a model without one is an error rather than an option silently ignored.
+    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior`` and ``max_ring`` for
+    the graph-VAE only; asking a model without one is an error rather than an option silently ignored.
     """
     import inspect
 
-    given = {k: v for k, v in {"temperature": temperature, "grammar": grammar, "prior": prior}.items() if v is not None}
+    options = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring}
+    given = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(model.sample).parameters
     for option, why in _MODEL_OPTIONS.items():
         if option in given and option not in accepted:
@@ -67,6 +70,7 @@ def generate_to_file(
     temperature: float | None = None,
     grammar: bool | None = None,
     prior: str | None = None,
+    max_ring: int | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -83,6 +87,7 @@ def generate_to_file(
         grammar: SMILES models only: ``False`` samples without the syntax masks; ``None`` keeps
             the default (on).
         prior: latent models only: ``"standard"`` draws from N(0, I) instead of the fitted prior.
+        max_ring: graph-VAE only: largest ring the decoder may close (0: no limit; ``None``: the model's).
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -105,7 +110,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _sample_opts(model, temperature, grammar, prior)
+    opts = _sample_opts(model, temperature, grammar, prior, max_ring)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

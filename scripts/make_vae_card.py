@@ -75,10 +75,13 @@ def fit_prior(folder: Path, n: int, seed: int = 0) -> dict:
 
 
 def variants(folder: Path, temperatures: list[float], n: int, work: Path) -> tuple[str, list[str]]:
-    """Sample and evaluate at each decoding temperature (fitted prior) and greedily from the
-    standard N(0, I) prior; a markdown table and the commands."""
-    rows = [(f"fitted, {t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
+    """Sample and evaluate the default (fitted prior, greedy, config's ring limit) at ``n``, then
+    at each decoding temperature, from the standard N(0, I) prior and without the ring-size limit;
+    a markdown table and the commands."""
+    rows = [("fitted, 0 (greedy), default", 0.0, (), "default")]
+    rows += [(f"fitted, {t:g}", t, (), f"temperature-{t:g}") for t in temperatures]
     rows.append(("N(0, I), 0 (greedy)", 0.0, ("--prior", "standard"), "prior-standard"))
+    rows.append(("fitted, 0 (greedy), no ring-size limit", 0.0, ("--max-ring", "0"), "max-ring-0"))
     return variant_table(folder, "prior, temperature", rows, n, work)
 
 
@@ -118,15 +121,18 @@ def card(
     )
     sweep_text = (
         f"""
-Sampling the decoder's distribution instead, or the standard N(0, I) prior the KL term aims at
-(n = {n_sweep:,} molecules each, seed 0; FCD at this n is not comparable with the n = {n:,} figures
-above): `vae.sample(n, temperature=..., prior="standard")`, `molgen generate --temperature ... --prior standard`.
+Sampling the decoder's distribution instead, the standard N(0, I) prior the KL term aims at, or
+without the ring-size limit (n = {n_sweep:,} molecules each, seed 0; FCD at this n is not comparable
+with the n = {n:,} figures above): `vae.sample(n, temperature=..., prior="standard", max_ring=0)`,
+`molgen generate --temperature ... --prior standard --max-ring 0`.
 
 {sweep}
 """
         if sweep
         else ""
     )
+    ring = cfg.get("max_ring", 0)
+    ring_text = f"{ring} atoms" if ring else "any size (no limit set)"
     val_text = (
         f"{val[1]:.3f} nats/molecule (ELBO at the step's KL weight) at step {val[0]:,}" if val else "n/a"
     )
@@ -137,7 +143,8 @@ pretrained on the MOSES training set. Encoder: {cfg["enc_layers"]} residual GINE
 with sum + mean readout to a {cfg["latent"]}-dimensional Gaussian posterior. Decoder: a GRU of width
 {cfg["dec_hidden"]} ({cfg["dec_layers"]} layer) that adds atoms in canonical BFS order and scores each atom's bonds to the
 {cfg["window"]} previous atoms, with valence masks: every decoded graph sanitises in RDKit by construction
-(no filtering). {n_params:,} parameters in `model.safetensors`.
+(no filtering). When sampling, no ring of more than {ring_text} is closed (`max_ring` in `config.json`;
+MOSES molecules have rings of 3-7 atoms). {n_params:,} parameters in `model.safetensors`.
 
 ```python
 from molgen.models.graph_vae import GraphVAE

@@ -235,15 +235,25 @@ def _largest_ring(smiles: str) -> int:
     return max((len(r) for r in mol.GetRingInfo().AtomRings()), default=0)
 
 
-def test_generation_closes_no_ring_above_max_ring(real_smiles):
+def test_generation_closes_no_ring_above_max_ring(real_smiles, tmp_path):
+    from typer.testing import CliRunner
+
+    from molgen.cli import app
+
     model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
-    model.config.max_ring = 0  # no limit: the shipped decoder then closes some 8- to 17-membered rings
-    free = model.sample(300, seed=0)
+    free = model.sample(300, seed=0, max_ring=0)  # no limit: the decoder then closes some 8- to 17-membered rings
     assert max(_largest_ring(s) for s in free.smiles) > 8
+    shipped = model.sample(300, seed=0)
+    assert model.config.max_ring == 8 and max(_largest_ring(s) for s in shipped.smiles) <= 8
     model.config.max_ring = 6
     limited = model.sample(300, seed=0)
     assert limited.valid.all() and all(_sanitises(s) for s in limited.smiles)
     assert max(_largest_ring(s) for s in limited.smiles) <= 6
     assert (limited.smiles == free.smiles).mean() > 0.5  # molecules without such rings are unchanged
     assert max(_largest_ring(s) for s in real_smiles) <= 7  # the default (8) blocks none of their closures
-    assert GraphVAEConfig().max_ring == 8
+    with pytest.raises(InputError, match="at least 3 atoms"):
+        model.sample(4, max_ring=2)
+    out = tmp_path / "free.csv"
+    args = ["generate", "--model", "graph-vae-moses", "-n", "300", "-o", str(out), "--max-ring", "0", "--device", "cpu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert pd.read_csv(out).smiles.tolist() == free.smiles.tolist()

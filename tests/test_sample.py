@@ -71,6 +71,8 @@ def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tm
         assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
     with pytest.raises(InputError, match="no latent prior"):  # the graph-VAE's option, refused by name
         generate_to_file(model, 4, tmp_path / "p.csv", prior="standard", progress=False)
+    with pytest.raises(InputError, match="no ring-size limit"):
+        generate_to_file(model, 4, tmp_path / "r.csv", max_ring=0, progress=False)
 
 
 def test_mg_sample_accepts_a_name():

@@ -169,9 +169,13 @@ class GraphVAE(nn.Module):
         """Negative log-likelihood of each graph of ``batch`` given ``z``. Shapes: z (B, L) -> (B,)."""
         return self.decoder(z, *self.targets(batch))
 
-    def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None):
-        """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``."""
-        return self.decoder.generate(z, temperature, generator, max_ring=self.config.max_ring)
+    def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None, max_ring: int | None = None):
+        """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``;
+        ``max_ring`` ``None`` keeps ``config.max_ring``."""
+        max_ring = self.config.max_ring if max_ring is None else max_ring
+        if max_ring < 0 or 0 < max_ring < 3:
+            raise InputError(f"max_ring must be 0 (no limit) or at least 3 atoms, not {max_ring}")
+        return self.decoder.generate(z, temperature, generator, max_ring=max_ring)
 
     def forward(self, batch: Batch, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, Tensor]:
         """Training losses of a batch: ``loss = recon + beta * kl`` (means over molecules)."""
@@ -269,7 +273,8 @@ class GraphVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
-               device: str | torch.device | None = None, prior: str | None = None) -> pd.DataFrame:  # fmt: skip
+               device: str | torch.device | None = None, prior: str | None = None,
+               max_ring: int | None = None) -> pd.DataFrame:  # fmt: skip
         """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns.
 
         Latent points are drawn from the model's fitted prior when it has one (:meth:`fit_prior`;
@@ -277,7 +282,8 @@ class GraphVAE(nn.Module):
         (``temperature`` 0), as JT-VAE samples: the latent carries the diversity and each point
         becomes its most likely molecule. ``temperature=1.0`` samples the decoder's distribution
         as trained; on the shipped model it gives the same validity, novelty and diversity but a
-        much larger FCD (the model card's table).
+        much larger FCD (the model card's table). No ring of more than ``max_ring`` atoms is
+        closed (``None``: ``config.max_ring``, 8 for the shipped model; 0: no limit).
         """
         if prior not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {prior!r}")
@@ -294,7 +300,7 @@ class GraphVAE(nn.Module):
             z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
             if fitted:
                 z = self.prior_loc + z @ self.prior_scale_tril.T
-            types, band, k = self.decode_graphs(z, temperature, gen)
+            types, band, k = self.decode_graphs(z, temperature, gen, max_ring)
             smiles.extend(self.dense_to_smiles(types, band, k))
         return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
 
