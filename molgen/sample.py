@@ -29,19 +29,21 @@ _MODEL_OPTIONS = {
     "leave --grammar/--no-grammar out",
     "prior": "has no latent prior to choose: it samples SMILES token by token; leave --prior out",
     "max_ring": "has no ring-size limit: it writes SMILES token by token; leave --max-ring out",
+    "ring_rules": "has no ring rules: it writes SMILES token by token; leave --ring-rules/--no-ring-rules out",
 }
 
 
 def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None,
-                 max_ring: int | None = None) -> dict:  # fmt: skip
+                 max_ring: int | None = None, ring_rules: bool | None = None) -> dict:  # fmt: skip
     """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
 
-    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior`` and ``max_ring`` for
-    the graph-VAE only; asking a model without one is an error rather than an option silently ignored.
+    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior``, ``max_ring`` and
+    ``ring_rules`` for the graph-VAE only; asking a model without one is an error rather than an option silently ignored.
     """
     import inspect
 
-    options = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring}
+    options = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
+               "ring_rules": ring_rules}  # fmt: skip
     given = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(model.sample).parameters
     for option, why in _MODEL_OPTIONS.items():
@@ -71,6 +73,7 @@ def generate_to_file(
     grammar: bool | None = None,
     prior: str | None = None,
     max_ring: int | None = None,
+    ring_rules: bool | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -88,6 +91,7 @@ def generate_to_file(
             the default (on).
         prior: latent models only: ``"standard"`` draws from N(0, I) instead of the fitted prior.
         max_ring: graph-VAE only: largest ring the decoder may close (0: no limit; ``None``: the model's).
+        ring_rules: graph-VAE only: ``False`` allows bridged systems and fused 3-/4-membered rings.
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -110,7 +114,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _sample_opts(model, temperature, grammar, prior, max_ring)
+    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

@@ -230,30 +230,40 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
         loaded.sample(4, prior="wide")
 
 
-def _largest_ring(smiles: str) -> int:
+def _ring_stats(smiles: str) -> tuple[int, bool]:
+    """Largest ring, and whether two rings share three atoms (bridged) or a 3-/4-ring shares a bond."""
     mol = Chem.MolFromSmiles(smiles)  # kept in a name: RingInfo does not keep its molecule alive
-    return max((len(r) for r in mol.GetRingInfo().AtomRings()), default=0)
+    rings = [set(r) for r in mol.GetRingInfo().AtomRings()]
+    pairs = [(a, b) for n, a in enumerate(rings) for b in rings[n + 1 :]]
+    broken = any(len(a & b) >= 3 or (len(a & b) == 2 and min(len(a), len(b)) <= 4) for a, b in pairs)
+    return max(map(len, rings), default=0), broken
 
 
-def test_generation_closes_no_ring_above_max_ring(real_smiles, tmp_path):
+def test_generation_follows_the_ring_rules(real_smiles, tmp_path):
     from typer.testing import CliRunner
 
     from molgen.cli import app
 
     model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
-    free = model.sample(300, seed=0, max_ring=0)  # no limit: the decoder then closes some 8- to 17-membered rings
-    assert max(_largest_ring(s) for s in free.smiles) > 8
+    # no rules: the decoder then closes some 8- to 17-membered rings, bridged systems, fused 3-/4-rings
+    free = model.sample(300, seed=0, max_ring=0, ring_rules=False)
+    largest, broken = zip(*map(_ring_stats, free.smiles), strict=True)
+    assert max(largest) > 8 and sum(broken) >= 5
     shipped = model.sample(300, seed=0)
-    assert model.config.max_ring == 8 and max(_largest_ring(s) for s in shipped.smiles) <= 8
+    assert model.config.max_ring == 8 and model.config.ring_rules
+    largest, broken = zip(*map(_ring_stats, shipped.smiles), strict=True)
+    assert shipped.valid.all() and max(largest) <= 8 and not any(broken)
+    assert (shipped.smiles == free.smiles).mean() > 0.5  # molecules the rules do not touch are unchanged
     model.config.max_ring = 6
     limited = model.sample(300, seed=0)
     assert limited.valid.all() and all(_sanitises(s) for s in limited.smiles)
-    assert max(_largest_ring(s) for s in limited.smiles) <= 6
-    assert (limited.smiles == free.smiles).mean() > 0.5  # molecules without such rings are unchanged
-    assert max(_largest_ring(s) for s in real_smiles) <= 7  # the default (8) blocks none of their closures
+    assert max(_ring_stats(s)[0] for s in limited.smiles) <= 6
+    # the shared real molecules break no rule, so the defaults block none of their closures
+    assert not any(largest > 8 or broken for largest, broken in map(_ring_stats, real_smiles))
     with pytest.raises(InputError, match="at least 3 atoms"):
         model.sample(4, max_ring=2)
     out = tmp_path / "free.csv"
-    args = ["generate", "--model", "graph-vae-moses", "-n", "300", "-o", str(out), "--max-ring", "0", "--device", "cpu"]
+    args = ["generate", "--model", "graph-vae-moses", "-n", "300", "-o", str(out), "--max-ring", "0",
+            "--no-ring-rules", "--device", "cpu"]  # fmt: skip
     assert CliRunner().invoke(app, args).exit_code == 0
     assert pd.read_csv(out).smiles.tolist() == free.smiles.tolist()

@@ -73,6 +73,8 @@ def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tm
         generate_to_file(model, 4, tmp_path / "p.csv", prior="standard", progress=False)
     with pytest.raises(InputError, match="no ring-size limit"):
         generate_to_file(model, 4, tmp_path / "r.csv", max_ring=0, progress=False)
+    with pytest.raises(InputError, match="no ring rules"):
+        generate_to_file(model, 4, tmp_path / "r.csv", ring_rules=False, progress=False)
 
 
 def test_mg_sample_accepts_a_name():

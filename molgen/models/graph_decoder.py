@@ -14,15 +14,19 @@ Validity by construction, not filtering: every choice is masked so that
   candidate that could still take a bond), so the graph is connected;
 * an atom is only started when some atom in the window has budget left; otherwise STOP is forced.
 
-Generation can also refuse ring closures that would make a ring larger than ``max_ring`` atoms
-(the shortest path between the two atoms, plus one): MOSES keeps no ring above 8 atoms, and its
-molecules have rings of 3-7, but an unlimited decoder closes 8- to 17-membered rings and bridged
-systems that no training molecule has.
+Generation can also refuse ring closures by ring rules. The new ring of a closure is a shortest
+path between its two atoms (in the graph so far) plus the bond; with ``max_ring`` no ring of more
+atoms is closed (MOSES keeps no ring above 8 atoms and its molecules have rings of 3-7, while an
+unlimited decoder closes 8- to 17-membered ones), and with ``ring_rules`` no closure makes a
+bridged system (the new ring shares three or more atoms with an earlier one) or fuses a 3- or
+4-membered ring to another ring (shares a bond with it). Replayed in canonical BFS order, the
+closures of 20,000 MOSES training molecules break these rules exactly for the 145 molecules
+(0.7 %) whose smallest rings do; the shipped decoder without them breaks them for ~11 % of its samples.
 
 Training uses teacher forcing: all steps are computed in parallel from the target graph, with the
 same valence and connectivity masks, so the loss is the exact log-likelihood of the masked process
-used for sampling. The ring-size limit is applied only when generating: the training graphs have
-no larger ring, so it removes only probability that the data never put there.
+used for sampling. The ring rules are applied only when generating: they remove probability that
+the training data (almost) never put there.
 """
 
 from __future__ import annotations
@@ -190,10 +194,11 @@ class GraphDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, z: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
-                 max_ring: int = 0):  # fmt: skip
+                 max_ring: int = 0, ring_rules: bool = False):  # fmt: skip
         """Decode graphs for a batch of latents; greedy when ``temperature == 0``.
 
-        ``max_ring`` > 0 masks every ring closure that would form a ring of more atoms.
+        ``max_ring`` > 0 masks every ring closure that would form a ring of more atoms;
+        ``ring_rules`` masks closures that make a bridged system or fuse a 3-/4-membered ring.
 
         Returns:
             (types, band, n_atoms) in the target layout of :meth:`forward`.
@@ -213,9 +218,14 @@ class GraphDecoder(nn.Module):
         prev_t = torch.full((B,), self.START, dtype=torch.long, device=dev)
         prev_b = torch.zeros((B, W), dtype=torch.long, device=dev)
         rows = torch.arange(B, device=dev)
-        # shortest-path lengths between placed atoms (FAR = not connected), for the ring-size limit
+        # shortest-path lengths between placed atoms (FAR = not connected), for the ring rules
         FAR = N + 2
-        dist = torch.full((B, N + 1, N + 1), FAR, dtype=torch.long, device=dev) if max_ring > 0 else None
+        dist = torch.full((B, N + 1, N + 1), FAR, dtype=torch.long, device=dev) if max_ring > 0 or ring_rules else None
+        if ring_rules:  # the atoms and size of every ring closed so far (at most 2N + 1 in a graph of N atoms)
+            rings = torch.zeros((B, 2 * N + 1, N + 1), dtype=torch.bool, device=dev)
+            ring_size = torch.zeros((B, 2 * N + 1), dtype=torch.long, device=dev)  # 0: no ring
+            n_rings = torch.zeros(B, dtype=torch.long, device=dev)
+            most = 0  # the largest n_rings so far: rings[:, most:] are all empty
         for i in range(N + 1):
             rem_win = torch.stack([rem[:, i + W - k] for k in range(1, W + 1)], 1)  # (B, W)
             x = self._step_input(prev_t, prev_b, rem_win, z)
@@ -243,10 +253,30 @@ class GraphDecoder(nn.Module):
                 ok = self._bond_mask(rem_i, rem_j, must)
                 if d_i is not None:  # a bond to i-k closes a ring of d_i[i-k] + 1 atoms (none while i is unbonded)
                     d = d_i[:, i - k]
-                    ok[:, 1:] &= ((d >= FAR) | (d < max_ring)).unsqueeze(-1)
+                    closes = d < FAR
+                    if max_ring > 0:
+                        ok[:, 1:] &= (~closes | (d < max_ring)).unsqueeze(-1)
+                    if ring_rules and most:
+                        on = d_i + dist[:, i - k] == d.unsqueeze(-1)  # (B, N+1) atoms on a shortest path
+                        on[:, i] = True
+                        shared = (rings[:, :most] & on.unsqueeze(1)).sum(-1)  # (B, R) atoms shared with each ring
+                        size = ring_size[:, :most]
+                        small = ((size > 0) & (size <= 4)) | (d <= 3).unsqueeze(-1)
+                        broken = ((shared >= 3) | ((shared >= 2) & small)).any(-1)
+                        ok[:, 1:] &= (~closes | ~broken).unsqueeze(-1)
                 blog = self._bond_logits(p_i, p_js[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
                 b = _choose(blog.masked_fill(~ok, NEG), temperature, generator)
                 b = torch.where(done, torch.zeros_like(b), b)
+                if ring_rules:
+                    new = ((b > 0) & closes).nonzero().squeeze(1)
+                    if len(new):
+                        if not most:  # the first rings: their atoms were not needed until now
+                            on = d_i + dist[:, i - k] == d.unsqueeze(-1)
+                            on[:, i] = True
+                        rings[new, n_rings[new]] = on[new]
+                        ring_size[new, n_rings[new]] = d[new] + 1
+                        n_rings[new] += 1
+                        most = int(n_rings.max())
                 band[:, i, k - 1] = b
                 rem[:, i + W - k] = torch.where(rem_j >= 0, rem_j - b, rem_j)
                 rem_i = rem_i - b

@@ -47,6 +47,8 @@ class GraphVAEConfig:
     fitted_prior: bool = False
     # generation closes no ring of more atoms (0 = no limit); MOSES molecules have rings of 3-7 atoms
     max_ring: int = 8
+    # generation makes no bridged ring system and fuses no 3- or 4-membered ring (0.7 % of MOSES has them)
+    ring_rules: bool = True
 
 
 class GINEBlock(nn.Module):
@@ -169,13 +171,15 @@ class GraphVAE(nn.Module):
         """Negative log-likelihood of each graph of ``batch`` given ``z``. Shapes: z (B, L) -> (B,)."""
         return self.decoder(z, *self.targets(batch))
 
-    def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None, max_ring: int | None = None):
+    def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None, max_ring: int | None = None,
+                      ring_rules: bool | None = None):  # fmt: skip
         """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``;
-        ``max_ring`` ``None`` keeps ``config.max_ring``."""
+        ``None`` keeps ``config.max_ring`` / ``config.ring_rules``."""
         max_ring = self.config.max_ring if max_ring is None else max_ring
+        ring_rules = self.config.ring_rules if ring_rules is None else ring_rules
         if max_ring < 0 or 0 < max_ring < 3:
             raise InputError(f"max_ring must be 0 (no limit) or at least 3 atoms, not {max_ring}")
-        return self.decoder.generate(z, temperature, generator, max_ring=max_ring)
+        return self.decoder.generate(z, temperature, generator, max_ring=max_ring, ring_rules=bool(ring_rules))
 
     def forward(self, batch: Batch, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, Tensor]:
         """Training losses of a batch: ``loss = recon + beta * kl`` (means over molecules)."""
@@ -274,7 +278,7 @@ class GraphVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
                device: str | torch.device | None = None, prior: str | None = None,
-               max_ring: int | None = None) -> pd.DataFrame:  # fmt: skip
+               max_ring: int | None = None, ring_rules: bool | None = None) -> pd.DataFrame:  # fmt: skip
         """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns.
 
         Latent points are drawn from the model's fitted prior when it has one (:meth:`fit_prior`;
@@ -283,7 +287,9 @@ class GraphVAE(nn.Module):
         becomes its most likely molecule. ``temperature=1.0`` samples the decoder's distribution
         as trained; on the shipped model it gives the same validity, novelty and diversity but a
         much larger FCD (the model card's table). No ring of more than ``max_ring`` atoms is
-        closed (``None``: ``config.max_ring``, 8 for the shipped model; 0: no limit).
+        closed (``None``: ``config.max_ring``, 8 for the shipped model; 0: no limit), and with
+        ``ring_rules`` (``None``: ``config.ring_rules``, on for the shipped model) no bridged ring
+        system and no 3- or 4-membered ring fused to another (``molgen.models.graph_decoder``).
         """
         if prior not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {prior!r}")
@@ -300,7 +306,7 @@ class GraphVAE(nn.Module):
             z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
             if fitted:
                 z = self.prior_loc + z @ self.prior_scale_tril.T
-            types, band, k = self.decode_graphs(z, temperature, gen, max_ring)
+            types, band, k = self.decode_graphs(z, temperature, gen, max_ring, ring_rules)
             smiles.extend(self.dense_to_smiles(types, band, k))
         return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
 
