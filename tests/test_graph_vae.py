@@ -267,3 +267,23 @@ def test_generation_follows_the_ring_rules(real_smiles, tmp_path):
             "--no-ring-rules", "--device", "cpu"]  # fmt: skip
     assert CliRunner().invoke(app, args).exit_code == 0
     assert pd.read_csv(out).smiles.tolist() == free.smiles.tolist()
+
+
+def test_blocked_names_the_molecules_the_rules_forbid(real_smiles):
+    model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
+    cases = {
+        "c1ccc2ccccc2c1": False,  # fused 6-6
+        "C1CCC2(CC1)CCCC2": False,  # spiro
+        "C1CC1c1ccc2[nH]ccc2c1": False,  # cyclopropyl on indole
+        "C1CC2CCC1C2": True,  # norbornane: bridged
+        "C1C2CC12": True,  # bicyclo[1.1.0]butane: fused 3-rings
+        "CC1(C)SC2C(NC(=O)Cc3ccccc3)C(=O)N2C1C(=O)O": True,  # penicillin G: beta-lactam fused to a 5-ring
+        "C1CCCCCCCCC1": True,  # a 10-membered ring
+    }
+    smiles = list(cases) + list(real_smiles)
+    assert model.blocked(smiles).tolist() == list(cases.values()) + [False] * len(real_smiles)
+    assert not model.blocked(smiles, max_ring=0, ring_rules=False).any()
+    assert model.blocked(smiles, max_ring=10).tolist()[6] is False and model.blocked("C1CC2CCC1C2")
+    assert model.blocked(["C" * 39]).tolist() == [True]  # more atoms than max_atoms
+    with pytest.raises(InputError, match="row 1"):
+        model.blocked(["CCO", "not a molecule"])

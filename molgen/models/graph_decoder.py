@@ -206,6 +206,22 @@ class GraphDecoder(nn.Module):
         Shapes:
             z: (B, L) -> types (B, max_atoms), band (B, max_atoms, W), n_atoms (B,).
         """
+        return self._decode(z, temperature, generator, max_ring, ring_rules)[:3]
+
+    @torch.no_grad()
+    def blocked(self, types: Tensor, band: Tensor, max_ring: int = 0, ring_rules: bool = False) -> Tensor:
+        """Which target graphs generation can never produce: each is walked through the decoding
+        steps with its own choices forced, and flagged where one of them is masked.
+
+        Shapes:
+            types: (B, max_atoms + 1) with STOP after the last atom; band: (B, max_atoms + 1, W) -> (B,) bool.
+        """
+        z = torch.zeros(len(types), self.z_in.in_features, device=types.device)  # the masks do not depend on z
+        return self._decode(z, 0.0, None, max_ring, ring_rules, force=(types, band))[3]
+
+    def _decode(self, z, temperature, generator, max_ring, ring_rules, force=None):
+        """:meth:`generate`, plus a (B,) flag of rows whose forced choice (``force``: target
+        ``types``, ``band``) was masked at some step."""
         B, W, N = z.shape[0], self.window, self.max_atoms
         dev = z.device
         types = torch.full((B, N + 1), self.STOP, dtype=torch.long, device=dev)
@@ -218,6 +234,14 @@ class GraphDecoder(nn.Module):
         prev_t = torch.full((B,), self.START, dtype=torch.long, device=dev)
         prev_b = torch.zeros((B, W), dtype=torch.long, device=dev)
         rows = torch.arange(B, device=dev)
+        blocked = torch.zeros(B, dtype=torch.bool, device=dev)
+
+        def pick(logits: Tensor, target: Tensor | None) -> Tensor:
+            if target is None:
+                return _choose(logits, temperature, generator)
+            blocked.logical_or_((logits.gather(1, target.unsqueeze(1)).squeeze(1) <= NEG / 2) & ~done)
+            return target
+
         # shortest-path lengths between placed atoms (FAR = not connected), for the ring rules
         FAR = N + 2
         dist = torch.full((B, N + 1, N + 1), FAR, dtype=torch.long, device=dev) if max_ring > 0 or ring_rules else None
@@ -236,7 +260,7 @@ class GraphDecoder(nn.Module):
             logits = logits.masked_fill(
                 ~self._atom_mask(rem_win, torch.full_like(prev_t, i), self.n_types, N), NEG
             )
-            t = _choose(logits, temperature, generator)
+            t = pick(logits, None if force is None else force[0][:, i])
             t = torch.where(done, torch.full_like(t, self.STOP), t)
             done = done | (t == self.STOP)
             types[:, i] = t
@@ -265,7 +289,7 @@ class GraphDecoder(nn.Module):
                         broken = ((shared >= 3) | ((shared >= 2) & small)).any(-1)
                         ok[:, 1:] &= (~closes | ~broken).unsqueeze(-1)
                 blog = self._bond_logits(p_i, p_js[:, i - k], torch.full_like(t, k - 1), rem_i, rem_j).float()
-                b = _choose(blog.masked_fill(~ok, NEG), temperature, generator)
+                b = pick(blog.masked_fill(~ok, NEG), None if force is None else force[1][:, i, k - 1])
                 b = torch.where(done, torch.zeros_like(b), b)
                 if ring_rules:
                     new = ((b > 0) & closes).nonzero().squeeze(1)
@@ -288,7 +312,7 @@ class GraphDecoder(nn.Module):
                 dist = torch.minimum(dist, d_i.unsqueeze(2) + d_i.unsqueeze(1))
             rem[rows, i + W] = torch.where(done, torch.full_like(t, -1), rem_i)
             prev_t, prev_b = t, band[:, i]
-        return types[:, :N], band[:, :N], n_atoms
+        return types[:, :N], band[:, :N], n_atoms, blocked
 
 
 def _choose(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:

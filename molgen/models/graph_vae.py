@@ -192,14 +192,18 @@ class GraphVAE(nn.Module):
 
     # -- the chemist's surface -------------------------------------------------------------------
 
-    def _graphs(self, smiles: list[str]) -> Batch:
+    @staticmethod
+    def _graph_list(smiles: list[str], offset: int = 0) -> list:
         graphs = []
         for row, s in enumerate(smiles):
             try:
                 graphs.append(mol_to_graph(s))
             except InputError as err:
-                raise InputError(f"row {row}: {err}") from None
-        return Batch.from_data_list(graphs).to(self.device)
+                raise InputError(f"row {offset + row}: {err}") from None
+        return graphs
+
+    def _graphs(self, smiles: list[str]) -> Batch:
+        return Batch.from_data_list(self._graph_list(smiles)).to(self.device)
 
     @torch.no_grad()
     def encode(self, smiles: str | list[str], batch_size: int = 512) -> Tensor:
@@ -243,6 +247,42 @@ class GraphVAE(nn.Module):
             except Chem.MolSanitizeException:
                 out.append(None)
         return out
+
+    @torch.no_grad()
+    def blocked(self, smiles: str | list[str], max_ring: int | None = None, ring_rules: bool | None = None,
+                batch_size: int = 512) -> np.ndarray:  # fmt: skip
+        """``True`` for each molecule the decoder can never produce: it has more than ``max_atoms``
+        atoms, a bond that spans more than ``window`` atoms in canonical BFS order, or a ring the
+        ring rules forbid (``None``: the config's ``max_ring`` / ``ring_rules``). Such a molecule
+        is never sampled, decoded or reconstructed; before fine-tuning on a set of them, turn the
+        rule off (``model.config.ring_rules = False``). Bad SMILES raise ``InputError`` naming the row.
+
+        Shapes:
+            n SMILES -> (n,) bool (a single string -> a 0-d array).
+        """
+        single = isinstance(smiles, str)
+        items = [smiles] if single else list(smiles)
+        max_ring = self.config.max_ring if max_ring is None else max_ring
+        ring_rules = self.config.ring_rules if ring_rules is None else ring_rules
+        N, W = self.config.max_atoms, self.config.window
+        out = np.zeros(len(items), dtype=bool)
+        for start in range(0, len(items), batch_size):
+            graphs = self._graph_list(items[start : start + batch_size], start)
+            walk = []
+            for row, g in enumerate(graphs, start):
+                src, dst = g.edge_index
+                span = int((src - dst).max()) if g.edge_index.numel() else 0
+                if g.num_nodes > N or span > W:
+                    out[row] = True
+                else:
+                    walk.append((row, g))
+            if walk:
+                types, band, _ = self.targets(Batch.from_data_list([g for _, g in walk]).to(self.device))
+                pad = N + 1 - types.shape[1]
+                types = F.pad(types, (0, pad), value=self.decoder.STOP)
+                band = F.pad(band, (0, 0, 0, pad))
+                out[[row for row, _ in walk]] = self.decoder.blocked(types, band, max_ring, bool(ring_rules)).cpu().numpy()
+        return out[0] if single else out
 
     @torch.no_grad()
     def fit_prior(self, smiles: list[str], batch_size: int = 512) -> dict:
