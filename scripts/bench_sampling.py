@@ -5,6 +5,10 @@ and the speed-up over the same model decoding without cache (full recomputation 
 Training: tokens per second of forward + backward + AdamW on MOSES batches. CUDA numbers
 (bf16 autocast) are added when a GPU is present.
 
+``--shapes`` adds an upper bound for other model shapes: untrained SmilesGPTs decode a fixed number
+of cached steps at batch 1,024 (no grammar, no early stops, no RDKit), so the figure is molecules per
+second if every molecule had that many tokens; it shows what size of model a sampling goal needs.
+
     python scripts/bench_sampling.py --out results/bench_sampling.json   # --threads 1 for one core
 """
 
@@ -76,6 +80,31 @@ def training(model, batch_size: int, steps: int, device: str) -> dict:
     return {"batch_size": batch_size, "steps": steps, "tokens_per_s": round(tokens / (time.perf_counter() - t0), 1)}
 
 
+SHAPES = ((6, 192, 6), (4, 128, 4), (3, 128, 4), (2, 128, 4), (4, 96, 4), (2, 96, 3), (4, 64, 4))
+
+
+def shape_bounds(vocab_size: int, block_size: int, steps: int = 38, batch: int = 1024) -> list[dict]:
+    """Cached decoding of ``steps`` tokens for ``batch`` rows, per (layers, width, heads) shape."""
+    from molgen.models.gpt import GPTConfig, KVCache, SmilesGPT
+
+    out = []
+    for n_layer, n_embd, n_head in SHAPES:
+        cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+        model = SmilesGPT(cfg).eval()
+        best = float("inf")
+        with torch.no_grad():
+            for _ in range(2):  # the first pass warms up
+                cache = KVCache(cfg, batch, block_size, "cpu", torch.float32)
+                x = torch.full((batch, 1), cfg.bos_id)
+                t0 = time.perf_counter()
+                for pos in range(steps):
+                    model.lm_head(model._hidden(x, None, cache, pos)[:, -1])
+                best = min(best, time.perf_counter() - t0)
+        out.append({"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head, "n_params": model.num_params(),
+                    "steps": steps, "molecules_per_s_upper_bound": round(batch / best, 1)})  # fmt: skip
+    return out
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -88,6 +117,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=4096, help="molecules per CPU sampling measurement")
     ap.add_argument("--gpu-n", type=int, default=200_000)
     ap.add_argument("--out", type=Path, default=Path("results/bench_sampling.json"))
+    ap.add_argument("--shapes", action="store_true", help="add decoding upper bounds for other model shapes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_pretrained(args.model, device="cpu")
@@ -108,6 +138,8 @@ def main() -> None:
             "training": training(model, 64, 20, "cpu"),
         },
     }
+    if args.shapes:
+        result["cpu"]["decode_upper_bound_by_shape"] = shape_bounds(model.config.vocab_size, model.config.block_size)
     if torch.cuda.is_available():
         result["cuda"] = {
             "sampling": sampling(model, args.gpu_n, 16_384, "cuda"),
