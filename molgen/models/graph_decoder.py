@@ -244,7 +244,9 @@ class GraphDecoder(nn.Module):
 
         # shortest-path lengths between placed atoms (FAR = not connected), for the ring rules
         FAR = N + 2
-        dist = torch.full((B, N + 1, N + 1), FAR, dtype=torch.long, device=dev) if max_ring > 0 or ring_rules else None
+        small_int = torch.int16  # path lengths stay below 2 * FAR + 1: a small type moves less memory
+        track = max_ring > 0 or ring_rules
+        dist = torch.full((B, N + 1, N + 1), FAR, dtype=small_int, device=dev) if track else None
         if ring_rules:  # the atoms and size of every ring closed so far (at most 2N + 1 in a graph of N atoms)
             rings = torch.zeros((B, 2 * N + 1, N + 1), dtype=torch.bool, device=dev)
             ring_size = torch.zeros((B, 2 * N + 1), dtype=torch.long, device=dev)  # 0: no ring
@@ -270,7 +272,8 @@ class GraphDecoder(nn.Module):
             rem_i = torch.where(done, torch.zeros_like(t), self.valence[t])
             used = torch.zeros_like(t)
             avail = rem_win >= 1
-            d_i = torch.full((B, N + 1), FAR, dtype=torch.long, device=dev) if dist is not None else None
+            d_i = torch.full((B, N + 1), FAR, dtype=small_int, device=dev) if dist is not None else None
+            n_bonds = torch.zeros_like(t)  # bonds of atom i so far (not orders)
             for k in range(1, min(W, i) + 1):
                 rem_j = rem[:, i + W - k]
                 must = (used == 0) & avail[:, k - 1] & ~avail[:, k:].any(-1) & ~done
@@ -298,7 +301,7 @@ class GraphDecoder(nn.Module):
                             on = d_i + dist[:, i - k] == d.unsqueeze(-1)
                             on[:, i] = True
                         rings[new, n_rings[new]] = on[new]
-                        ring_size[new, n_rings[new]] = d[new] + 1
+                        ring_size[new, n_rings[new]] = d[new].long() + 1
                         n_rings[new] += 1
                         most = int(n_rings.max())
                 band[:, i, k - 1] = b
@@ -307,9 +310,14 @@ class GraphDecoder(nn.Module):
                 used = used + b
                 if d_i is not None:
                     d_i = torch.where((b > 0).unsqueeze(-1), torch.minimum(d_i, dist[:, i - k] + 1), d_i)
+                    n_bonds += (b > 0).long()
             if dist is not None:  # atom i joins: its distances, and the shortcuts through it
                 d_i[:, i] = 0
-                dist = torch.minimum(dist, d_i.unsqueeze(2) + d_i.unsqueeze(1))
+                dist[:, i], dist[:, :, i] = d_i, d_i
+                via = (n_bonds >= 2).nonzero().squeeze(1)  # only an atom with two bonds shortens other paths
+                if len(via):
+                    d_v = d_i[via]
+                    dist[via] = torch.minimum(dist[via], d_v.unsqueeze(2) + d_v.unsqueeze(1))
             rem[rows, i + W] = torch.where(done, torch.full_like(t, -1), rem_i)
             prev_t, prev_b = t, band[:, i]
         return types[:, :N], band[:, :N], n_atoms, blocked
