@@ -273,7 +273,6 @@ class GraphDecoder(nn.Module):
             used = torch.zeros_like(t)
             avail = rem_win >= 1
             d_i = torch.full((B, N + 1), FAR, dtype=small_int, device=dev) if dist is not None else None
-            n_bonds = torch.zeros_like(t)  # bonds of atom i so far (not orders)
             for k in range(1, min(W, i) + 1):
                 rem_j = rem[:, i + W - k]
                 must = (used == 0) & avail[:, k - 1] & ~avail[:, k:].any(-1) & ~done
@@ -283,9 +282,10 @@ class GraphDecoder(nn.Module):
                     closes = d < FAR
                     if max_ring > 0:
                         ok[:, 1:] &= (~closes | (d < max_ring)).unsqueeze(-1)
-                    if ring_rules and most:
-                        on = d_i + dist[:, i - k] == d.unsqueeze(-1)  # (B, N+1) atoms on a shortest path
+                    if ring_rules:  # the new ring's atoms: i and those on a shortest path i..i-k
+                        on = d_i + dist[:, i - k] == d.unsqueeze(-1)  # (B, N+1)
                         on[:, i] = True
+                    if ring_rules and most:
                         shared = (rings[:, :most] & on.unsqueeze(1)).sum(-1)  # (B, R) atoms shared with each ring
                         size = ring_size[:, :most]
                         small = ((size > 0) & (size <= 4)) | (d <= 3).unsqueeze(-1)
@@ -297,9 +297,6 @@ class GraphDecoder(nn.Module):
                 if ring_rules:
                     new = ((b > 0) & closes).nonzero().squeeze(1)
                     if len(new):
-                        if not most:  # the first rings: their atoms were not needed until now
-                            on = d_i + dist[:, i - k] == d.unsqueeze(-1)
-                            on[:, i] = True
                         rings[new, n_rings[new]] = on[new]
                         ring_size[new, n_rings[new]] = d[new].long() + 1
                         n_rings[new] += 1
@@ -310,11 +307,10 @@ class GraphDecoder(nn.Module):
                 used = used + b
                 if d_i is not None:
                     d_i = torch.where((b > 0).unsqueeze(-1), torch.minimum(d_i, dist[:, i - k] + 1), d_i)
-                    n_bonds += (b > 0).long()
             if dist is not None:  # atom i joins: its distances, and the shortcuts through it
                 d_i[:, i] = 0
                 dist[:, i], dist[:, :, i] = d_i, d_i
-                via = (n_bonds >= 2).nonzero().squeeze(1)  # only an atom with two bonds shortens other paths
+                via = ((band[:, i] > 0).sum(-1) >= 2).nonzero().squeeze(1)  # only an atom with two bonds shortens paths
                 if len(via):
                     d_v = d_i[via]
                     dist[via] = torch.minimum(dist[via], d_v.unsqueeze(2) + d_v.unsqueeze(1))

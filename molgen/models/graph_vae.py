@@ -175,11 +175,16 @@ class GraphVAE(nn.Module):
                       ring_rules: bool | None = None):  # fmt: skip
         """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``;
         ``None`` keeps ``config.max_ring`` / ``config.ring_rules``."""
+        max_ring, ring_rules = self._ring_options(max_ring, ring_rules)
+        return self.decoder.generate(z, temperature, generator, max_ring=max_ring, ring_rules=ring_rules)
+
+    def _ring_options(self, max_ring: int | None, ring_rules: bool | None) -> tuple[int, bool]:
+        """The decoder's ring rules: the arguments, or the config's where ``None``; checked."""
         max_ring = self.config.max_ring if max_ring is None else max_ring
         ring_rules = self.config.ring_rules if ring_rules is None else ring_rules
         if max_ring < 0 or 0 < max_ring < 3:
             raise InputError(f"max_ring must be 0 (no limit) or at least 3 atoms, not {max_ring}")
-        return self.decoder.generate(z, temperature, generator, max_ring=max_ring, ring_rules=bool(ring_rules))
+        return max_ring, bool(ring_rules)
 
     def forward(self, batch: Batch, beta: float = 1.0, free_bits: float = 0.0) -> dict[str, Tensor]:
         """Training losses of a batch: ``loss = recon + beta * kl`` (means over molecules)."""
@@ -262,8 +267,7 @@ class GraphVAE(nn.Module):
         """
         single = isinstance(smiles, str)
         items = [smiles] if single else list(smiles)
-        max_ring = self.config.max_ring if max_ring is None else max_ring
-        ring_rules = self.config.ring_rules if ring_rules is None else ring_rules
+        max_ring, ring_rules = self._ring_options(max_ring, ring_rules)
         N, W = self.config.max_atoms, self.config.window
         out = np.zeros(len(items), dtype=bool)
         for start in range(0, len(items), batch_size):
@@ -281,7 +285,7 @@ class GraphVAE(nn.Module):
                 pad = N + 1 - types.shape[1]
                 types = F.pad(types, (0, pad), value=self.decoder.STOP)
                 band = F.pad(band, (0, 0, 0, pad))
-                out[[row for row, _ in walk]] = self.decoder.blocked(types, band, max_ring, bool(ring_rules)).cpu().numpy()
+                out[[row for row, _ in walk]] = self.decoder.blocked(types, band, max_ring, ring_rules).cpu().numpy()
         return out[0] if single else out
 
     @torch.no_grad()
