@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rdkit import Chem
 from torch_geometric.data import Batch
 
-from molgen.errors import InputError
+from molgen.errors import ConfigError, InputError
 from molgen.featurize import mol_to_graph
 from molgen.models.graph_decoder import dense_targets
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
@@ -147,7 +147,20 @@ def test_pretrain_and_resume_through_the_shared_trainer(tmp_path, real_smiles, m
     assert model.sample(16, seed=0).valid.all()
     raw["trainer"]["max_steps"] = 6
     export = pretrain(parse_config(raw), resume=True)
-    assert GraphVAE.from_pretrained(export, device="cpu").provenance["steps"] == 6
+    parent = GraphVAE.from_pretrained(export, device="cpu")
+    assert parent.provenance["steps"] == 6
+    # fine-tuning starts from a parent with a fitted prior (as the shipped model has); the prior
+    # described the parent's latent space, so the child starts without one
+    parent.fit_prior(real_smiles * 2)
+    parent.save_pretrained(tmp_path / "parent")
+    child_raw = {**raw, "name": "child", "run_dir": str(tmp_path / "child"), "init_from": str(tmp_path / "parent"),
+                 "trainer": {**raw["trainer"], "max_steps": 2}}  # fmt: skip
+    child = GraphVAE.from_pretrained(pretrain(parse_config(child_raw)), device="cpu")
+    assert child.provenance["parent"] == str(tmp_path / "parent") and not child.config.fitted_prior
+    assert child.sample(16, seed=0).valid.all()
+    child_raw["model"] = {**raw["model"], "hidden": TINY["hidden"] * 2}
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        pretrain(parse_config({**child_raw, "run_dir": str(tmp_path / "wide")}))
 
 
 @pytest.mark.gpu
@@ -197,10 +210,13 @@ def test_shipped_vae_configs_validate():
     from molgen.config import load_config
 
     paths = sorted((Path(__file__).parents[1] / "scripts" / "configs").glob("pretrain_vae*.toml"))
-    assert len(paths) == 2
+    assert len(paths) == 3
     for path in paths:
         config = load_config(path)
         assert config.model_type == "graph_vae" and config.model.window >= 10  # MOSES needs 10
+        if config.init_from:  # a further leg: the parent's shape, or the start fails
+            parent = GraphVAE.from_pretrained(config.init_from, device="cpu").config
+            assert all(getattr(parent, k) == v for k, v in config.model.model_dump().items() if hasattr(parent, k))
 
 
 def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available(overfitted, real_smiles, tmp_path):

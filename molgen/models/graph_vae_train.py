@@ -167,7 +167,9 @@ class GraphVAETask(PretrainModule):
         if config.init_from:
             from molgen.models.hub import load_state_into
 
-            load_state_into(self.model, config.init_from)
+            # the parent's fitted prior describes the parent's latent space; once the encoder moves it
+            # is stale, so the child starts without one (refit it: GraphVAE.fit_prior)
+            load_state_into(self.model, config.init_from, skip=("prior_loc", "prior_scale_tril"))
         self._datamodule = datamodule
 
     def setup(self, stage: str) -> None:
