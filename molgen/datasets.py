@@ -20,6 +20,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from molgen import io
@@ -318,3 +319,12 @@ def moses_smiles(split: str = "train", nrows: int | None = None) -> builtins.lis
     canonicalise before comparing with generated molecules.
     """
     return pd.read_csv(moses_path(split), usecols=["SMILES"], nrows=nrows)["SMILES"].tolist()
+
+
+def moses_sample(split: str, n: int, seed: int = 0) -> builtins.list[str]:
+    """A seeded random ``n`` of a MOSES split's SMILES, in file order (the sample scripts and
+    model cards fit and measure on, so that anyone gets the same molecules)."""
+    smiles = moses_smiles(split)
+    if not 0 < n <= len(smiles):
+        raise InputError(f"MOSES {split} has {len(smiles):,} molecules; cannot sample {n:,}")
+    return [smiles[i] for i in np.sort(np.random.default_rng(seed).choice(len(smiles), n, replace=False))]

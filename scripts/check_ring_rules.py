@@ -6,7 +6,7 @@ A seeded sample of MOSES training molecules is walked through the decoder with e
 own choices forced (``GraphVAE.blocked``): once with the model's rules (``max_ring``,
 ``ring_rules``) and once with none. Beside it, RDKit's smallest rings say which molecules break the
 rules (a ring above ``max_ring`` atoms, two rings sharing three or more atoms, a 3- or 4-membered
-ring sharing a bond). The two counts should agree molecule for molecule; with no rules, nothing
+ring sharing a bond or holding a double or triple bond of the Kekulé form the decoder writes). The two counts should agree molecule for molecule; with no rules, nothing
 should be blocked (the valence masks, window and size limit allow every MOSES molecule).
 """
 
@@ -24,16 +24,20 @@ from rdkit import Chem
 def breaks_rules(smiles: str, max_ring: int, ring_rules: bool) -> bool:
     """The rules on RDKit's smallest set of smallest rings."""
     mol = Chem.MolFromSmiles(smiles)
-    rings = [set(r) for r in mol.GetRingInfo().AtomRings()]
+    Chem.Kekulize(mol, clearAromaticFlags=True)
+    info = mol.GetRingInfo()
+    rings = [set(r) for r in info.AtomRings()]
     pairs = [(a, b) for n, a in enumerate(rings) for b in rings[n + 1 :]]
     fused = any(len(a & b) >= 3 or (len(a & b) == 2 and min(len(a), len(b)) <= 4) for a, b in pairs)
-    return (ring_rules and fused) or (max_ring > 0 and max(map(len, rings), default=0) > max_ring)
+    unsaturated = any(len(r) <= 4 and any(mol.GetBondWithIdx(b).GetBondTypeAsDouble() > 1 for b in r)
+                      for r in info.BondRings())  # fmt: skip
+    return (ring_rules and (fused or unsaturated)) or (max_ring > 0 and max(map(len, rings), default=0) > max_ring)
 
 
 def main() -> None:
     import torch
 
-    from molgen.datasets import moses_smiles
+    from molgen.datasets import moses_sample
     from molgen.models.graph_vae import GraphVAE
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,8 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = GraphVAE.from_pretrained(args.model, device="cpu")
-    train = moses_smiles("train")
-    picked = [train[i] for i in np.sort(np.random.default_rng(args.seed).choice(len(train), args.n, replace=False))]
+    picked = moses_sample("train", args.n, args.seed)
     t0 = time.perf_counter()
     blocked = model.blocked(picked)
     seconds = time.perf_counter() - t0

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from molgen.errors import ConfigError
+from molgen.models.hub import resolve
 from molgen.tokenize import SmilesTokenizer, tokenize
 
 MOSES_ROWS = {  # published MOSES baselines (Polykovskiy et al. 2020, Table 2), for context
@@ -211,13 +213,33 @@ def _safetensors_header(path: Path) -> dict:
 
 
 def copy_export(source: Path | None, folder: Path) -> None:
-    """Copy a training run's exported weights and config into the shipped folder (``--from``)."""
+    """Copy a training run's exported weights and config into the shipped folder (``--from``).
+
+    When the run started from the very folder it replaces (``init_from`` names it), the parent's
+    provenance would be lost with its files, so it is kept inside the child's as
+    ``provenance.parent_provenance`` (nested, one level per leg): the card then tells the whole history.
+    """
     if source is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors", "vocab.json"):
+    meta = json.loads((source / "config.json").read_text())
+    prov = meta.get("provenance", {})
+    old = folder / "config.json"
+    if prov.get("parent") and old.exists() and _same_folder(prov["parent"], folder):
+        parent = json.loads(old.read_text()).get("provenance", {})
+        prov["parent_provenance"] = {k: parent[k] for k in ("run", "steps", "tokens_seen", "seed", "data", "parent",
+                                                            "parent_provenance", "train_config") if k in parent}  # fmt: skip
+    for name in ("model.safetensors", "vocab.json"):
         if (source / name).exists():
             shutil.copyfile(source / name, folder / name)
+    (folder / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _same_folder(name_or_dir: str, folder: Path) -> bool:
+    try:
+        return resolve(name_or_dir).resolve() == folder.resolve()
+    except ConfigError:  # the parent is gone (a deleted run folder): not this one
+        return False
 
 
 def work_dir(folder: Path, work: Path | None) -> Path:

@@ -3,9 +3,10 @@
     python scripts/make_vae_card.py molgen/pretrained/graph-vae-moses [--from runs/graph-vae-cpu/export]
 
 With ``--from``, ``config.json`` and ``model.safetensors`` are first copied from a training run's
-export folder. Then the sampling prior is fitted to the encodings of ``--fit-prior`` MOSES training
-molecules (seeded sample; ``GraphVAE.fit_prior``) and saved into the folder, and it runs, as
-subprocesses, the commands the card quotes:
+export folder (and, when that run started from this very folder, the parent's provenance is kept
+inside the child's). Then the sampling prior, a mixture of ``--components`` Gaussians, is fitted to
+the encodings of ``--fit-prior`` MOSES training molecules (seeded sample; ``GraphVAE.fit_prior``)
+and saved into the folder, and it runs, as subprocesses, the commands the card quotes:
 
     molgen generate --model DIR -n 30000 -o SAMPLES.csv --seed 0 --temperature 0.0
     molgen evaluate SAMPLES.csv --json METRICS.json
@@ -25,7 +26,6 @@ import shlex
 import time
 from pathlib import Path
 
-import numpy as np
 from make_card import (  # scripts/ is on sys.path
     _safetensors_header,
     baselines_and_commands,
@@ -37,19 +37,21 @@ from make_card import (  # scripts/ is on sys.path
     work_dir,
 )
 
+# Gaussians in the fitted prior: scripts/compare_vae_priors.py measures 1 against mixtures
+COMPONENTS = 20
+
 
 def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
     """Exact-match reconstruction from mu (greedy decoding) on a seeded sample of MOSES test."""
     import torch
 
     from molgen.chem import canonicalize
-    from molgen.datasets import moses_smiles
+    from molgen.datasets import moses_sample
     from molgen.models.graph_vae import GraphVAE
 
     torch.set_num_threads(1)  # the cores are shared: one thread is faster under contention
     model = GraphVAE.from_pretrained(folder, device="cpu")
-    test = moses_smiles("test")
-    picked = [test[i] for i in np.random.default_rng(seed).choice(len(test), n, replace=False)]
+    picked = moses_sample("test", n, seed)
     t0 = time.perf_counter()
     out = model.decode(model.encode(picked))
     seconds = time.perf_counter() - t0
@@ -57,19 +59,18 @@ def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
     return {"n": n, "exact": hits / n, "seconds": seconds}
 
 
-def fit_prior(folder: Path, n: int, seed: int = 0) -> dict:
-    """Fit the checkpoint's sampling prior to a seeded sample of ``n`` MOSES training molecules and
-    save it into the folder (weights and config; the provenance records the fit)."""
+def fit_prior(folder: Path, n: int, components: int, seed: int = 0) -> dict:
+    """Fit the checkpoint's sampling prior (``components`` Gaussians) to a seeded sample of ``n`` MOSES
+    training molecules and save it into the folder (weights and config; the provenance records the fit)."""
     import torch
 
-    from molgen.datasets import moses_smiles
+    from molgen.datasets import moses_sample
     from molgen.models.graph_vae import GraphVAE
 
     torch.set_num_threads(1)
     model = GraphVAE.from_pretrained(folder, device="cpu")
-    train = moses_smiles("train")
-    picked = [train[i] for i in np.sort(np.random.default_rng(seed).choice(len(train), n, replace=False))]
-    info = {"data": "moses/train", "seed": seed, **model.fit_prior(picked)}
+    picked = moses_sample("train", n, seed)
+    info = {"data": "moses/train", "seed": seed, **model.fit_prior(picked, components=components, seed=seed)}
     model.save_pretrained(folder, provenance={**model.provenance, "prior": info})
     return info
 
@@ -112,13 +113,23 @@ def card(
         f"| `{k}` | {v:.4f} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in metrics.items()
     )
     prior = prov.get("prior")
+    k = (prior or {}).get("components", 1)
+    shape = (f"a mixture of {k} full-covariance Gaussians fitted by EM to their posterior means, "
+             f"`vae.fit_prior(smiles, components={k})`" if k > 1 else
+             "a full-covariance Gaussian with the mean and covariance of the aggregated posterior, `vae.fit_prior`")  # fmt: skip
     prior_text = (
-        f"the prior fitted to where {prior['n_molecules']:,} MOSES training molecules encode (a full-covariance "
-        "Gaussian with the mean and covariance of the aggregated posterior, `vae.fit_prior`; ex-post density "
-        "estimation as in Ghosh et al., ICLR 2020)"
+        f"the prior fitted to where {prior['n_molecules']:,} MOSES training molecules encode ({shape}; ex-post "
+        "density estimation as in Ghosh et al., ICLR 2020)"
         if prior
         else "the prior (z ~ N(0, I))"
     )
+    lineage, parent = [], prov.get("parent_provenance")
+    while parent:
+        lineage.append(f"{parent.get('steps', 0):,} steps of run `{parent.get('run')}`")
+        parent = parent.get("parent_provenance")
+    history = f", after {' after '.join(lineage)} (the parent it was started from, `init_from`)" if lineage else ""
+    anneal = m.get("kl_anneal_steps")
+    kl_text = f"KL weight annealed 0 -> {m.get('beta')} over {anneal} steps" if anneal else f"KL weight {m.get('beta')}"
     sweep_text = (
         f"""
 Sampling the decoder's distribution instead, the standard N(0, I) prior the KL term aims at, or
@@ -165,8 +176,8 @@ vae.decode(z); vae.interpolate(a, b, steps=8); vae.neighbours(smiles, radius=1.0
 | | |
 |---|---|
 | data | {data.get("data", "n/a")} ({n_train or "n/a":,} graphs, source sha256 `{data.get("sha256", "n/a")}`) |
-| steps | {steps:,} x {batch} molecules ({epochs}) |
-| objective | ELBO, KL weight annealed 0 -> {m.get("beta")} over {m.get("kl_anneal_steps")} steps, free bits {m.get("free_bits")} nats/dim |
+| steps | {steps:,} x {batch} molecules ({epochs}){history} |
+| objective | ELBO, {kl_text}, free bits {m.get("free_bits")} nats/dim |
 | validation | {val_text} |
 | seed | {prov.get("seed")} |
 | command | {train_command(tc)} |
@@ -205,11 +216,12 @@ def main() -> None:
     ap.add_argument("--sweep", default="1.0,0.5", help="decoding temperatures to compare ('' for none)")
     ap.add_argument("--n-sweep", type=int, default=10_000)
     ap.add_argument("--fit-prior", type=int, default=20_000, help="MOSES train molecules to fit the prior to (0: keep)")
+    ap.add_argument("--components", type=int, default=COMPONENTS, help="Gaussians in the fitted prior")
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
     if args.fit_prior:
-        print("fitted prior:", fit_prior(folder, args.fit_prior), flush=True)
+        print("fitted prior:", fit_prior(folder, args.fit_prior, args.components), flush=True)
     work = work_dir(folder, args.work)
     metrics, seconds, commands = sample_and_evaluate(folder, args.n, 0.0, work)
     recon = reconstruction(folder, args.n_recon)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,10 +229,10 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
     with pytest.raises(InputError, match="no fitted prior"):
         model.sample(4, prior="fitted")
     with pytest.raises(InputError, match="at least 32 molecules"):
-        model.fit_prior(real_smiles)
+        model.fit_prior(real_smiles)  # 20 < 2 x 16
     info = model.fit_prior(real_smiles * 2)
     mu = model.encode(real_smiles).double()
-    torch.testing.assert_close(model.prior_loc, mu.mean(0).float())
+    torch.testing.assert_close(model.prior_loc[0], mu.mean(0).float())
     assert model.config.fitted_prior and info["n_molecules"] == 40
     fitted = model.sample(200, seed=3)
     pd.testing.assert_frame_equal(model.sample(200, seed=3, prior="standard"), standard)
@@ -246,12 +248,53 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
         loaded.sample(4, prior="wide")
 
 
+def test_a_mixture_prior_follows_the_clusters_and_old_single_gaussian_files_still_load(overfitted, real_smiles, tmp_path):
+    import copy
+
+    from safetensors.torch import load_file, save_file
+
+    model = copy.deepcopy(overfitted)
+    with pytest.raises(InputError, match="components must be a positive integer"):
+        model.fit_prior(real_smiles * 5, components=0)
+    with pytest.raises(InputError, match="2 Gaussian"):
+        model.fit_prior(real_smiles, components=2)
+    single = model.fit_prior(real_smiles * 5)
+    one = model.sample(300, seed=2)
+    info = model.fit_prior(real_smiles * 5, components=3, seed=0)
+    assert info["components"] == 3 and model.prior_loc.shape == (3, TINY["latent"])
+    assert model.prior_weights.sum().item() == pytest.approx(1.0) and info["mean_norm"] == single["mean_norm"]
+    mixture = model.sample(300, seed=2)
+    # the 20 molecules encode as separate points: a mixture puts its mass on clusters of them, where
+    # one Gaussian spreads it between them, so its draws decode to the training molecules more often
+    train = {_flat(s) for s in real_smiles}
+    assert mixture.valid.all() and mixture.smiles.isin(train).mean() > one.smiles.isin(train).mean()
+    model.save_pretrained(tmp_path / "mix")
+    loaded = GraphVAE.from_pretrained(tmp_path / "mix", device="cpu")
+    assert loaded.config.prior_components == 3
+    pd.testing.assert_frame_equal(loaded.sample(300, seed=2), mixture)
+    # a file written before mixtures: one Gaussian as (L,) and (L, L), no weights, no prior_components
+    model.fit_prior(real_smiles * 5)
+    model.save_pretrained(tmp_path / "old")
+    state = load_file(tmp_path / "old" / "model.safetensors")
+    del state["prior_weights"]
+    state["prior_loc"], state["prior_scale_tril"] = state["prior_loc"][0], state["prior_scale_tril"][0]
+    save_file(state, tmp_path / "old" / "model.safetensors")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["config"]["prior_components"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    pd.testing.assert_frame_equal(GraphVAE.from_pretrained(tmp_path / "old", device="cpu").sample(300, seed=2), one)
+
+
 def _ring_stats(smiles: str) -> tuple[int, bool]:
-    """Largest ring, and whether two rings share three atoms (bridged) or a 3-/4-ring shares a bond."""
+    """Largest ring, and whether two rings share three atoms (bridged), a 3-/4-ring shares a bond or
+    a 3-/4-ring holds a double or triple bond."""
     mol = Chem.MolFromSmiles(smiles)  # kept in a name: RingInfo does not keep its molecule alive
-    rings = [set(r) for r in mol.GetRingInfo().AtomRings()]
+    Chem.Kekulize(mol, clearAromaticFlags=True)
+    info = mol.GetRingInfo()
+    rings = [set(r) for r in info.AtomRings()]
     pairs = [(a, b) for n, a in enumerate(rings) for b in rings[n + 1 :]]
     broken = any(len(a & b) >= 3 or (len(a & b) == 2 and min(len(a), len(b)) <= 4) for a, b in pairs)
+    broken |= any(len(r) <= 4 and any(mol.GetBondWithIdx(b).GetBondTypeAsDouble() > 1 for b in r) for r in info.BondRings())
     return max(map(len, rings), default=0), broken
 
 
@@ -261,21 +304,22 @@ def test_generation_follows_the_ring_rules(real_smiles, tmp_path):
     from molgen.cli import app
 
     model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
-    # no rules: the decoder then closes some 8- to 17-membered rings, bridged systems, fused 3-/4-rings
+    # no rules: the decoder then closes some 8- to 17-membered rings, bridged systems, fused or
+    # unsaturated 3-/4-rings
     free = model.sample(300, seed=0, max_ring=0, ring_rules=False)
     largest, broken = zip(*map(_ring_stats, free.smiles), strict=True)
     assert max(largest) > 8 and sum(broken) >= 5
     shipped = model.sample(300, seed=0)
-    assert model.config.max_ring == 8 and model.config.ring_rules
+    assert model.config.max_ring == 7 and model.config.ring_rules
     largest, broken = zip(*map(_ring_stats, shipped.smiles), strict=True)
-    assert shipped.valid.all() and max(largest) <= 8 and not any(broken)
+    assert shipped.valid.all() and max(largest) <= 7 and not any(broken)
     assert (shipped.smiles == free.smiles).mean() > 0.5  # molecules the rules do not touch are unchanged
     model.config.max_ring = 6
     limited = model.sample(300, seed=0)
     assert limited.valid.all() and all(_sanitises(s) for s in limited.smiles)
     assert max(_ring_stats(s)[0] for s in limited.smiles) <= 6
     # the shared real molecules break no rule, so the defaults block none of their closures
-    assert not any(largest > 8 or broken for largest, broken in map(_ring_stats, real_smiles))
+    assert not any(largest > 7 or broken for largest, broken in map(_ring_stats, real_smiles))
     with pytest.raises(InputError, match="at least 3 atoms"):
         model.sample(4, max_ring=2)
     out = tmp_path / "free.csv"
@@ -295,11 +339,15 @@ def test_blocked_names_the_molecules_the_rules_forbid(real_smiles):
         "C1C2CC12": True,  # bicyclo[1.1.0]butane: fused 3-rings
         "CC1(C)SC2C(NC(=O)Cc3ccccc3)C(=O)N2C1C(=O)O": True,  # penicillin G: beta-lactam fused to a 5-ring
         "C1CCCCCCCCC1": True,  # a 10-membered ring
+        "C1CCCCCCC1": True,  # an 8-membered ring (MOSES has none)
+        "CC1=CC1": True,  # cyclopropene: a double bond in a 3-ring
+        "O=C1C(=O)C(N)=C1N": True,  # a squaramide: a double bond in a 4-ring
+        "O=C1CCN1c1ccccc1": False,  # an unfused beta-lactam: C=O outside the ring
     }
     smiles = list(cases) + list(real_smiles)
     assert model.blocked(smiles).tolist() == list(cases.values()) + [False] * len(real_smiles)
     assert not model.blocked(smiles, max_ring=0, ring_rules=False).any()
-    assert model.blocked(smiles, max_ring=10).tolist()[6] is False and model.blocked("C1CC2CCC1C2")
+    assert model.blocked(smiles, max_ring=10).tolist()[6:8] == [False, False] and model.blocked("C1CC2CCC1C2")
     assert model.blocked(["C" * 39]).tolist() == [True]  # more atoms than max_atoms
     with pytest.raises(InputError, match="row 1"):
         model.blocked(["CCO", "not a molecule"])

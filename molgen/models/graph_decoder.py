@@ -16,12 +16,14 @@ Validity by construction, not filtering: every choice is masked so that
 
 Generation can also refuse ring closures by ring rules. The new ring of a closure is a shortest
 path between its two atoms (in the graph so far) plus the bond; with ``max_ring`` no ring of more
-atoms is closed (MOSES keeps no ring above 8 atoms and its molecules have rings of 3-7, while an
-unlimited decoder closes 8- to 17-membered ones), and with ``ring_rules`` no closure makes a
-bridged system (the new ring shares three or more atoms with an earlier one) or fuses a 3- or
-4-membered ring to another ring (shares a bond with it). Replayed in canonical BFS order, the
-closures of 20,000 MOSES training molecules break these rules exactly for the 151 molecules
-(0.8 %) whose smallest rings do (``scripts/check_ring_rules.py``); the shipped decoder without them breaks them for ~11 % of its samples.
+atoms is closed (MOSES's filter keeps no ring above 8 atoms and its molecules have rings of 3-7,
+while an unlimited decoder closes 8- to 17-membered ones), and with ``ring_rules`` no closure makes
+a bridged system (the new ring shares three or more atoms with an earlier one), fuses a 3- or
+4-membered ring to another ring (shares a bond with it) or makes a 3- or 4-membered ring with a
+double or triple bond in it (cyclopropenes, azetines: 0.02 % of MOSES, 4 % of the shipped
+decoder's samples without the rule). Replayed in canonical BFS order, the closures of MOSES
+training molecules break these rules exactly for the molecules whose smallest rings do
+(``scripts/check_ring_rules.py``).
 
 Training uses teacher forcing: all steps are computed in parallel from the target graph, with the
 same valence and connectivity masks, so the loss is the exact log-likelihood of the masked process
@@ -198,7 +200,8 @@ class GraphDecoder(nn.Module):
         """Decode graphs for a batch of latents; greedy when ``temperature == 0``.
 
         ``max_ring`` > 0 masks every ring closure that would form a ring of more atoms;
-        ``ring_rules`` masks closures that make a bridged system or fuse a 3-/4-membered ring.
+        ``ring_rules`` masks closures that make a bridged system, fuse a 3-/4-membered ring or put a
+        double or triple bond in one.
 
         Returns:
             (types, band, n_atoms) in the target layout of :meth:`forward`.
@@ -248,6 +251,7 @@ class GraphDecoder(nn.Module):
         track = max_ring > 0 or ring_rules
         dist = torch.full((B, N + 1, N + 1), FAR, dtype=small_int, device=dev) if track else None
         if ring_rules:  # the atoms and size of every ring closed so far (at most 2N + 1 in a graph of N atoms)
+            multiple = torch.zeros((B, N + 1, N + 1), dtype=torch.bool, device=dev)  # double and triple bonds
             rings = torch.zeros((B, 2 * N + 1, N + 1), dtype=torch.bool, device=dev)
             ring_size = torch.zeros((B, 2 * N + 1), dtype=torch.long, device=dev)  # 0: no ring
             n_rings = torch.zeros(B, dtype=torch.long, device=dev)
@@ -285,6 +289,14 @@ class GraphDecoder(nn.Module):
                     if ring_rules:  # the new ring's atoms: i and those on a shortest path i..i-k
                         on = d_i + dist[:, i - k] == d.unsqueeze(-1)  # (B, N+1)
                         on[:, i] = True
+                        # a 3- or 4-membered ring stays saturated: its closing bond is single, and
+                        # no ring closes over a double or triple bond already on the path
+                        tiny = (closes & (d <= 3)).nonzero().squeeze(1)
+                        if len(tiny):
+                            o = on[tiny]
+                            unsat = (multiple[tiny] & o.unsqueeze(2) & o.unsqueeze(1)).flatten(1).any(1)
+                            ok[tiny, 2:] = False
+                            ok[tiny[unsat], 1:] = False
                     if ring_rules and most:
                         shared = (rings[:, :most] & on.unsqueeze(1)).sum(-1)  # (B, R) atoms shared with each ring
                         size = ring_size[:, :most]
@@ -302,6 +314,8 @@ class GraphDecoder(nn.Module):
                         n_rings[new] += 1
                         most = int(n_rings.max())
                 band[:, i, k - 1] = b
+                if ring_rules:
+                    multiple[:, i, i - k] = multiple[:, i - k, i] = b >= 2
                 rem[:, i + W - k] = torch.where(rem_j >= 0, rem_j - b, rem_j)
                 rem_i = rem_i - b
                 used = used + b

@@ -43,11 +43,15 @@ class GraphVAEConfig:
     dropout: float = 0.0
     atom_vocab: list = field(default_factory=lambda: [list(t) for t in ATOM_VOCAB])
     atom_valence: list = field(default_factory=lambda: list(ATOM_VALENCE))
-    # set by GraphVAE.fit_prior: the weights then hold the fitted Gaussian that sample() draws from
+    # set by GraphVAE.fit_prior: the weights then hold the fitted Gaussian (mixture) that sample() draws from
     fitted_prior: bool = False
+    # Gaussians in the fitted prior (1: one full-covariance Gaussian)
+    prior_components: int = 1
     # generation closes no ring of more atoms (0 = no limit); MOSES molecules have rings of 3-7 atoms
-    max_ring: int = 8
-    # generation makes no bridged ring system and fuses no 3- or 4-membered ring (0.8 % of MOSES has them)
+    # (its filter would allow 8; none of 100,000 training molecules has one)
+    max_ring: int = 7
+    # generation makes no bridged ring system, fuses no 3- or 4-membered ring and puts no double or
+    # triple bond in one (0.8 % of MOSES has one of these)
     ring_rules: bool = True
 
 
@@ -115,11 +119,13 @@ class GraphVAE(nn.Module):
         self._vocab = [(e, int(q)) for e, q in config.atom_vocab]
         if config.fitted_prior:
             self._prior_buffers()
+        self.register_load_state_dict_pre_hook(_single_gaussian_prior_as_mixture)
 
     def _prior_buffers(self) -> None:
-        latent = self.config.latent
-        self.register_buffer("prior_loc", torch.zeros(latent))  # (L,)
-        self.register_buffer("prior_scale_tril", torch.eye(latent))  # (L, L) Cholesky factor of the covariance
+        K, L = self.config.prior_components, self.config.latent
+        self.register_buffer("prior_weights", torch.full((K,), 1.0 / K))  # (K,) mixture weights
+        self.register_buffer("prior_loc", torch.zeros(K, L))  # (K, L) means
+        self.register_buffer("prior_scale_tril", torch.eye(L).repeat(K, 1, 1))  # (K, L, L) Cholesky factors
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str = "graph-vae-moses", device: str = "auto") -> GraphVAE:
@@ -289,19 +295,25 @@ class GraphVAE(nn.Module):
         return out[0] if single else out
 
     @torch.no_grad()
-    def fit_prior(self, smiles: list[str], batch_size: int = 512) -> dict:
+    def fit_prior(self, smiles: list[str], components: int = 1, seed: int = 0, batch_size: int = 512) -> dict:
         """Fit the distribution :meth:`sample` draws latents from to where molecules actually encode.
 
         A VAE's KL term pulls the aggregated posterior q(z) = mean_i N(mu_i, sigma_i^2) towards
-        N(0, I) but never all the way; decoding draws from q(z)'s own mean and covariance keeps the
+        N(0, I) but never all the way; decoding draws from where molecules do encode keeps the
         samples in the region the decoder was trained on (ex-post density estimation, Ghosh et al.,
-        ICLR 2020). The fit is a full-covariance Gaussian with the mean of the ``mu_i`` and the
-        covariance of the ``mu_i`` plus the mean ``sigma_i^2``. It is stored in the weights
-        (``prior_loc``, ``prior_scale_tril``) and ``config.fitted_prior`` is set, so
-        ``save_pretrained`` ships it. Returns the fit's summary for provenance.
+        ICLR 2020). With ``components`` 1 the fit is a full-covariance Gaussian with the mean of the
+        ``mu_i`` and the covariance of the ``mu_i`` plus the mean ``sigma_i^2``; with more, a
+        full-covariance Gaussian mixture fitted to the ``mu_i`` by EM (scikit-learn's
+        ``GaussianMixture``, seeded by ``seed``), which also follows the clusters of q(z). It is
+        stored in the weights (``prior_weights``, ``prior_loc``, ``prior_scale_tril``) and
+        ``config.fitted_prior`` is set, so ``save_pretrained`` ships it. Returns the fit's summary
+        for provenance.
         """
-        if len(smiles) < 2 * self.config.latent:
-            raise InputError(f"fitting a {self.config.latent}-dimensional prior needs at least {2 * self.config.latent} molecules, got {len(smiles)}")
+        L = self.config.latent
+        if not isinstance(components, int) or components < 1:
+            raise InputError(f"components must be a positive integer, not {components!r}")
+        if len(smiles) < 2 * L * components:
+            raise InputError(f"fitting a {L}-dimensional prior of {components} Gaussian(s) needs at least {2 * L * components} molecules, got {len(smiles)}")
         self.eval()
         mus, variances = [], []
         for i in range(0, len(smiles), batch_size):
@@ -309,15 +321,34 @@ class GraphVAE(nn.Module):
             mus.append(mu.double())
             variances.append(logvar.double().exp())
         mu, var = torch.cat(mus), torch.cat(variances)
-        cov = torch.cov(mu.T) + torch.diag(var.mean(0))
-        if not self.config.fitted_prior:
-            self.config.fitted_prior = True
-            self._prior_buffers()
-            self.to(mu.device)
-        self.prior_loc.copy_(mu.mean(0))
+        info: dict = {"n_molecules": len(mu), "components": components}
+        if components == 1:
+            weights, loc, cov = torch.ones(1), mu.mean(0, keepdim=True), (torch.cov(mu.T) + torch.diag(var.mean(0)))[None]
+        else:
+            from sklearn.mixture import GaussianMixture
+
+            gm = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, max_iter=300, random_state=seed)
+            gm.fit(mu.cpu().numpy())
+            weights, loc, cov = (torch.from_numpy(a) for a in (gm.weights_, gm.means_, gm.covariances_))
+            info.update(seed=seed, converged=bool(gm.converged_), mean_log_likelihood=round(float(gm.score(mu.cpu().numpy())), 3))
+        self.config.fitted_prior, self.config.prior_components = True, components
+        self._prior_buffers()
+        self.to(mu.device)
+        self.prior_weights.copy_(weights)
+        self.prior_loc.copy_(loc)
         self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
-        return {"n_molecules": len(mu), "mean_norm": round(float(mu.mean(0).norm()), 4),
-                "variance_min": round(float(cov.diag().min()), 4), "variance_max": round(float(cov.diag().max()), 4)}  # fmt: skip
+        variance = (weights[:, None] * (cov.diagonal(dim1=1, dim2=2) + loc**2)).sum(0) - ((weights[:, None] * loc).sum(0)) ** 2
+        info.update(mean_norm=round(float(mu.mean(0).norm()), 4), variance_min=round(float(variance.min()), 4),
+                    variance_max=round(float(variance.max()), 4))  # fmt: skip
+        return info
+
+    def _draw_prior(self, m: int, gen: torch.Generator | None) -> Tensor:
+        """``m`` latents from the fitted prior. Shapes: -> (m, L)."""
+        z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
+        if self.config.prior_components == 1:  # no component draw: the stream stays that of one Gaussian
+            return self.prior_loc[0] + z @ self.prior_scale_tril[0].T
+        comp = torch.multinomial(self.prior_weights, m, replacement=True, generator=gen)
+        return self.prior_loc[comp] + (self.prior_scale_tril[comp] @ z.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
@@ -347,9 +378,10 @@ class GraphVAE(nn.Module):
         smiles: list[str] = []
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
             if fitted:
-                z = self.prior_loc + z @ self.prior_scale_tril.T
+                z = self._draw_prior(m, gen)
+            else:
+                z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
             types, band, k = self.decode_graphs(z, temperature, gen, max_ring, ring_rules)
             smiles.extend(self.dense_to_smiles(types, band, k))
         return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
@@ -373,6 +405,18 @@ class GraphVAE(nn.Module):
         d = d / d.norm(dim=1, keepdim=True) * radius
         out = self.decode(z0 + d)
         return pd.DataFrame({"smiles": out, "radius": radius, "valid": [s is not None for s in out]})
+
+
+PRIOR_BUFFERS = ("prior_weights", "prior_loc", "prior_scale_tril")
+
+
+def _single_gaussian_prior_as_mixture(module, state_dict, prefix, *args) -> None:
+    """Load-time upgrade: checkpoints of molgen before mixtures hold one Gaussian as (L,) + (L, L)."""
+    loc = state_dict.get(prefix + "prior_loc")
+    if loc is not None and loc.dim() == 1:
+        state_dict[prefix + "prior_loc"] = loc[None]
+        state_dict[prefix + "prior_scale_tril"] = state_dict[prefix + "prior_scale_tril"][None]
+        state_dict.setdefault(prefix + "prior_weights", loc.new_ones(1))
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:

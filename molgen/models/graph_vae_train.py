@@ -21,7 +21,7 @@ from molgen.cache import sha256_file, sha256_strings
 from molgen.config import GraphVAERunConfig
 from molgen.errors import InputError
 from molgen.featurize import GraphArrays, graph_cache
-from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
+from molgen.models.graph_vae import PRIOR_BUFFERS, GraphVAE, GraphVAEConfig
 from molgen.train import PretrainModule, register_task, shuffle_generator
 
 __all__ = ["GraphVAETask", "GraphDataModule", "collate_arrays", "usable", "load_graphs"]
@@ -169,7 +169,7 @@ class GraphVAETask(PretrainModule):
 
             # the parent's fitted prior describes the parent's latent space; once the encoder moves it
             # is stale, so the child starts without one (refit it: GraphVAE.fit_prior)
-            load_state_into(self.model, config.init_from, skip=("prior_loc", "prior_scale_tril"))
+            load_state_into(self.model, config.init_from, skip=PRIOR_BUFFERS)
         self._datamodule = datamodule
 
     def setup(self, stage: str) -> None:
