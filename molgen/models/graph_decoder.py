@@ -20,8 +20,8 @@ atoms is closed (MOSES's filter keeps no ring above 8 atoms and its molecules ha
 while an unlimited decoder closes 8- to 17-membered ones), and with ``ring_rules`` no closure makes
 a bridged system (the new ring shares three or more atoms with an earlier one), fuses a 3- or
 4-membered ring to another ring (shares a bond with it) or makes a 3- or 4-membered ring with a
-double or triple bond in it (cyclopropenes, azetines: 0.02 % of MOSES, 4 % of the shipped
-decoder's samples without the rule). Replayed in canonical BFS order, the closures of MOSES
+double or triple bond in it (cyclopropenes, azetines: 0.02 % of MOSES, 7 % of the shipped
+decoder's samples without the rules). Replayed in canonical BFS order, the closures of MOSES
 training molecules break these rules exactly for the molecules whose smallest rings do
 (``scripts/check_ring_rules.py``).
 
