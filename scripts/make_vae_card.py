@@ -145,8 +145,9 @@ ring_rules=False)`, `molgen generate --temperature ... --prior standard --max-ri
     ring = cfg.get("max_ring", 0)
     ring_text = f"{ring} atoms" if ring else "any size (no limit set)"
     rules_text = (
-        ", and no closure makes a bridged ring system or fuses a 3- or 4-membered ring to another ring "
-        "(`ring_rules`; 0.8 % of MOSES training molecules have one, `scripts/check_ring_rules.py`)"
+        ", and no closure makes a bridged ring system, fuses a 3- or 4-membered ring to another ring or puts a "
+        "double or triple bond in one (`ring_rules`; 0.8 % of MOSES training molecules have one of these, "
+        "`scripts/check_ring_rules.py`)"
         if cfg.get("ring_rules")
         else ""
     )

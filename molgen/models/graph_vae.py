@@ -327,10 +327,11 @@ class GraphVAE(nn.Module):
         else:
             from sklearn.mixture import GaussianMixture
 
+            points = mu.cpu().numpy()
             gm = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, max_iter=300, random_state=seed)
-            gm.fit(mu.cpu().numpy())
+            gm.fit(points)
             weights, loc, cov = (torch.from_numpy(a) for a in (gm.weights_, gm.means_, gm.covariances_))
-            info.update(seed=seed, converged=bool(gm.converged_), mean_log_likelihood=round(float(gm.score(mu.cpu().numpy())), 3))
+            info.update(seed=seed, converged=bool(gm.converged_), mean_log_likelihood=round(float(gm.score(points)), 3))
         self.config.fitted_prior, self.config.prior_components = True, components
         self._prior_buffers()
         self.to(mu.device)

@@ -184,24 +184,23 @@ def from_pretrained(name_or_dir: str | os.PathLike, device: str = "auto", model_
     return model.to(resolve_device(device)).eval()
 
 
-def load_state_into(model: torch.nn.Module, directory: str | os.PathLike, skip: tuple[str, ...] = ()) -> list[str]:
+def load_state_into(model: torch.nn.Module, directory: str | os.PathLike, skip: tuple[str, ...] = ()) -> None:
     """Load a checkpoint's weights into an existing model of the same shape (fine-tuning start).
 
     ``skip`` names tensors of the checkpoint to leave out (e.g. a fitted prior that describes the
-    parent's latent space, not the model being trained); the names actually left out are returned.
-    Every other tensor must match the model exactly.
+    parent's latent space, not the model being trained). Every other tensor must match the model
+    exactly.
     """
     directory = resolve(directory)
     device = str(next(model.parameters()).device)
     path = str(directory / WEIGHTS_NAME)
     try:
-        with safe_open(path, "pt") as f:
-            left_out = sorted(k for k in f.keys() if k in skip)
-        if left_out:
+        with safe_open(path, "pt") as f:  # reads the header only
+            skipping = any(k in skip for k in f.keys())
+        if skipping:
             state = load_file(path, device=device)
             model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=True)
         else:  # load_model also restores tied weights that the file stores once
             load_model(model, path, strict=True, device=device)
     except (RuntimeError, SafetensorError) as err:
         raise ConfigError(f"{directory / WEIGHTS_NAME} does not fit this model: {err}") from None
-    return left_out
