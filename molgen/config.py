@@ -108,15 +108,26 @@ class GPTModelConfig(Section):
     n_layer: int = Field(4, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(256, ge=8)
+    n_kv_head: int | None = Field(None, ge=1, description="key/value heads shared by groups of query heads; None = n_head")
     block_size: int = Field(128, ge=8, description="longest SMILES in tokens, <bos> and <eos> included")
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = True
     cond_dim: int = Field(0, ge=0)
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (Hinton et al. 2015): the model being trained also matches a frozen
+    teacher's next-token distributions. The student takes the teacher's vocabulary and SMILES form."""
+
+    teacher: str | None = Field(None, description="teacher checkpoint (name or folder); None = no distillation")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets; 1 - alpha on the data's tokens")
+    temperature: float = Field(1.0, gt=0, description="softens both distributions; the soft loss is scaled by T^2")
+
+
 class GPTRunConfig(RunConfig):
     model_type: Literal["gpt"]
     model: GPTModelConfig = GPTModelConfig()
+    distill: DistillConfig = DistillConfig()
 
 
 class GraphVAEModelConfig(Section):

@@ -35,9 +35,9 @@ def _incremental_logits(model, ids, condition=None):
     return model.lm_head(torch.cat(hs, 1))
 
 
-@pytest.mark.parametrize("cond_dim", [0, 3])
-def test_cached_and_uncached_decoding_give_the_same_logits(tok, real_smiles, cond_dim):
-    model = tiny(tok, cond_dim=cond_dim)
+@pytest.mark.parametrize("cond_dim, n_kv_head", [(0, None), (3, None), (0, 1), (3, 1)])
+def test_cached_and_uncached_decoding_give_the_same_logits(tok, real_smiles, cond_dim, n_kv_head):
+    model = tiny(tok, cond_dim=cond_dim, n_kv_head=n_kv_head)
     ids = torch.as_tensor(tok.encode_batch(real_smiles))
     cond = torch.randn(len(ids), 3) if cond_dim else None
     full, _ = model(ids, condition=cond)
@@ -140,6 +140,26 @@ def test_sample_without_tokenizer_is_a_clear_error(tok):
 def test_bad_shape_is_a_config_error():
     with pytest.raises(ConfigError, match="multiple of n_head"):
         GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ConfigError, match="must divide n_head"):
+        GPTConfig(n_embd=32, n_head=4, n_kv_head=3)
+
+
+def test_shared_key_value_heads_shrink_the_cache_and_match_repeated_full_heads(tok, real_smiles):
+    """One key/value head for two query heads is the same function as two heads holding copies of it."""
+    shared = tiny(tok, n_kv_head=1)
+    full = tiny(tok)
+    state = shared.state_dict()
+    C, D = 32, 16
+    for i in range(2):  # c_attn rows: [q (C), k (D), v (D)] -> [q, k, k, v, v] for two full heads
+        for part in ("weight", "bias"):
+            w = state[f"blocks.{i}.attn.c_attn.{part}"]
+            q, k, v = w.split((C, D, D))
+            state[f"blocks.{i}.attn.c_attn.{part}"] = torch.cat([q, k, k, v, v])
+    full.load_state_dict(state)
+    ids = torch.as_tensor(tok.encode_batch(real_smiles))
+    torch.testing.assert_close(shared(ids)[0], full(ids)[0], atol=1e-5, rtol=1e-4)
+    assert KVCache(shared.config, 4, 10, "cpu", torch.float32).k[0].shape == (4, 1, 10, D)
+    assert shared.sample(20, seed=1)["smiles"].tolist() == shared.sample(20, seed=1)["smiles"].tolist()
 
 
 @pytest.mark.gpu

@@ -101,6 +101,55 @@ def test_an_aromatic_parent_fine_tuned_to_write_kekule_smiles(tiny_run, tmp_path
     assert np.isfinite(aromatic) and aromatic == pytest.approx(kekule)  # one molecule, one likelihood
 
 
+def _kl_to(teacher, student, smiles) -> float:
+    """Mean KL(teacher || student) per real next-token position of ``smiles``."""
+    ids = torch.as_tensor(teacher.tokenizer.encode_batch(smiles))
+    x, real = ids[:, :-1], ids[:, 1:] != teacher.config.pad_id
+    with torch.no_grad():
+        p, q = (torch.log_softmax(m(x)[0][real], -1) for m in (teacher, student))
+    return float(torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean"))
+
+
+def test_distillation_teaches_a_smaller_student_what_the_teacher_says_not_what_the_data_says(tiny_run, tmp_path):
+    """On a handful of small molecules, a student trained on their tokens learns them by heart; a student
+    distilled from the MOSES-trained teacher on the same molecules learns the teacher's broad next-token
+    distributions instead. The distilled run also resumes (its checkpoint holds no teacher weights)."""
+    _, _, export = tiny_run
+    teacher = mg.load_pretrained(export, device="cpu")
+    few = ["CCO", "CCN", "CC(=O)O", "c1ccccc1", "CCOC(=O)C", "CN(C)C", "OCCO", "NCCN"]
+    table = tmp_path / "few.csv"
+    pd.DataFrame({"smiles": few * 5}).to_csv(table, index=False)
+    students = {}
+    for alpha in (0.0, 1.0):
+        data = tiny_config(tmp_path / str(alpha), max_steps=30, val_every_steps=30, batch_size=8)
+        data.update(model={"n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 32, "block_size": 64},
+                    data={"dataset": str(table), "val_size": 2}, distill={"teacher": str(export), "alpha": alpha})  # fmt: skip
+        out = pretrain(parse_config(data, "student"))
+        ckpt = torch.load(tmp_path / str(alpha) / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+        data["trainer"]["max_steps"] = 60
+        pretrain(parse_config(data, "student"), resume=True)
+        students[alpha] = mg.load_pretrained(out, device="cpu")
+    distilled, plain = students[1.0], students[0.0]
+    assert distilled.tokenizer == teacher.tokenizer and distilled.config.n_kv_head == 1
+    assert distilled.provenance["steps"] == 60 and distilled.provenance["train_config"]["distill"]["teacher"] == str(export)
+    assert distilled.num_params() < teacher.num_params() / 3
+    assert _kl_to(teacher, distilled, few) < 0.5 * _kl_to(teacher, plain, few)
+
+
+def test_a_student_refuses_data_or_a_smiles_form_its_teacher_never_saw(tiny_run, tmp_path):
+    _, _, export = tiny_run
+    table = tmp_path / "se.csv"
+    pd.DataFrame({"smiles": ["CC[Se]C", "CCO"] * 10}).to_csv(table, index=False)
+    data = tiny_config(tmp_path, max_steps=2)
+    data.update(distill={"teacher": str(export)}, data={"dataset": str(table), "val_size": 2})
+    with pytest.raises(ConfigError, match=r"teacher .* knows \d+ tokens; the training data also has \['\[Se\]'\]"):
+        pretrain(parse_config(data, "student"))
+    data["data"] = {"dataset": "moses", "limit": 50, "kekule": True}
+    with pytest.raises(ConfigError, match="the teacher writes aromatic SMILES"):
+        pretrain(parse_config(data, "student"))
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -18,11 +18,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from molgen.cache import cache_dir, sha256_file, sha256_strings
 from molgen.config import GPTRunConfig
-from molgen.errors import InputError
+from molgen.errors import ConfigError, InputError
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.tokenize import SmilesTokenizer, tokenize
 from molgen.train import PretrainModule, register_task, shuffle_generator
@@ -215,10 +216,27 @@ class GPTDataModule(L.LightningDataModule):
 
 
 class GPTTask(PretrainModule):
-    """Next-token cross-entropy on SMILES; ``val_nll`` is nats per token."""
+    """Next-token cross-entropy on SMILES; ``val_nll`` is nats per token.
+
+    With ``[distill] teacher``, the training loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || model)``
+    over the real (non-pad) positions, the teacher frozen in eval mode; ``val_nll`` stays the plain
+    cross-entropy on the validation molecules, comparable with a model trained without a teacher.
+    """
 
     def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer):
         super().__init__(config)
+        self.teacher = None
+        if config.distill.teacher:
+            from molgen.models.hub import from_pretrained
+
+            self.teacher = from_pretrained(config.distill.teacher, device="cpu", model_type="gpt").eval()
+            self.teacher.requires_grad_(False)
+            if self.teacher.config.vocab_size != len(tokenizer):
+                extra = tokenizer.itos[self.teacher.config.vocab_size :]
+                raise ConfigError(
+                    f"[distill] teacher {config.distill.teacher!r} knows {self.teacher.config.vocab_size} tokens; "
+                    f"the training data also has {extra}: a teacher gives no targets for tokens it never saw"
+                )
         if config.init_from:
             from molgen.models.hub import from_pretrained
 
@@ -232,19 +250,48 @@ class GPTTask(PretrainModule):
 
     def step_loss(self, batch):
         x, y = batch[:, :-1], batch[:, 1:]
-        _, loss = self.model(x, y)
-        return loss, int((y != self.model.config.pad_id).sum())
+        logits, loss = self.model(x, y)
+        real = y != self.model.config.pad_id
+        if self.teacher is not None and self.training:
+            d = self.config.distill
+            with torch.no_grad():
+                self.teacher.eval()  # Lightning's train() reaches the teacher too
+                soft = torch.log_softmax(self.teacher(x)[0].float()[real] / d.temperature, -1)  # (N, V)
+            log_q = torch.log_softmax(logits.float()[real] / d.temperature, -1)
+            kl = F.kl_div(log_q, soft, log_target=True, reduction="batchmean")  # per real token
+            loss = (1 - d.alpha) * loss + d.alpha * d.temperature**2 * kl
+        return loss, int(real.sum())
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        # the teacher is rebuilt from its checkpoint on resume; the run's file holds only the student
+        for key in [k for k in checkpoint["state_dict"] if k.startswith("teacher.")]:
+            del checkpoint["state_dict"][key]
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        if self.teacher is not None:
+            checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
 
 
 def build(config: GPTRunConfig):
     """The GPT task and its data for a run config (registered for ``model_type = "gpt"``)."""
     tokenizer = None
-    if config.init_from:  # keep the parent's ids; new tokens in the data are appended
+    parent = config.init_from or config.distill.teacher  # a student speaks its teacher's vocabulary
+    if parent:  # keep the parent's ids; new tokens in the data are appended
         from molgen.models.hub import VOCAB_NAME, resolve
 
-        tokenizer = SmilesTokenizer.load(resolve(config.init_from) / VOCAB_NAME)
+        tokenizer = SmilesTokenizer.load(resolve(parent) / VOCAB_NAME)
+        teacher_kekule = SmilesTokenizer.load(resolve(config.distill.teacher) / VOCAB_NAME).kekule if config.distill.teacher else None
+        if config.distill.teacher and config.data.kekule not in (None, teacher_kekule):
+            raise ConfigError(
+                f"[data] kekule = {str(config.data.kekule).lower()}, but the teacher writes "
+                f"{'Kekulé' if teacher_kekule else 'aromatic'} SMILES: a student learns its teacher's form"
+            )
         if config.data.kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
             tokenizer.kekule = config.data.kekule
+        elif config.distill.teacher:
+            tokenizer.kekule = teacher_kekule
     datamodule = GPTDataModule(config, tokenizer)
     module = GPTTask(config, datamodule.tokenizer)
     module.data_info = datamodule.info
