@@ -193,6 +193,10 @@ def generate_cmd(
         None, "--ring-rules/--no-ring-rules",
         help="Graph-VAE: no bridged ring systems, no fused 3-/4-membered rings (default: the model's, on for graph-vae-moses).",
     ),
+    precision: str | None = typer.Option(
+        None, "--precision",
+        help="SMILES models: auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32), fp32 or bf16.",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1),
@@ -204,7 +208,7 @@ def generate_cmd(
 
     summary = generate_to_file(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
-        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
     )
     console.print(
         f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "

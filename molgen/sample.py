@@ -30,20 +30,21 @@ _MODEL_OPTIONS = {
     "prior": "has no latent prior to choose: it samples SMILES token by token; leave --prior out",
     "max_ring": "has no ring-size limit: it writes SMILES token by token; leave --max-ring out",
     "ring_rules": "has no ring rules: it writes SMILES token by token; leave --ring-rules/--no-ring-rules out",
+    "precision": "has no precision option: it decodes in float32; leave --precision out",
 }
 
 
 def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None,
-                 max_ring: int | None = None, ring_rules: bool | None = None) -> dict:  # fmt: skip
+                 max_ring: int | None = None, ring_rules: bool | None = None, precision: str | None = None) -> dict:  # fmt: skip
     """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
 
-    ``grammar`` (SMILES syntax masks) exists for SMILES models only, ``prior``, ``max_ring`` and
+    ``grammar`` (SMILES syntax masks) and ``precision`` exist for SMILES models only, ``prior``, ``max_ring`` and
     ``ring_rules`` for the graph-VAE only; asking a model without one is an error rather than an option silently ignored.
     """
     import inspect
 
     options = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
-               "ring_rules": ring_rules}  # fmt: skip
+               "ring_rules": ring_rules, "precision": precision}  # fmt: skip
     given = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(model.sample).parameters
     for option, why in _MODEL_OPTIONS.items():
@@ -74,6 +75,7 @@ def generate_to_file(
     prior: str | None = None,
     max_ring: int | None = None,
     ring_rules: bool | None = None,
+    precision: str | None = None,
     chunk_size: int = 10_000,
     unique: bool = False,
     valid_only: bool = False,
@@ -92,6 +94,8 @@ def generate_to_file(
         prior: latent models only: ``"standard"`` draws from N(0, I) instead of the fitted prior.
         max_ring: graph-VAE only: largest ring the decoder may close (0: no limit; ``None``: the model's).
         ring_rules: graph-VAE only: ``False`` allows bridged systems and fused 3-/4-membered rings.
+        precision: SMILES models only: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see ``SmilesGPT.sample``);
+            ``None`` keeps the default (auto).
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
@@ -114,7 +118,7 @@ def generate_to_file(
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules)
+    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
     written, chunk, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

@@ -81,6 +81,7 @@ class PretrainModule(L.LightningModule):
         self.config = config
         self.tokens_seen = 0
         self.data_info: dict = {}
+        self.last_val: dict | None = None  # {"step", "val_nll"} of the latest validation, kept in the provenance
 
     def step_loss(self, batch) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
@@ -98,6 +99,11 @@ class PretrainModule(L.LightningModule):
         # weight by tokens so that val_nll is per token whatever the batch lengths
         self.log("val_nll", loss, batch_size=max(int(n), 1), prog_bar=True, sync_dist=True)
 
+    def on_validation_epoch_end(self):
+        val = self.trainer.callback_metrics.get("val_nll")
+        if val is not None and not self.trainer.sanity_checking:
+            self.last_val = {"step": int(self.global_step), "val_nll": round(float(val), 5)}
+
     def configure_optimizers(self):
         opt = self.config.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -112,10 +118,11 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["molgen"] = {"tokens_seen": self.tokens_seen, "config": self.config.model_dump()}
+        checkpoint["molgen"] = {"tokens_seen": self.tokens_seen, "config": self.config.model_dump(), "last_val": self.last_val}
 
     def on_load_checkpoint(self, checkpoint):
         self.tokens_seen = int(checkpoint.get("molgen", {}).get("tokens_seen", 0))
+        self.last_val = checkpoint.get("molgen", {}).get("last_val")
 
     def provenance(self) -> dict:
         return {
@@ -123,6 +130,8 @@ class PretrainModule(L.LightningModule):
             "seed": self.config.trainer.seed,
             "steps": int(self.global_step),
             "tokens_seen": int(self.tokens_seen),
+            # travels with the weights (the run's logs stay on the machine that trained it)
+            "validation": self.last_val,
             "parent": self.config.init_from,
             "run": self.config.name,
             "train_config": self.config.model_dump(),

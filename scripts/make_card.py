@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from molgen.errors import ConfigError
+from molgen.models.gpt import PRECISIONS, native_bf16
 from molgen.models.hub import resolve
 from molgen.tokenize import SmilesTokenizer, tokenize
 
@@ -48,6 +49,10 @@ def run(cmd: list[str]) -> float:
 
 
 def last_val_nll(provenance: dict) -> tuple[int, float] | None:
+    """(step, figure) of the run's last validation: from the provenance (training records it there),
+    else from the run's logs when they are on this machine."""
+    if recorded := provenance.get("validation"):
+        return int(recorded["step"]), float(recorded["val_nll"])
     run_dir = provenance.get("train_config", {}).get("run_dir")
     if not run_dir:
         return None
@@ -98,6 +103,7 @@ def card(
     grammar: str = "",
     n_grammar: int = 0,
     invalid: str = "",
+    precision: str = "float32",
 ) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
     kekule = SmilesTokenizer.load(folder / "vocab.json").kekule
@@ -113,14 +119,21 @@ def card(
     n_data = data.get("n_molecules")
     epochs = f"{steps * batch / n_data:.2f} epochs" if batch and n_data else "n/a"
     val = last_val_nll(prov)
+    teacher = tc.get("distill", {}).get("teacher")
+    kv = cfg.get("n_kv_head") or cfg["n_head"]
+    heads = f"{cfg['n_head']} heads" + (f" sharing {kv} key/value head{'s' * (kv > 1)} (grouped-query attention)" if kv != cfg["n_head"] else "")
+    role = (f"A student distilled from `{teacher}` for fast sampling (its `molgen generate` and `model.sample` are the same\n"
+            "as every SMILES model's); the teacher stays the better prior for transfer learning and guided generation."
+            if teacher else "It is the prior for transfer learning and guided generation in molgen.")  # fmt: skip
+    distill = tc.get("distill", {})
     keys = list(metrics)
     table = "\n".join(f"| `{k}` | {metrics[k]:.4f} |" if isinstance(metrics[k], float) else f"| `{k}` | {metrics[k]} |" for k in keys)
     return f"""# {folder.name}
 
 A SMILES GPT (`model_type = "{meta['model_type']}"`, molgen {meta.get('molgen_version')}) pretrained on the MOSES
-training set: {cfg['n_layer']} pre-LayerNorm decoder blocks, width {cfg['n_embd']}, {cfg['n_head']} heads,
+training set: {cfg['n_layer']} pre-LayerNorm decoder blocks, width {cfg['n_embd']}, {heads},
 context {cfg['block_size']} tokens, {cfg['vocab_size']} tokens in `vocab.json`, {n_params:,} parameters, weights in
-`model.safetensors`. It is the prior for transfer learning and guided generation in molgen.
+`model.safetensors`. {role}
 {KEKULE_NOTE if kekule else ""}
 ```python
 import molgen as mg
@@ -137,6 +150,7 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 | validation NLL | {f'{val[1]:.4f} nats/token at step {val[0]:,} ({tc.get("data", {}).get("val_size", "?"):,} molecules of MOSES {tc.get("data", {}).get("val_split", "test")}, seeded sample)' if val else 'n/a'} |
 | optimiser | AdamW lr {tc.get('optim', {}).get('lr')} -> {tc.get('optim', {}).get('min_lr')} (warmup {tc.get('optim', {}).get('warmup_steps')}, cosine), weight decay {tc.get('optim', {}).get('weight_decay')}, clip {tc.get('optim', {}).get('grad_clip')} |
 | seed | {prov.get('seed')} |
+| teacher | {f"`{teacher}`: loss (1 - {distill.get('alpha')}) x cross-entropy on the data + {distill.get('alpha')} x T^2 x KL(teacher || student), T = {distill.get('temperature')}" if teacher else 'none'} |
 | parent | {f"{prov['parent']} (steps and tokens above are this run's; the config's header gives the parent's training)" if prov.get('parent') else 'none (trained from scratch)'} |
 | command | {train_command(tc)} |
 
@@ -145,7 +159,7 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 MOSES metrics (`molgen evaluate`, MOSES definitions and key names) of n = {n:,} molecules sampled at
 temperature {temperature} with seed 0 and the SMILES grammar on (the default, below). FCD depends strongly
 on n: compare FCDs only at equal n. Sampling took {seconds:.0f} s on this machine's CPU (generation and
-validity check).{invalid}
+validity check) in {precision}.{invalid}
 
 | metric | value |
 |---|---|
@@ -206,6 +220,13 @@ seed 0; FCD at this n is not comparable with the n = 30,000 figures):
 """
 
 
+def precision_text(precision: str) -> str:
+    """How the card's samples were computed, in words: what ``auto`` meant on this machine."""
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16("cpu"))
+    why = " (`--precision auto`: this CPU multiplies bf16 natively)" if bf16 and precision == "auto" else ""
+    return ("bf16 with float32 sums" if bf16 else "float32") + why
+
+
 def _safetensors_header(path: Path) -> dict:
     with open(path, "rb") as fh:
         size = int.from_bytes(fh.read(8), "little")
@@ -224,6 +245,8 @@ def copy_export(source: Path | None, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = json.loads((source / "config.json").read_text())
     prov = meta.get("provenance", {})
+    if not prov.get("validation") and (val := last_val_nll(prov)):  # an export written before training recorded it
+        prov["validation"] = {"step": val[0], "val_nll": round(val[1], 5)}
     old = folder / "config.json"
     if prov.get("parent") and old.exists() and _same_folder(prov["parent"], folder):
         parent = json.loads(old.read_text()).get("provenance", {})
@@ -290,22 +313,24 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics go here (default runs/cards/<name>)")
     ap.add_argument("--n-grammar", type=int, default=10_000, help="n of the grammar on/off table (0: none)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto", help="sampling precision (auto: bf16 where native)")
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
     work = work_dir(folder, args.work)
-    metrics, seconds, commands = sample_and_evaluate(folder, args.n, args.temperature, work)
+    prec = ("--precision", args.precision)
+    metrics, seconds, commands = sample_and_evaluate(folder, args.n, args.temperature, work, prec)
     grammar = ""
     if args.n_grammar:
         t = args.temperature
-        variants = [("on", t, (), "grammar-on"), ("off", t, ("--no-grammar",), "grammar-off")]
+        variants = [("on", t, prec, "grammar-on"), ("off", t, ("--no-grammar", *prec), "grammar-off")]
         grammar, more = variant_table(folder, "SMILES grammar", variants, args.n_grammar, work)
         commands += more
     meta = json.loads((folder / "config.json").read_text())
     commands.append(shlex.join(["python", "scripts/make_card.py", str(folder)]))
     (folder / "README.md").write_text(
         card(folder, meta, metrics, commands, seconds, args.n, args.temperature, grammar, args.n_grammar,
-             invalid_reasons(work / "samples.csv", meta["config"]["block_size"]))
+             invalid_reasons(work / "samples.csv", meta["config"]["block_size"]), precision_text(args.precision))
     )
     print(json.dumps(metrics, indent=1))
     print(f"wrote {folder / 'README.md'}")

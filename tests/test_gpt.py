@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from molgen.errors import ConfigError
+from molgen.errors import ConfigError, InputError
 from molgen.models.gpt import GPTConfig, KVCache, SmilesGPT
 from molgen.tokenize import SmilesTokenizer
 
@@ -77,6 +77,35 @@ def test_sampled_logp_is_the_model_likelihood(tok):
     smiles = [tok.decode(row) for row, done in zip(ids.tolist(), finished, strict=True) if done]
     # logp is measured at temperature 1 without filtering, so it must equal an independent scoring
     np.testing.assert_allclose(logp[finished].numpy(), model.log_likelihood(smiles), rtol=1e-4, atol=1e-3)
+
+
+def test_bf16_sampling_is_seeded_and_its_logp_close_to_the_float32_likelihood(tok, real_smiles, monkeypatch):
+    import molgen.models.gpt as gpt
+
+    model = tiny(tok).train()  # briefly trained, so that sampled molecules end
+    ids = torch.as_tensor(tok.encode_batch(real_smiles))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        model(ids[:, :-1], ids[:, 1:])[1].backward()
+        opt.step()
+    model.eval()
+    bf16, again, fp32 = (model.sample(64, seed=2, precision=p) for p in ("bf16", "bf16", "fp32"))
+    assert bf16.smiles.tolist() == again.smiles.tolist()
+    ended = bf16[bf16.valid]
+    assert len(ended) >= 10 and fp32.valid.sum() >= 10
+    exact = model.log_likelihood(ended.smiles.tolist())
+    np.testing.assert_allclose(ended.logp.to_numpy(), exact, atol=0.1)
+    with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16"):
+        model.sample(2, precision="fp16")
+    assert gpt.native_bf16("cuda") and not gpt.native_bf16("meta")
+    gpt._cpu_flags.cache_clear()
+    monkeypatch.setattr(gpt.Path, "read_text", lambda self: "processor : 0\nflags : fpu avx512f avx512_bf16 sse\n")
+    assert gpt.native_bf16("cpu")
+    monkeypatch.setattr(gpt.Path, "read_text", lambda self: "flags : fpu avx2\n")
+    gpt._cpu_flags.cache_clear()
+    assert not gpt.native_bf16("cpu")
+    gpt._cpu_flags.cache_clear()
 
 
 def test_top_k_one_is_greedy(tok):

@@ -204,6 +204,8 @@ def test_default_sampling_decodes_greedily_and_the_file_path_keeps_each_models_d
         assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
     with pytest.raises(InputError, match="no SMILES grammar option"):
         generate_to_file(overfitted, 4, tmp_path / "g.csv", grammar=False, progress=False)
+    with pytest.raises(InputError, match="no precision option"):
+        generate_to_file(overfitted, 4, tmp_path / "p.csv", precision="bf16", progress=False)
 
 
 def test_shipped_vae_configs_validate():

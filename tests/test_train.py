@@ -49,6 +49,8 @@ def test_tiny_run_learns_and_exports(tiny_run):
     model = mg.load_pretrained(export, device="cpu")
     prov = model.provenance
     assert prov["steps"] == 40 and prov["tokens_seen"] > 40 * 32 * 20
+    # the last validation travels with the weights (the run's logs do not leave this machine)
+    assert prov["validation"]["step"] == 40 and prov["validation"]["val_nll"] == pytest.approx(val[-1], abs=1e-4)
     assert prov["data"]["name"] == "moses/train[:500]" and len(prov["data"]["sha256"]) == 64
     assert not list(export.glob("*.ckpt"))  # pickled Lightning state stays in the run dir
     assert (tmp / "run" / "checkpoints" / "last.ckpt").exists()
