@@ -1,15 +1,18 @@
 """Benchmark SmilesGPT sampling and training throughput; writes JSON.
 
-Sampling: valid molecules per second (generation + RDKit validity check) with the KV cache,
-and the speed-up over the same model decoding without cache (full recomputation each step).
+Sampling: valid molecules per second (generation + RDKit validity check) with the KV cache, in
+the default precision (``auto``: bf16 where the CPU has it natively) and in float32, and the
+speed-up over the same model decoding without cache (full recomputation each step).
 Training: tokens per second of forward + backward + AdamW on MOSES batches. CUDA numbers
 (bf16 autocast) are added when a GPU is present.
 
 ``--shapes`` adds an upper bound for other model shapes: untrained SmilesGPTs decode a fixed number
 of cached steps at batch 1,024 (no grammar, no early stops, no RDKit), so the figure is molecules per
-second if every molecule had that many tokens; it shows what size of model a sampling goal needs.
+second if every molecule had that many tokens, in float32 and in bf16; it shows what size of model
+a sampling goal needs.
 
     python scripts/bench_sampling.py --out results/bench_sampling.json   # --threads 1 for one core
+    python scripts/bench_sampling.py --model smiles-gpt-moses-small --out results/bench_sampling_small.json
 """
 
 from __future__ import annotations
@@ -26,18 +29,21 @@ import torch
 
 import molgen
 from molgen.models import load_pretrained
+from molgen.models.gpt import native_bf16
 
 
-def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True) -> dict:
+def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto") -> dict:
     """``model.sample`` end to end (validity check included), with or without the SMILES grammar."""
-    model.sample(min(n, 256), seed=123, batch_size=batch_size, device=device, grammar=grammar)  # warm-up
+    opts = {"batch_size": batch_size, "device": device, "grammar": grammar, "precision": precision}
+    model.sample(min(n, 256), seed=123, **opts)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    df = model.sample(n, seed=0, batch_size=batch_size, device=device, grammar=grammar)
+    df = model.sample(n, seed=0, **opts)
     _sync(device)
     sec = time.perf_counter() - t0
-    return {"n": n, "batch_size": batch_size, "grammar": grammar, "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
-            "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
+    return {"n": n, **opts, "computed_in": "bf16" if bf16 else "float32", "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
+            "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}  # fmt: skip
 
 
 def decode_only(model, n: int, use_cache: bool, device: str) -> float:
@@ -80,29 +86,33 @@ def training(model, batch_size: int, steps: int, device: str) -> dict:
     return {"batch_size": batch_size, "steps": steps, "tokens_per_s": round(tokens / (time.perf_counter() - t0), 1)}
 
 
-SHAPES = ((6, 192, 6), (4, 128, 4), (3, 128, 4), (2, 128, 4), (4, 96, 4), (2, 96, 3), (4, 64, 4))
+# (layers, width, query heads, key/value heads)
+SHAPES = ((6, 192, 6, 6), (6, 192, 6, 1), (4, 192, 6, 1), (4, 128, 4, 4), (4, 128, 4, 1), (3, 128, 4, 1),
+          (2, 128, 4, 4), (2, 96, 3, 3))  # fmt: skip
 
 
 def shape_bounds(vocab_size: int, block_size: int, steps: int = 38, batch: int = 1024) -> list[dict]:
-    """Cached decoding of ``steps`` tokens for ``batch`` rows, per (layers, width, heads) shape."""
+    """Cached decoding of ``steps`` tokens for ``batch`` rows, per shape, in float32 and in bf16."""
     from molgen.models.gpt import GPTConfig, KVCache, SmilesGPT
 
     out = []
-    for n_layer, n_embd, n_head in SHAPES:
-        cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+    for n_layer, n_embd, n_head, n_kv_head in SHAPES:
+        cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head)
         model = SmilesGPT(cfg).eval()
-        best = float("inf")
-        with torch.no_grad():
-            for _ in range(2):  # the first pass warms up
-                cache = KVCache(cfg, batch, block_size, "cpu", torch.float32)
-                x = torch.full((batch, 1), cfg.bos_id)
-                t0 = time.perf_counter()
-                for pos in range(steps):
-                    model.lm_head(model._hidden(x, None, cache, pos)[:, -1])
-                best = min(best, time.perf_counter() - t0)
-        out.append({"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head, "n_params": model.num_params(),
-                    "steps": steps, "molecules_per_s_upper_bound": round(batch / best, 1)})  # fmt: skip
-    return out
+        row = {"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head, "n_kv_head": n_kv_head, "n_params": model.num_params(), "steps": steps}
+        for dtype in (torch.float32, torch.bfloat16):
+            best = float("inf")
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                for _ in range(2):  # the first pass warms up
+                    cache = KVCache(cfg, batch, block_size, "cpu", dtype)
+                    x = torch.full((batch, 1), cfg.bos_id)
+                    t0 = time.perf_counter()
+                    for pos in range(steps):
+                        model.lm_head(model._hidden(x, None, cache, pos)[:, -1])
+                    best = min(best, time.perf_counter() - t0)
+            row[f"molecules_per_s_upper_bound_{'bf16' if dtype == torch.bfloat16 else 'fp32'}"] = round(batch / best, 1)
+        out.append(row)
+    return out  # fmt: skip
 
 
 def _sync(device: str) -> None:
@@ -129,9 +139,10 @@ def main() -> None:
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "versions": {"molgen": molgen.__version__, "torch": torch.__version__,
                      "rdkit": __import__("rdkit").__version__, "python": platform.python_version()},
-        "model": {"name": args.model, "n_params": model.num_params(), **{k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head")}},
+        "model": {"name": args.model, "n_params": model.num_params(), **{k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head", "n_kv_head")}},
         "cpu": {
             "sampling": sampling(model, args.n, 1024, "cpu"),
+            "sampling_fp32": sampling(model, args.n, 1024, "cpu", precision="fp32"),
             "sampling_no_grammar": sampling(model, args.n, 1024, "cpu", grammar=False),
             "decode_molecules_per_s": {"kv_cache": round(cpu_cache, 1), "no_cache": round(cpu_nocache, 1),
                                        "speedup": round(cpu_cache / cpu_nocache, 2)},

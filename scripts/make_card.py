@@ -122,8 +122,8 @@ def card(
     teacher = tc.get("distill", {}).get("teacher")
     kv = cfg.get("n_kv_head") or cfg["n_head"]
     heads = f"{cfg['n_head']} heads" + (f" sharing {kv} key/value head{'s' * (kv > 1)} (grouped-query attention)" if kv != cfg["n_head"] else "")
-    role = (f"A student distilled from `{teacher}` for fast sampling (its `molgen generate` and `model.sample` are the same\n"
-            "as every SMILES model's); the teacher stays the better prior for transfer learning and guided generation."
+    role = (f"A student distilled from `{teacher}` (the teacher row below), built to sample fast on a CPU;\n"
+            "it loads, samples and scores like every SMILES model in molgen."
             if teacher else "It is the prior for transfer learning and guided generation in molgen.")  # fmt: skip
     distill = tc.get("distill", {})
     keys = list(metrics)

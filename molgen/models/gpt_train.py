@@ -231,6 +231,8 @@ class GPTTask(PretrainModule):
 
             self.teacher = from_pretrained(config.distill.teacher, device="cpu", model_type="gpt").eval()
             self.teacher.requires_grad_(False)
+            if self.teacher.config.cond_dim:
+                raise ConfigError(f"[distill] teacher {config.distill.teacher!r} is conditional; distillation takes an unconditional teacher")
             if self.teacher.config.vocab_size != len(tokenizer):
                 extra = tokenizer.itos[self.teacher.config.vocab_size :]
                 raise ConfigError(
