@@ -126,6 +126,8 @@ def card(
             "it loads, samples and scores like every SMILES model in molgen."
             if teacher else "It is the prior for transfer learning and guided generation in molgen.")  # fmt: skip
     distill = tc.get("distill", {})
+    who = prov.get("teacher") or {}
+    teacher_weights = f" (run {who.get('run')}, {who.get('steps'):,} steps, weights sha256 `{who.get('sha256')}`)" if who.get("sha256") else ""
     keys = list(metrics)
     table = "\n".join(f"| `{k}` | {metrics[k]:.4f} |" if isinstance(metrics[k], float) else f"| `{k}` | {metrics[k]} |" for k in keys)
     return f"""# {folder.name}
@@ -150,7 +152,7 @@ df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood u
 | validation NLL | {f'{val[1]:.4f} nats/token at step {val[0]:,} ({tc.get("data", {}).get("val_size", "?"):,} molecules of MOSES {tc.get("data", {}).get("val_split", "test")}, seeded sample)' if val else 'n/a'} |
 | optimiser | AdamW lr {tc.get('optim', {}).get('lr')} -> {tc.get('optim', {}).get('min_lr')} (warmup {tc.get('optim', {}).get('warmup_steps')}, cosine), weight decay {tc.get('optim', {}).get('weight_decay')}, clip {tc.get('optim', {}).get('grad_clip')} |
 | seed | {prov.get('seed')} |
-| teacher | {f"`{teacher}`: loss (1 - {distill.get('alpha')}) x cross-entropy on the data + {distill.get('alpha')} x T^2 x KL(teacher || student), T = {distill.get('temperature')}" if teacher else 'none'} |
+| teacher | {f"`{teacher}`{teacher_weights}: loss (1 - {distill.get('alpha')}) x cross-entropy on the data + {distill.get('alpha')} x T^2 x KL(teacher || student), T = {distill.get('temperature')}" if teacher else 'none'} |
 | parent | {f"{prov['parent']} (steps and tokens above are this run's; the config's header gives the parent's training)" if prov.get('parent') else 'none (trained from scratch)'} |
 | command | {train_command(tc)} |
 

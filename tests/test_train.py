@@ -135,6 +135,7 @@ def test_distillation_teaches_a_smaller_student_what_the_teacher_says_not_what_t
     distilled, plain = students[1.0], students[0.0]
     assert distilled.tokenizer == teacher.tokenizer and distilled.config.n_kv_head == 1
     assert distilled.provenance["steps"] == 60 and distilled.provenance["train_config"]["distill"]["teacher"] == str(export)
+    assert distilled.provenance["teacher"]["steps"] == teacher.provenance["steps"] and len(distilled.provenance["teacher"]["sha256"]) == 64
     assert distilled.num_params() < teacher.num_params() / 3
     assert _kl_to(teacher, distilled, few) < 0.5 * _kl_to(teacher, plain, few)
 

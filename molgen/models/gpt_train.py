@@ -264,6 +264,12 @@ class GPTTask(PretrainModule):
             loss = (1 - d.alpha) * loss + d.alpha * d.temperature**2 * kl
         return loss, int(real.sum())
 
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        if self.teacher is not None:  # a name like "smiles-gpt-moses" may later hold other weights
+            prov["teacher"] = teacher_record(self.config.distill.teacher)
+        return prov
+
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
         # the teacher is rebuilt from its checkpoint on resume; the run's file holds only the student
@@ -274,6 +280,16 @@ class GPTTask(PretrainModule):
         super().on_load_checkpoint(checkpoint)
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+
+
+def teacher_record(name_or_dir: str) -> dict:
+    """Which weights a student learnt from: the teacher's name, its weights' sha256, its run and steps."""
+    from molgen.models.hub import CONFIG_NAME, WEIGHTS_NAME, resolve
+
+    folder = resolve(name_or_dir)
+    prov = json.loads((folder / CONFIG_NAME).read_text()).get("provenance", {})
+    return {"name": str(name_or_dir), "sha256": sha256_file(folder / WEIGHTS_NAME),
+            "run": prov.get("run"), "steps": prov.get("steps")}  # fmt: skip
 
 
 def build(config: GPTRunConfig):
