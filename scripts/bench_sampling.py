@@ -29,7 +29,7 @@ import torch
 
 import molgen
 from molgen.models import load_pretrained
-from molgen.models.gpt import native_bf16
+from molgen.models.gpt import computes_in_bf16
 
 
 def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto") -> dict:
@@ -41,8 +41,7 @@ def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, 
     df = model.sample(n, seed=0, **opts)
     _sync(device)
     sec = time.perf_counter() - t0
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
-    return {"n": n, **opts, "computed_in": "bf16" if bf16 else "float32", "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
+    return {"n": n, **opts, "computed_in": "bf16" if computes_in_bf16(device, precision) else "float32", "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
             "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}  # fmt: skip
 
 

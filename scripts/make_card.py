@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from molgen.errors import ConfigError
-from molgen.models.gpt import PRECISIONS, native_bf16
+from molgen.models.gpt import PRECISIONS, computes_in_bf16
 from molgen.models.hub import resolve
 from molgen.tokenize import SmilesTokenizer, tokenize
 
@@ -224,7 +224,7 @@ seed 0; FCD at this n is not comparable with the n = 30,000 figures):
 
 def precision_text(precision: str) -> str:
     """How the card's samples were computed, in words: what ``auto`` meant on this machine."""
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16("cpu"))
+    bf16 = computes_in_bf16("cpu", precision)
     why = " (`--precision auto`: this CPU multiplies bf16 natively)" if bf16 and precision == "auto" else ""
     return ("bf16 with float32 sums" if bf16 else "float32") + why
 

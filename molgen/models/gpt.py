@@ -27,7 +27,7 @@ from molgen.models import resolve_device
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
 
-__all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16"]
+__all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16", "computes_in_bf16"]
 
 #: ``precision`` values of :meth:`SmilesGPT.sample`; ``auto`` is bf16 where the device has it natively
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -469,10 +469,15 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset(flags.split())
 
 
-def _autocast(device: torch.device, precision: str = "auto"):
+def computes_in_bf16(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether sampling with ``precision`` on ``device`` runs in bf16 (what ``"auto"`` means there)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+def _autocast(device: torch.device, precision: str = "auto"):
+    if computes_in_bf16(device, precision):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

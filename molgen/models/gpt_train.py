@@ -229,6 +229,7 @@ class GPTTask(PretrainModule):
         if config.distill.teacher:
             from molgen.models.hub import from_pretrained
 
+            self.teacher_info = teacher_record(config.distill.teacher)  # once: it hashes the weights
             self.teacher = from_pretrained(config.distill.teacher, device="cpu", model_type="gpt").eval()
             self.teacher.requires_grad_(False)
             if self.teacher.config.cond_dim:
@@ -267,7 +268,7 @@ class GPTTask(PretrainModule):
     def provenance(self) -> dict:
         prov = super().provenance()
         if self.teacher is not None:  # a name like "smiles-gpt-moses" may later hold other weights
-            prov["teacher"] = teacher_record(self.config.distill.teacher)
+            prov["teacher"] = self.teacher_info
         return prov
 
     def on_save_checkpoint(self, checkpoint):
@@ -294,22 +295,21 @@ def teacher_record(name_or_dir: str) -> dict:
 
 def build(config: GPTRunConfig):
     """The GPT task and its data for a run config (registered for ``model_type = "gpt"``)."""
-    tokenizer = None
-    parent = config.init_from or config.distill.teacher  # a student speaks its teacher's vocabulary
-    if parent:  # keep the parent's ids; new tokens in the data are appended
-        from molgen.models.hub import VOCAB_NAME, resolve
+    from molgen.models.hub import VOCAB_NAME, resolve
 
-        tokenizer = SmilesTokenizer.load(resolve(parent) / VOCAB_NAME)
-        teacher_kekule = SmilesTokenizer.load(resolve(config.distill.teacher) / VOCAB_NAME).kekule if config.distill.teacher else None
-        if config.distill.teacher and config.data.kekule not in (None, teacher_kekule):
+    # keep a parent's ids (new tokens in the data are appended); a student speaks its teacher's vocabulary
+    tokenizer = SmilesTokenizer.load(resolve(config.init_from) / VOCAB_NAME) if config.init_from else None
+    kekule = config.data.kekule
+    if config.distill.teacher:
+        taught = SmilesTokenizer.load(resolve(config.distill.teacher) / VOCAB_NAME)
+        if kekule not in (None, taught.kekule):
             raise ConfigError(
-                f"[data] kekule = {str(config.data.kekule).lower()}, but the teacher writes "
-                f"{'Kekulé' if teacher_kekule else 'aromatic'} SMILES: a student learns its teacher's form"
+                f"[data] kekule = {str(kekule).lower()}, but the teacher writes "
+                f"{'Kekulé' if taught.kekule else 'aromatic'} SMILES: a student learns its teacher's form"
             )
-        if config.data.kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
-            tokenizer.kekule = config.data.kekule
-        elif config.distill.teacher:
-            tokenizer.kekule = teacher_kekule
+        tokenizer, kekule = tokenizer or taught, taught.kekule
+    if tokenizer is not None and kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
+        tokenizer.kekule = kekule
     datamodule = GPTDataModule(config, tokenizer)
     module = GPTTask(config, datamodule.tokenizer)
     module.data_info = datamodule.info
