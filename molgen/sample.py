@@ -1,11 +1,13 @@
 """Sampling at scale: any model's ``sample()`` streamed to a CSV/SMI/SDF/Parquet file in chunks.
 
-A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...)``
-that returns a DataFrame with ``smiles`` and ``valid`` first. ``temperature=None`` leaves each model
-its own default: 1.0 for the SMILES GPT (its distribution as trained), 0 for the graph-VAE (greedy
-decoding of prior samples). SMILES models also take ``grammar`` (syntax masks, on by default). Chunks are drawn with seeds
-derived from ``seed`` (chunk ``i`` uses ``seed + i``), so the same call writes the same file, and
-rows reach the disk as they come, so 10^6 molecules never sit in memory at once.
+A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...,
+workers=..., start_batch=...)`` that returns a DataFrame with ``smiles`` and ``valid`` first.
+``temperature=None`` leaves each model its own default: 1.0 for the SMILES GPT (its distribution as
+trained), 0 for the graph-VAE (greedy decoding of prior samples). SMILES models also take ``grammar``
+(syntax masks, on by default). A file is one seeded run written in chunks of whole batches (each
+chunk continues at the next batch, ``start_batch``), so without filters ``molgen generate -n N
+--seed S`` writes the molecules of ``model.sample(N, seed=S)``, in order; rows reach the disk as
+they come, so 10^6 molecules never sit in memory at once.
 """
 
 from __future__ import annotations
@@ -76,13 +78,14 @@ def generate_to_file(
     max_ring: int | None = None,
     ring_rules: bool | None = None,
     precision: str | None = None,
-    chunk_size: int = 10_000,
+    chunk_size: int = 16_384,
     unique: bool = False,
     valid_only: bool = False,
     batch_size: int = 1024,
     device: str = "auto",
     progress: bool = True,
     max_tries: int = 20,
+    workers: int | str = "auto",
 ) -> dict:
     """Write ``n`` sampled molecules to ``path`` (format from the suffix); returns a summary.
 
@@ -100,6 +103,8 @@ def generate_to_file(
             up to ``max_tries * n`` draws (a model that rarely gives valid molecules stops there).
         unique: keep the first occurrence of each canonical SMILES only.
         valid_only: drop molecules RDKit cannot parse.
+        chunk_size: rows per chunk, rounded down to whole batches (at least one).
+        workers: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread).
 
     Returns:
         ``{"path", "written", "sampled", "valid", "duplicates_dropped", "invalid_dropped", "seconds"}``.
@@ -119,16 +124,20 @@ def generate_to_file(
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
     opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
-    written, chunk, t0 = 0, 0, time.perf_counter()
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    chunk_size = max(1, chunk_size // batch_size) * batch_size  # whole batches: chunks continue one seeded run
+    written, next_batch, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task("sample", total=n)
         while written < n and stats["sampled"] < max_tries * n:
             left = n - written
-            # with filters, ask for a little more than is missing so the last chunk rarely falls short
-            want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
-            df = model.sample(want, seed=seed + chunk, batch_size=batch_size, device=device, **opts)
-            chunk += 1
+            # with filters, ask for a little more than is missing (whole batches) so the last chunk rarely falls short
+            want = min(chunk_size, left if not (unique or valid_only) else -(-(left + left // 4 + 16) // batch_size) * batch_size)
+            df = model.sample(want, seed=seed, batch_size=batch_size, device=device, workers=workers,
+                              start_batch=next_batch, **opts)  # fmt: skip
+            next_batch += -(-want // batch_size)
             stats["sampled"] += len(df)
             stats["valid"] += int(df["valid"].sum())
             if valid_only:

@@ -60,6 +60,20 @@ def test_same_seed_same_molecules(tok):
     assert list(first.columns) == ["smiles", "valid", "logp"]
 
 
+def test_workers_and_start_batch_do_not_change_the_molecules(tok):
+    import pandas as pd
+
+    model = tiny(tok)
+    one = model.sample(40, seed=7, batch_size=8, workers=1)
+    assert one.equals(model.sample(40, seed=7, batch_size=8, workers=2))
+    continued = pd.concat([model.sample(16, seed=7, batch_size=8), model.sample(24, seed=7, batch_size=8, start_batch=2)])
+    assert continued.reset_index(drop=True).equals(one)
+    with pytest.raises(InputError, match="workers must be"):
+        model.sample(4, workers=0)
+    with pytest.raises(InputError, match="batch_size must be at least 1"):
+        model.sample(4, batch_size=0)
+
+
 def test_rows_stop_at_their_own_end_token(tok):
     model = tiny(tok)
     ids, logp, finished = model.generate(64, generator=torch.Generator().manual_seed(0))

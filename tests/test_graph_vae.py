@@ -84,6 +84,10 @@ def test_sample_is_seeded_and_valid(overfitted):
     assert list(a.columns[:2]) == ["smiles", "valid"]
     assert a.valid.all() and a.smiles.equals(b.smiles)
     assert not a.smiles.equals(overfitted.sample(64, seed=4, batch_size=32).smiles)
+    # whole batches in worker processes, or a run continued at its third batch: the same molecules
+    hot = overfitted.sample(64, seed=3, batch_size=16, temperature=1.0)
+    assert hot.equals(overfitted.sample(64, seed=3, batch_size=16, temperature=1.0, workers=2))
+    assert hot.smiles.iloc[32:].tolist() == overfitted.sample(32, seed=3, batch_size=16, temperature=1.0, start_batch=2).smiles.tolist()
 
 
 def test_teacher_forcing_scores_what_generation_produces(overfitted, real_smiles):

@@ -25,16 +25,25 @@ def model():
 @pytest.mark.parametrize("suffix", [".csv", ".smi", ".sdf", ".parquet"])
 def test_every_format_parses_back_with_the_same_rows(model, tmp_path, suffix):
     path = tmp_path / f"out{suffix}"
-    summary = generate_to_file(model, 30, path, seed=2, chunk_size=12, progress=False)
+    summary = generate_to_file(model, 30, path, seed=2, chunk_size=12, batch_size=8, progress=False)
     assert summary["written"] == 30 == summary["sampled"]
     back = read_table(path)
-    expected = model.sample(12, seed=2)  # the first chunk uses the seed itself
-    assert len(back) == 30
-    assert back["smiles"].head(12).tolist() == [
+    expected = model.sample(30, seed=2, batch_size=8)  # chunks of whole batches continue one seeded run
+    assert back["smiles"].tolist() == [
         mg.chem.canonicalize(s) if suffix == ".sdf" and v else s for s, v in zip(expected["smiles"], expected["valid"], strict=True)
     ]
-    assert back["valid"].tolist()[:12] == expected["valid"].tolist()
+    assert back["valid"].tolist() == expected["valid"].tolist()
     assert "logp" in back.columns
+
+
+def test_a_file_is_one_seeded_run_and_the_next_seed_another(model, tmp_path):
+    paths = {k: tmp_path / f"{k}.csv" for k in ("one", "two", "next")}
+    generate_to_file(model, 16, paths["one"], seed=0, chunk_size=4, batch_size=4, workers=1, progress=False)
+    generate_to_file(model, 16, paths["two"], seed=0, chunk_size=8, batch_size=4, workers=2, progress=False)
+    generate_to_file(model, 16, paths["next"], seed=1, chunk_size=4, batch_size=4, progress=False)
+    one, two, nxt = (pd.read_csv(p).smiles.tolist() for p in paths.values())
+    assert one == two  # chunking and worker processes do not change the molecules
+    assert not set(one) & set(nxt)  # seed 1 is no shifted copy of seed 0 (seed + chunk was)
 
 
 def test_same_seed_same_file(model, tmp_path):

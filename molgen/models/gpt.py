@@ -23,9 +23,10 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from molgen.errors import ConfigError, InputError
-from molgen.models import resolve_device
+from molgen.models import draw, resolve_device
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
+from molgen.workers import batch_seed, map_batches, resolve_workers
 
 __all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16", "computes_in_bf16"]
 
@@ -341,11 +342,17 @@ class SmilesGPT(nn.Module):
         condition=None,
         grammar: bool = True,
         precision: str = "auto",
+        workers: int | str = "auto",
+        start_batch: int = 0,
     ) -> pd.DataFrame:
         """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``logp``.
 
-        The same ``seed`` (and ``batch_size``) gives the same molecules. ``condition`` is one
-        vector (used for every row) or an ``(n, cond_dim)`` array for conditional models.
+        The same ``seed`` and ``batch_size`` give the same molecules, whatever ``workers``: batch
+        ``i`` draws from its own generator (:func:`molgen.workers.batch_seed`). ``start_batch``
+        continues a seeded run where an earlier call stopped (``sample(2048, start_batch=0)`` is
+        ``sample(1024)`` followed by ``sample(1024, start_batch=1)`` at ``batch_size`` 1,024).
+        ``condition`` is one vector (used for every row) or an ``(n, cond_dim)`` array for
+        conditional models.
         ``grammar=True`` (the default) masks tokens that would break SMILES syntax (unclosed
         rings or branches, ``()``, ``=#``...); ``False`` samples the model's raw distribution.
         A model with a Kekulé vocabulary writes its valid molecules back in aromatic form
@@ -355,30 +362,39 @@ class SmilesGPT(nn.Module):
         elsewhere; ``"fp32"`` / ``"bf16"`` force one. bf16 draws different molecules from the same
         seed than float32 does, of the same quality (README), and ``logp`` is then good to about
         0.1 nats; :meth:`log_likelihood` always scores in float32.
+        ``workers``: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread, each
+        on one thread; 1: this process only); see :mod:`molgen.workers`.
         """
+        self._need_tokenizer()
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.to(resolve_device(device)).eval()
+        conds = _condition_rows(condition, n, self.config.cond_dim)
+        computes_in_bf16(self.device, precision)  # an unknown precision fails here, not in a worker
+        opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "grammar": grammar, "precision": precision}
+        starts = range(0, n, batch_size)
+        batches = [(start_batch + i, min(batch_size, n - start), None if conds is None else conds[start : start + batch_size])
+                   for i, start in enumerate(starts)]  # fmt: skip
+        parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches,
+                            resolve_workers(workers, self.device, len(batches)))  # fmt: skip
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"smiles": [], "valid": [], "logp": []})
+
+    def _sample_batch(self, index: int, b: int, cond, seed: int, temperature, top_k, top_p, grammar, precision) -> pd.DataFrame:
+        """Batch ``index`` of the run seeded ``seed``: ``b`` molecules, validity checked in this process."""
         from molgen.chem import to_mol, to_smiles
 
-        tok = self._need_tokenizer()
-        self.to(resolve_device(device)).eval()
-        dev = self.device
-        gen = torch.Generator(device=dev).manual_seed(int(seed))
-        conds = _condition_rows(condition, n, self.config.cond_dim)
+        tok, dev = self.tokenizer, self.device
+        gen = torch.Generator(device=dev).manual_seed(batch_seed(seed, index))
         syntax = SmilesGrammar(tok.itos, size=self.config.vocab_size, aromatic=not tok.kekule) if grammar else None
-        smiles, logps, finished = [], [], []
+        c = None if cond is None else torch.as_tensor(cond, dtype=torch.float32)
         with _autocast(dev, precision):
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                c = None if conds is None else torch.as_tensor(conds[start : start + b], dtype=torch.float32)
-                ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen, grammar=syntax)
-                smiles += tok.decode_batch(ids.cpu().numpy())
-                logps.append(lp.cpu().numpy())
-                finished += done.tolist()
+            ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen, grammar=syntax)
+        smiles = tok.decode_batch(ids.cpu().numpy())
         # a row cut at block_size is invalid even when its prefix happens to parse
-        mols = [to_mol(s) if done else None for s, done in zip(smiles, finished, strict=True)]
-        valid = [m is not None for m in mols]
+        mols = [to_mol(s) if ok else None for s, ok in zip(smiles, done.tolist(), strict=True)]
         if tok.kekule:  # a Kekulé model's molecules in the usual aromatic form, atom order kept
             smiles = [s if m is None else to_smiles(m, canonical=False) or s for s, m in zip(smiles, mols, strict=True)]
-        return pd.DataFrame({"smiles": smiles, "valid": valid, "logp": np.concatenate(logps) if logps else []})
+        return pd.DataFrame({"smiles": smiles, "valid": [m is not None for m in mols], "logp": lp.cpu().numpy()})
 
     @torch.no_grad()
     def log_likelihood(self, smiles, batch_size: int = 512, condition=None) -> np.ndarray:
@@ -433,7 +449,7 @@ def _sample_next(logits, temperature, top_k, top_p, generator) -> torch.Tensor:
         cum = torch.softmax(sorted_logits, -1).cumsum(-1)
         drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the token that crosses top_p
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+    return draw(torch.softmax(logits, -1), generator)
 
 
 def _condition_rows(condition, n: int, cond_dim: int):

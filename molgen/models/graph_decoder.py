@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from molgen.models import draw
+
 NEG = -1e4  # masked logit; finite so that bf16 and 0 * NEG stay well defined
 MAX_REM = 6  # largest bond budget in the vocabulary (S)
 
@@ -338,7 +340,7 @@ def _choose(logits: Tensor, temperature: float, generator: torch.Generator | Non
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, -1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(probs, generator)
 
 
 def dense_targets(x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, ptr: Tensor, window: int):

@@ -27,6 +27,7 @@ from molgen.errors import InputError
 from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
 from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
+from molgen.workers import batch_seed, map_batches, resolve_workers
 
 
 @dataclass
@@ -351,10 +352,10 @@ class GraphVAE(nn.Module):
         comp = torch.multinomial(self.prior_weights, m, replacement=True, generator=gen)
         return self.prior_loc[comp] + (self.prior_scale_tril[comp] @ z.unsqueeze(-1)).squeeze(-1)
 
-    @torch.no_grad()
     def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
                device: str | torch.device | None = None, prior: str | None = None,
-               max_ring: int | None = None, ring_rules: bool | None = None) -> pd.DataFrame:  # fmt: skip
+               max_ring: int | None = None, ring_rules: bool | None = None,
+               workers: int | str = "auto", start_batch: int = 0) -> pd.DataFrame:  # fmt: skip
         """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns.
 
         Latent points are drawn from the model's fitted prior when it has one (:meth:`fit_prior`;
@@ -363,28 +364,34 @@ class GraphVAE(nn.Module):
         becomes its most likely molecule. ``temperature=1.0`` samples the decoder's distribution
         as trained; on the shipped model it gives the same validity, novelty and diversity but a
         much larger FCD (the model card's table). No ring of more than ``max_ring`` atoms is
-        closed (``None``: ``config.max_ring``, 8 for the shipped model; 0: no limit), and with
+        closed (``None``: ``config.max_ring``, 7 for the shipped model; 0: no limit), and with
         ``ring_rules`` (``None``: ``config.ring_rules``, on for the shipped model) no bridged ring
-        system and no 3- or 4-membered ring fused to another (``molgen.models.graph_decoder``).
+        system, no 3- or 4-membered ring fused to another or holding a multiple bond
+        (``molgen.models.graph_decoder``). The same ``seed`` and ``batch_size`` give the same
+        molecules whatever ``workers`` (processes on a CPU; ``"auto"``: one per PyTorch thread) and
+        ``start_batch`` continues a seeded run, as in :meth:`SmilesGPT.sample`.
         """
         if prior not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {prior!r}")
         if prior == "fitted" and not self.config.fitted_prior:
             raise InputError("this model has no fitted prior: call model.fit_prior(smiles) first, or sample the standard one")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self._ring_options(max_ring, ring_rules)  # bad ring options fail here, not in a worker
         fitted = self.config.fitted_prior and prior != "standard"
         if device is not None:
             self.to(resolve_device(device))
         self.eval()
-        gen = _generator(seed, self.device)
-        smiles: list[str] = []
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            if fitted:
-                z = self._draw_prior(m, gen)
-            else:
-                z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
-            types, band, k = self.decode_graphs(z, temperature, gen, max_ring, ring_rules)
-            smiles.extend(self.dense_to_smiles(types, band, k))
+        batches = [(start_batch + i, min(batch_size, n - start)) for i, start in enumerate(range(0, n, batch_size))]
+
+        @torch.no_grad()
+        def one(batch: tuple[int, int]) -> list[str | None]:
+            gen = _generator(batch_seed(seed, batch[0]), self.device)
+            m = batch[1]
+            z = self._draw_prior(m, gen) if fitted else torch.randn(m, self.config.latent, generator=gen, device=self.device)
+            return self.dense_to_smiles(*self.decode_graphs(z, temperature, gen, max_ring, ring_rules))
+
+        smiles = [s for part in map_batches(one, batches, resolve_workers(workers, self.device, len(batches))) for s in part]
         return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
 
     @torch.no_grad()

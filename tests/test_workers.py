@@ -1,0 +1,52 @@
+"""Sampling batches in worker processes: seeds per batch, worker counts, order, errors, the draw."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from molgen.errors import InputError
+from molgen.models import draw
+from molgen.workers import batch_seed, map_batches, resolve_workers
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_runs_with_neighbouring_seeds_share_no_batch_seed():
+    seeds = {(s, i): batch_seed(s, i) for s in range(20) for i in range(50)}
+    assert len(set(seeds.values())) == len(seeds)  # seed + index would make (0, 1) and (1, 0) equal
+    assert batch_seed(3, 4) == batch_seed(3, 4)
+
+
+def test_worker_count_rules():
+    assert resolve_workers(3, CPU, n_batches=10) == 3
+    assert resolve_workers(8, CPU, n_batches=2) == 2  # never more than there are batches
+    assert resolve_workers(4, CUDA, n_batches=10) == 1  # one process drives a GPU
+    torch.set_num_threads(1)
+    assert resolve_workers("auto", CPU, n_batches=10) == 1  # auto follows PyTorch's threads
+    for bad in (0, -2, "many", 1.5, True):
+        with pytest.raises(InputError, match="workers must be"):
+            resolve_workers(bad, CPU, n_batches=4)
+
+
+def _square_or_fail(x: int) -> int:
+    if x == 5:
+        raise ValueError("batch 5 failed")
+    return x * x
+
+
+def test_map_batches_keeps_order_and_raises_a_workers_error():
+    assert map_batches(_square_or_fail, list(range(5)), workers=2) == [0, 1, 4, 9, 16]
+    assert map_batches(lambda x: x + 1, [1, 2, 3], workers=3) == [2, 3, 4]  # a closure reaches forked workers
+    with pytest.raises(ValueError, match="batch 5 failed"):
+        map_batches(_square_or_fail, list(range(8)), workers=2)
+
+
+def test_draw_follows_the_probabilities_and_never_draws_an_impossible_category():
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(100_000, 1)
+    counts = torch.bincount(draw(probs, torch.Generator().manual_seed(0)), minlength=6) / 100_000
+    torch.testing.assert_close(counts, probs[0], atol=0.006, rtol=0)
+    assert counts[[0, 2, 5]].sum() == 0
+    one_hot = torch.zeros(3, 5)
+    one_hot[0, 4], one_hot[1, 0], one_hot[2, 2] = 1.0, 1.0, 1e-30  # unnormalised rows are fine
+    assert draw(one_hot, torch.Generator().manual_seed(1)).tolist() == [4, 0, 2]
