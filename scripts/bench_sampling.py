@@ -1,8 +1,10 @@
 """Benchmark SmilesGPT sampling and training throughput; writes JSON.
 
 Sampling: valid molecules per second (generation + RDKit validity check) with the KV cache, in
-the default precision (``auto``: bf16 where the CPU has it natively) and in float32, and the
-speed-up over the same model decoding without cache (full recomputation each step).
+the defaults (``precision="auto"``: bf16 where the CPU has it natively; ``workers="auto"``: batches
+in one process per core), in one process, in float32 and without the grammar; the median of
+``--repeats`` runs, each run's figure kept. Also the speed-up of cached decoding over the same
+model decoding without cache (full recomputation each step).
 Training: tokens per second of forward + backward + AdamW on MOSES batches. CUDA numbers
 (bf16 autocast) are added when a GPU is present.
 
@@ -30,19 +32,26 @@ import torch
 import molgen
 from molgen.models import load_pretrained
 from molgen.models.gpt import computes_in_bf16
+from molgen.workers import resolve_workers
 
 
-def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto") -> dict:
-    """``model.sample`` end to end (validity check included), with or without the SMILES grammar."""
-    opts = {"batch_size": batch_size, "device": device, "grammar": grammar, "precision": precision}
+def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto",
+             workers: int | str = "auto", repeats: int = 3) -> dict:  # fmt: skip
+    """``model.sample`` end to end (validity check included): the median run of ``repeats``."""
+    opts = {"batch_size": batch_size, "device": device, "grammar": grammar, "precision": precision, "workers": workers}
     model.sample(min(n, 256), seed=123, **opts)  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    df = model.sample(n, seed=0, **opts)
-    _sync(device)
-    sec = time.perf_counter() - t0
-    return {"n": n, **opts, "computed_in": "bf16" if computes_in_bf16(device, precision) else "float32", "seconds": round(sec, 3), "valid_fraction": round(float(df["valid"].mean()), 4),
-            "molecules_per_s": round(n / sec, 1), "valid_per_s": round(float(df["valid"].sum()) / sec, 1)}  # fmt: skip
+    runs = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        df = model.sample(n, seed=0, **opts)
+        _sync(device)
+        runs.append((float(df["valid"].sum()) / (time.perf_counter() - t0), time.perf_counter() - t0))
+    valid_per_s, sec = sorted(runs)[len(runs) // 2]
+    return {"n": n, **opts, "processes": resolve_workers(workers, torch.device(device), -(-n // batch_size)),
+            "computed_in": "bf16" if computes_in_bf16(device, precision) else "float32", "seconds": round(sec, 3),
+            "valid_fraction": round(float(df["valid"].mean()), 4), "molecules_per_s": round(n / sec, 1),
+            "valid_per_s": round(valid_per_s, 1), "valid_per_s_each_run": [round(r[0], 1) for r in runs]}  # fmt: skip
 
 
 def decode_only(model, n: int, use_cache: bool, device: str) -> float:
@@ -123,7 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smiles-gpt-moses")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: every core)")
-    ap.add_argument("-n", type=int, default=4096, help="molecules per CPU sampling measurement")
+    ap.add_argument("-n", type=int, default=8192, help="molecules per CPU sampling measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per sampling figure (the median is reported)")
     ap.add_argument("--gpu-n", type=int, default=200_000)
     ap.add_argument("--out", type=Path, default=Path("results/bench_sampling.json"))
     ap.add_argument("--shapes", action="store_true", help="add decoding upper bounds for other model shapes")
@@ -140,9 +150,10 @@ def main() -> None:
                      "rdkit": __import__("rdkit").__version__, "python": platform.python_version()},
         "model": {"name": args.model, "n_params": model.num_params(), **{k: getattr(model.config, k) for k in ("n_layer", "n_embd", "n_head", "n_kv_head")}},
         "cpu": {
-            "sampling": sampling(model, args.n, 1024, "cpu"),
-            "sampling_fp32": sampling(model, args.n, 1024, "cpu", precision="fp32"),
-            "sampling_no_grammar": sampling(model, args.n, 1024, "cpu", grammar=False),
+            "sampling": sampling(model, args.n, 1024, "cpu", repeats=args.repeats),
+            "sampling_one_process": sampling(model, args.n, 1024, "cpu", workers=1, repeats=args.repeats),
+            "sampling_fp32": sampling(model, args.n, 1024, "cpu", precision="fp32", repeats=args.repeats),
+            "sampling_no_grammar": sampling(model, args.n, 1024, "cpu", grammar=False, repeats=args.repeats),
             "decode_molecules_per_s": {"kv_cache": round(cpu_cache, 1), "no_cache": round(cpu_nocache, 1),
                                        "speedup": round(cpu_cache / cpu_nocache, 2)},
             "training": training(model, 64, 20, "cpu"),
@@ -152,7 +163,7 @@ def main() -> None:
         result["cpu"]["decode_upper_bound_by_shape"] = shape_bounds(model.config.vocab_size, model.config.block_size)
     if torch.cuda.is_available():
         result["cuda"] = {
-            "sampling": sampling(model, args.gpu_n, 16_384, "cuda"),
+            "sampling": sampling(model, args.gpu_n, 16_384, "cuda", repeats=args.repeats),
             "training_bf16": training(model, 512, 50, "cuda"),
         }
         model.to("cpu")

@@ -132,8 +132,14 @@ def test_a_kekule_grammar_never_draws_aromatic_atoms(real_smiles):
     assert drawn and not any(is_aromatic(t) for t in drawn)
     reasons = {parse_failure(s) for s, ok in zip(out["smiles"], out["valid"], strict=True) if not ok}
     assert "aromaticity" not in reasons and out["valid"].mean() > 0.5
-    # valid rows come back in RDKit's aromatic spelling, the way chemists read them
-    assert any(any(is_aromatic(t) for t in tokenize(s)) for s in out.loc[out["valid"], "smiles"])
+    # valid rows come back in RDKit's aromatic spelling, the way chemists read them: this untrained
+    # model rarely closes an aromatic ring, the shipped Kekulé model nearly always does
+    from molgen.models import load_pretrained
+
+    shipped = load_pretrained("smiles-gpt-moses-small", device="cpu")
+    rows = shipped.sample(50, seed=0)
+    assert shipped.tokenizer.kekule and rows["valid"].sum() >= 45
+    assert sum(any(is_aromatic(t) for t in tokenize(s)) for s in rows.loc[rows["valid"], "smiles"]) >= 40
 
 
 def test_a_row_near_the_end_of_its_context_may_only_close_what_is_open(tok):
