@@ -48,7 +48,8 @@ def resolve_workers(workers: int | str | None, device: torch.device, n_batches: 
 
     ``"auto"`` (or ``None``): on a CPU, one process per PyTorch thread (``torch.get_num_threads()``,
     so ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` keeps sampling in one process);
-    on a GPU, one. An integer asks for that many; never more than there are batches.
+    on a GPU, one. An integer asks for that many, each on one thread; never more than there are
+    batches.
     """
     if workers in (None, "auto"):
         wanted = torch.get_num_threads() if device.type == "cpu" else 1
@@ -62,18 +63,18 @@ def resolve_workers(workers: int | str | None, device: torch.device, n_batches: 
 
 
 def map_batches(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    """``[fn(x) for x in items]``, in ``workers`` forked processes of ``threads`` each when > 1.
+    """``[fn(x) for x in items]``, in ``workers`` forked processes when ``workers`` > 1.
 
-    Each worker runs PyTorch on ``max(1, torch.get_num_threads() // workers)`` threads. An error in
-    a worker is raised here, as it would be in a loop.
+    Each worker runs PyTorch on exactly one thread: GNU OpenMP, which PyTorch's CPU builds use, hangs
+    in a forked child that opens a parallel region after its parent has used one, and one thread
+    never opens one. An error in a worker is raised here, as it would be in a loop.
     """
     if workers <= 1 or len(items) <= 1:
         return [fn(x) for x in items]
     global _TASK
     _TASK = fn
-    threads = max(1, torch.get_num_threads() // workers)
     try:
-        with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             return pool.map(_run, items, chunksize=1)
     finally:
         _TASK = None

@@ -127,7 +127,8 @@ def card(
             if teacher else "It is the prior for transfer learning and guided generation in molgen.")  # fmt: skip
     distill = tc.get("distill", {})
     who = prov.get("teacher") or {}
-    teacher_weights = f" (run {who.get('run')}, {who.get('steps'):,} steps, weights sha256 `{who.get('sha256')}`)" if who.get("sha256") else ""
+    steps_taught = f"{who['steps']:,} steps" if isinstance(who.get("steps"), int) else "steps not recorded"
+    teacher_weights = f" (run {who.get('run')}, {steps_taught}, weights sha256 `{who.get('sha256')}`)" if who.get("sha256") else ""
     keys = list(metrics)
     table = "\n".join(f"| `{k}` | {metrics[k]:.4f} |" if isinstance(metrics[k], float) else f"| `{k}` | {metrics[k]} |" for k in keys)
     return f"""# {folder.name}

@@ -50,3 +50,24 @@ def test_draw_follows_the_probabilities_and_never_draws_an_impossible_category()
     one_hot = torch.zeros(3, 5)
     one_hot[0, 4], one_hot[1, 0], one_hot[2, 2] = 1.0, 1.0, 1e-30  # unnormalised rows are fine
     assert draw(one_hot, torch.Generator().manual_seed(1)).tolist() == [4, 0, 2]
+
+
+def test_workers_finish_after_the_parent_used_several_threads():
+    """A forked worker that opened an OpenMP region after its parent used one would hang for ever;
+    the workers compute on one thread. Run in a subprocess so that a hang fails instead of blocking."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from molgen.workers import map_batches\n"
+        "torch.set_num_threads(4)\n"
+        "a = torch.randn(1000, 1000); (a @ a).sum()\n"
+        "def f(i):\n"
+        "    x = torch.randn(800, 800)\n"
+        "    return torch.get_num_threads(), round(float((x @ x).abs().sum()) > 0)\n"
+        "print(map_batches(f, list(range(4)), workers=2))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[(1, 1), (1, 1), (1, 1), (1, 1)]"
