@@ -43,16 +43,19 @@ def batch_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def resolve_workers(workers: int | str | None, device: torch.device, n_batches: int) -> int:
+def resolve_workers(workers: int | str | None, device: torch.device, n_batches: int, bytes_each: int = 0) -> int:
     """How many processes draw ``n_batches`` batches on ``device``.
 
     ``"auto"`` (or ``None``): on a CPU, one process per PyTorch thread (``torch.get_num_threads()``,
-    so ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` keeps sampling in one process);
-    on a GPU, one. An integer asks for that many, each on one thread; never more than there are
-    batches.
+    so ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` keeps sampling in one process), but
+    no more than fit in half the memory free now when each needs ``bytes_each`` (a batch's
+    key/value cache, say); on a GPU, one. An integer asks for that many, each on one thread.
+    Never more than there are batches.
     """
     if workers in (None, "auto"):
         wanted = torch.get_num_threads() if device.type == "cpu" else 1
+        if bytes_each > 0 and (free := _free_memory()) is not None:
+            wanted = min(wanted, free // 2 // bytes_each)
     elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
         wanted = workers
     else:
@@ -60,6 +63,18 @@ def resolve_workers(workers: int | str | None, device: torch.device, n_batches: 
     if device.type != "cpu" or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
         return 1
     return max(1, min(wanted, n_batches))
+
+
+def _free_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable); ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def map_batches(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:

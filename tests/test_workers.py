@@ -18,12 +18,22 @@ def test_runs_with_neighbouring_seeds_share_no_batch_seed():
     assert batch_seed(3, 4) == batch_seed(3, 4)
 
 
-def test_worker_count_rules():
+def test_worker_count_rules(monkeypatch):
+    import molgen.workers
+
     assert resolve_workers(3, CPU, n_batches=10) == 3
     assert resolve_workers(8, CPU, n_batches=2) == 2  # never more than there are batches
     assert resolve_workers(4, CUDA, n_batches=10) == 1  # one process drives a GPU
-    torch.set_num_threads(1)
-    assert resolve_workers("auto", CPU, n_batches=10) == 1  # auto follows PyTorch's threads
+    monkeypatch.setattr(molgen.workers, "_free_memory", lambda: 10 * 2**30)
+    torch.set_num_threads(8)
+    try:
+        assert resolve_workers("auto", CPU, n_batches=10) == 8  # auto follows PyTorch's threads
+        assert resolve_workers("auto", CPU, n_batches=10, bytes_each=2 * 2**30) == 2  # ... within half the free memory
+        assert resolve_workers("auto", CPU, n_batches=10, bytes_each=8 * 2**30) == 1
+        assert resolve_workers(4, CPU, n_batches=10, bytes_each=8 * 2**30) == 4  # a number asked for is a number
+    finally:
+        torch.set_num_threads(1)
+    assert resolve_workers("auto", CPU, n_batches=10) == 1
     for bad in (0, -2, "many", 1.5, True):
         with pytest.raises(InputError, match="workers must be"):
             resolve_workers(bad, CPU, n_batches=4)

@@ -375,9 +375,14 @@ class SmilesGPT(nn.Module):
         starts = range(0, n, batch_size)
         batches = [(start_batch + i, min(batch_size, n - start), None if conds is None else conds[start : start + batch_size])
                    for i, start in enumerate(starts)]  # fmt: skip
-        parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches,
-                            resolve_workers(workers, self.device, len(batches)))  # fmt: skip
+        procs = resolve_workers(workers, self.device, len(batches), bytes_each=self._cache_bytes(batch_size))
+        parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches, procs)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"smiles": [], "valid": [], "logp": []})
+
+    def _cache_bytes(self, batch: int) -> int:
+        """Memory of one batch's key/value cache in float32, twice over (dropping finished rows copies it)."""
+        cfg = self.config
+        return 2 * 4 * batch * cfg.n_layer * 2 * cfg.kv_heads * (cfg.block_size + 1) * (cfg.n_embd // cfg.n_head)
 
     def _sample_batch(self, index: int, b: int, cond, seed: int, temperature, top_k, top_p, grammar, precision) -> pd.DataFrame:
         """Batch ``index`` of the run seeded ``seed``: ``b`` molecules, validity checked in this process."""
