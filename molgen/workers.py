@@ -10,14 +10,15 @@ and RDKit holds the GIL. Whole batches in separate processes, one thread each, s
   eight, and a long run written in chunks (``molgen generate``) equals one ``sample()`` call;
 - results come back in batch order.
 
-Workers are forked (Linux): the child inherits the model already in memory, so no weights
-are copied or pickled, only batch numbers out and SMILES back. Where fork is not available
-(macOS, Windows), inside a daemonic process, or on a GPU, batches run in this process.
+Workers are forked (Linux only): the child inherits the model already in memory, so no weights
+are copied or pickled, only batch numbers out and SMILES back. On macOS and Windows, inside a
+daemonic process (a DataLoader worker, say) or on a GPU, batches run in this process.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -60,8 +61,8 @@ def resolve_workers(workers: int | str | None, device: torch.device, n_batches: 
         wanted = workers
     else:
         raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
-    if device.type != "cpu" or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
-        return 1
+    if device.type != "cpu" or not sys.platform.startswith("linux") or mp.current_process().daemon:
+        return 1  # macOS offers fork but its system libraries are not safe in a forked child
     return max(1, min(wanted, n_batches))
 
 

@@ -34,6 +34,8 @@ def test_worker_count_rules(monkeypatch):
     finally:
         torch.set_num_threads(1)
     assert resolve_workers("auto", CPU, n_batches=10) == 1
+    monkeypatch.setattr(molgen.workers.sys, "platform", "darwin")
+    assert resolve_workers(4, CPU, n_batches=10) == 1  # no fork where it is unsafe
     for bad in (0, -2, "many", 1.5, True):
         with pytest.raises(InputError, match="workers must be"):
             resolve_workers(bad, CPU, n_batches=4)
