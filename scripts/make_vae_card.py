@@ -37,8 +37,11 @@ from make_card import (  # scripts/ is on sys.path
     work_dir,
 )
 
-# Gaussians in the fitted prior: scripts/compare_vae_priors.py measures 1 against mixtures
-COMPONENTS = 20
+# Gaussians in the fitted prior, and MOSES training molecules they are fitted to. `python
+# scripts/compare_vae_priors.py --components 20,40,80 --fit 40000` (n = 10,000, seed 0): FCD/Test 2.24,
+# 2.11, 2.13, Novelty 0.984, 0.985, 0.983; with 20,000 molecules 20 Gaussians gave 2.25
+COMPONENTS = 40
+FIT_PRIOR = 40_000
 
 
 def reconstruction(folder: Path, n: int, seed: int = 0) -> dict:
@@ -216,7 +219,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics (default runs/cards/<name>)")
     ap.add_argument("--sweep", default="1.0,0.5", help="decoding temperatures to compare ('' for none)")
     ap.add_argument("--n-sweep", type=int, default=10_000)
-    ap.add_argument("--fit-prior", type=int, default=20_000, help="MOSES train molecules to fit the prior to (0: keep)")
+    ap.add_argument("--fit-prior", type=int, default=FIT_PRIOR, help="MOSES train molecules to fit the prior to (0: keep)")
     ap.add_argument("--components", type=int, default=COMPONENTS, help="Gaussians in the fitted prior")
     args = ap.parse_args()
     folder = args.checkpoint
