@@ -133,8 +133,9 @@ def generate_to_file(
         task = bar.add_task("sample", total=n)
         while written < n and stats["sampled"] < max_tries * n:
             left = n - written
-            # with filters, ask for a little more than is missing (whole batches) so the last chunk rarely falls short
-            want = min(chunk_size, left if not (unique or valid_only) else -(-(left + left // 4 + 16) // batch_size) * batch_size)
+            # with filters, ask for a little more than is missing so the last chunk rarely falls short; a
+            # part batch ends a chunk, and the next chunk starts at the next batch number all the same
+            want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
             df = model.sample(want, seed=seed, batch_size=batch_size, device=device, workers=workers,
                               start_batch=next_batch, **opts)  # fmt: skip
             next_batch += -(-want // batch_size)
