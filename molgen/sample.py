@@ -114,6 +114,7 @@ def generate_to_file(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from molgen import chem
+    from molgen.workers import check_batch_size
 
     path = Path(path)
     fmt = "".join(path.suffixes[-1:]).lower()
@@ -124,8 +125,7 @@ def generate_to_file(
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
     opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     chunk_size = max(1, chunk_size // batch_size) * batch_size  # whole batches: chunks continue one seeded run
     written, next_batch, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]

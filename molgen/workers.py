@@ -27,7 +27,7 @@ import torch
 
 from molgen.errors import InputError
 
-__all__ = ["batch_seed", "resolve_workers", "map_batches"]
+__all__ = ["batch_seed", "batch_plan", "check_batch_size", "resolve_workers", "map_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,19 @@ def batch_seed(seed: int, index: int) -> int:
     runs with seeds 0, 1, 2 ... never share molecules by construction.
     """
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def check_batch_size(batch_size: int) -> None:
+    """A clear error for a batch size below 1 (before a division or a ``range`` step meets it)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def batch_plan(n: int, batch_size: int, start_batch: int = 0) -> list[tuple[int, int, int]]:
+    """``(batch number, first row, rows)`` of each batch of an ``n``-row run that starts at batch
+    ``start_batch``; the batch number is what :func:`batch_seed` seeds."""
+    check_batch_size(batch_size)
+    return [(start_batch + i, start, min(batch_size, n - start)) for i, start in enumerate(range(0, n, batch_size))]
 
 
 def resolve_workers(workers: int | str | None, device: torch.device, n_batches: int, bytes_each: int = 0) -> int:

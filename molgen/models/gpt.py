@@ -26,7 +26,7 @@ from molgen.errors import ConfigError, InputError
 from molgen.models import draw, resolve_device
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
-from molgen.workers import batch_seed, map_batches, resolve_workers
+from molgen.workers import batch_plan, batch_seed, map_batches, resolve_workers
 
 __all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16", "computes_in_bf16"]
 
@@ -70,10 +70,15 @@ class KVCache:
     """
 
     def __init__(self, cfg: GPTConfig, batch: int, length: int, device, dtype):
-        shape = (batch, cfg.kv_heads, length, cfg.n_embd // cfg.n_head)
+        shape = self.shape(cfg, batch, length)
         # empty, not zeros: positions at or after `pos` are never read before they are written
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+
+    @staticmethod
+    def shape(cfg: GPTConfig, batch: int, length: int) -> tuple[int, int, int, int]:
+        """Shape of one layer's keys (or values)."""
+        return (batch, cfg.kv_heads, length, cfg.n_embd // cfg.n_head)
 
     def keep(self, rows: torch.Tensor, pos: int) -> None:
         """Drop finished rows (``rows``: boolean mask over the batch), copying only ``[0, pos)``."""
@@ -366,15 +371,12 @@ class SmilesGPT(nn.Module):
         on one thread; 1: this process only); see :mod:`molgen.workers`.
         """
         self._need_tokenizer()
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        plan = batch_plan(n, batch_size, start_batch)
         self.to(resolve_device(device)).eval()
         conds = _condition_rows(condition, n, self.config.cond_dim)
         computes_in_bf16(self.device, precision)  # an unknown precision fails here, not in a worker
         opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "grammar": grammar, "precision": precision}
-        starts = range(0, n, batch_size)
-        batches = [(start_batch + i, min(batch_size, n - start), None if conds is None else conds[start : start + batch_size])
-                   for i, start in enumerate(starts)]  # fmt: skip
+        batches = [(index, rows, None if conds is None else conds[start : start + rows]) for index, start, rows in plan]
         procs = resolve_workers(workers, self.device, len(batches), bytes_each=self._cache_bytes(batch_size))
         parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches, procs)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"smiles": [], "valid": [], "logp": []})
@@ -382,7 +384,7 @@ class SmilesGPT(nn.Module):
     def _cache_bytes(self, batch: int) -> int:
         """Memory of one batch's key/value cache in float32, twice over (dropping finished rows copies it)."""
         cfg = self.config
-        return 2 * 4 * batch * cfg.n_layer * 2 * cfg.kv_heads * (cfg.block_size + 1) * (cfg.n_embd // cfg.n_head)
+        return 2 * 4 * cfg.n_layer * 2 * math.prod(KVCache.shape(cfg, batch, cfg.block_size + 1))
 
     def _sample_batch(self, index: int, b: int, cond, seed: int, temperature, top_k, top_p, grammar, precision) -> pd.DataFrame:
         """Batch ``index`` of the run seeded ``seed``: ``b`` molecules, validity checked in this process."""

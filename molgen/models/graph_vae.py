@@ -27,7 +27,7 @@ from molgen.errors import InputError
 from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
 from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
-from molgen.workers import batch_seed, map_batches, resolve_workers
+from molgen.workers import batch_plan, batch_seed, map_batches, resolve_workers
 
 
 @dataclass
@@ -375,19 +375,18 @@ class GraphVAE(nn.Module):
             raise InputError(f"prior must be 'fitted' or 'standard', not {prior!r}")
         if prior == "fitted" and not self.config.fitted_prior:
             raise InputError("this model has no fitted prior: call model.fit_prior(smiles) first, or sample the standard one")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        plan = batch_plan(n, batch_size, start_batch)
         self._ring_options(max_ring, ring_rules)  # bad ring options fail here, not in a worker
         fitted = self.config.fitted_prior and prior != "standard"
         if device is not None:
             self.to(resolve_device(device))
         self.eval()
-        batches = [(start_batch + i, min(batch_size, n - start)) for i, start in enumerate(range(0, n, batch_size))]
+        batches = [(index, rows) for index, _, rows in plan]
 
         @torch.no_grad()
         def one(batch: tuple[int, int]) -> list[str | None]:
-            gen = _generator(batch_seed(seed, batch[0]), self.device)
-            m = batch[1]
+            index, m = batch
+            gen = _generator(batch_seed(seed, index), self.device)
             z = self._draw_prior(m, gen) if fitted else torch.randn(m, self.config.latent, generator=gen, device=self.device)
             return self.dense_to_smiles(*self.decode_graphs(z, temperature, gen, max_ring, ring_rules))
 
