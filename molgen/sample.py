@@ -120,12 +120,13 @@ def generate_to_file(
     fmt = "".join(path.suffixes[-1:]).lower()
     if fmt not in FORMATS:
         raise InputError(f"cannot write {path}: the suffix must be one of {', '.join(FORMATS)}")
+    # every refusal before the writer, which deletes an existing file of that name
+    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
+    check_batch_size(batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = _ChunkWriter(path, fmt)
     seen: set[str] = set()
     stats = {"sampled": 0, "valid": 0, "duplicates_dropped": 0, "invalid_dropped": 0}
-    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
-    check_batch_size(batch_size)
     chunk_size = max(1, chunk_size // batch_size) * batch_size  # whole batches: chunks continue one seeded run
     written, next_batch, t0 = 0, 0, time.perf_counter()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]

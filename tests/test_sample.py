@@ -78,8 +78,11 @@ def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tm
         out = tmp_path / f"g{grammar}.csv"
         generate_to_file(model, 300, out, seed=2, grammar=grammar, chunk_size=300, batch_size=1024, progress=False)
         assert pd.read_csv(out).smiles.tolist() == expected.smiles.tolist()
+    kept = tmp_path / "earlier.csv"
+    kept.write_text("smiles\nCCO\n")
     with pytest.raises(InputError, match="no latent prior"):  # the graph-VAE's option, refused by name
-        generate_to_file(model, 4, tmp_path / "p.csv", prior="standard", progress=False)
+        generate_to_file(model, 4, kept, prior="standard", progress=False)
+    assert kept.read_text() == "smiles\nCCO\n"  # a refused call leaves an earlier file alone
     with pytest.raises(InputError, match="no ring-size limit"):
         generate_to_file(model, 4, tmp_path / "r.csv", max_ring=0, progress=False)
     with pytest.raises(InputError, match="no ring rules"):
