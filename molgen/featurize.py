@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch_geometric.data import Data
 from molgen.cache import cache_dir, sha256_strings
 from molgen.chem import quiet, to_mol
 from molgen.errors import InputError
+from molgen.parallel import run_ordered
 
 __all__ = [
     "ATOM_VOCAB",
@@ -361,11 +361,7 @@ def featurize_smiles(smiles: list[str], n_jobs: int | None = None, chunk: int = 
     smiles = list(smiles)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
     jobs = [(i, smiles[i : i + chunk]) for i in range(0, len(smiles), chunk)]
-    if n_jobs > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(n_jobs) as pool:
-            parts = list(pool.map(_featurize_chunk, jobs))
-    else:
-        parts = [_featurize_chunk(j) for j in jobs]
+    parts = list(run_ordered(_featurize_chunk, jobs, n_jobs, hint="Lower n_jobs."))
     skipped: dict[str, int] = {}
     for p in parts:
         for k, v in p[5].items():

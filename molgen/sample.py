@@ -114,7 +114,7 @@ def generate_to_file(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from molgen import chem
-    from molgen.workers import check_batch_size
+    from molgen.parallel import check_batch_size
 
     path = Path(path)
     fmt = "".join(path.suffixes[-1:]).lower()

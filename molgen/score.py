@@ -29,15 +29,13 @@ result, and ``tests/test_score.py`` checks that against plain matching.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import importlib.util
 import math
-import multiprocessing
 import pickle
 import sys
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -51,6 +49,7 @@ from rdkit.Chem import rdMolDescriptors as rdmd
 from molgen.chem import quiet, to_mol, to_smiles
 from molgen.datasets import moses_dir
 from molgen.errors import InputError, MissingDependencyError
+from molgen.parallel import parallel_map, progress_bar  # noqa: F401  (re-exported: molgen.score.parallel_map)
 
 __all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "np_likeness", "parallel_map", "progress_bar"]
 
@@ -60,7 +59,6 @@ _TEXT_COLUMNS = ("pains", "brenk")
 # MOSES's per-atom checks (no charge; only C N S O F Cl Br H) as queries: one C++ call each
 _CHARGED = Chem.MolFromSmarts("[!+0]")
 _NOT_MOSES_ATOM = Chem.MolFromSmarts("[!#6&!#7&!#16&!#8&!#9&!#17&!#35&!#1]")
-_CHUNK = 256  # molecules per task sent to a worker: large enough to hide the pipe, small for progress
 
 
 # --- data files -----------------------------------------------------------------------------------
@@ -312,61 +310,6 @@ def _score_chunk(args: tuple[list, tuple[str, ...]]) -> list[tuple | None]:
 
 
 # --- many molecules -------------------------------------------------------------------------------
-
-
-def _pool_context():
-    # fork starts workers in milliseconds and never re-runs a user's script; elsewhere use the default
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
-
-
-def parallel_map(fn: Callable, items: Sequence, n_jobs: int = 1, progress: bool = False,
-                 description: str = "working", chunk: int = _CHUNK, extra=None,
-                 flatten: bool = True) -> list:
-    """``fn((chunk_of_items, extra))`` over ``items`` in chunks, in order, on ``n_jobs`` processes.
-
-    With ``flatten`` each call returns one result per item and the results come back as one
-    list; otherwise the list holds one result per chunk. With ``n_jobs=1`` or few items it runs
-    in this process (no start-up cost).
-    """
-    chunks = [(list(items[i:i + chunk]), extra) for i in range(0, len(items), chunk)]
-    out: list = []
-    with progress_bar(progress, description, len(items)) as advance:
-        pool = None
-        if n_jobs > 1 and len(chunks) > 2:
-            pool = _pool_context().Pool(min(n_jobs, len(chunks)))
-        try:
-            results = pool.imap(fn, chunks) if pool else map(fn, chunks)
-            for (part, _), res in zip(chunks, results, strict=True):
-                if flatten:
-                    out.extend(res)
-                else:
-                    out.append(res)
-                advance(len(part))
-        except BaseException:
-            if pool is not None:  # e.g. Ctrl-C: do not wait for the queued chunks
-                pool.terminate()
-            raise
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
-    return out
-
-
-@contextlib.contextmanager
-def progress_bar(show: bool, description: str, total: int):
-    """Yields an ``advance(k)`` callback: a rich progress bar when ``show``, else a no-op."""
-    if not show:
-        yield lambda k: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda k: bar.advance(task, k)
 
 
 def _smiles_column(molecules) -> tuple[list, pd.DataFrame | None]:

@@ -32,7 +32,7 @@ import torch
 import molgen
 from molgen.models import load_pretrained
 from molgen.models.gpt import computes_in_bf16
-from molgen.workers import resolve_workers
+from molgen.parallel import resolve_workers
 
 
 def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto",

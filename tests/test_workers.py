@@ -7,7 +7,7 @@ import torch
 
 from molgen.errors import InputError
 from molgen.models import draw
-from molgen.workers import batch_seed, map_batches, resolve_workers
+from molgen.parallel import batch_seed, map_batches, resolve_workers
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -19,12 +19,12 @@ def test_runs_with_neighbouring_seeds_share_no_batch_seed():
 
 
 def test_worker_count_rules(monkeypatch):
-    import molgen.workers
+    import molgen.parallel
 
     assert resolve_workers(3, CPU, n_batches=10) == 3
     assert resolve_workers(8, CPU, n_batches=2) == 2  # never more than there are batches
     assert resolve_workers(4, CUDA, n_batches=10) == 1  # one process drives a GPU
-    monkeypatch.setattr(molgen.workers, "_free_memory", lambda: 10 * 2**30)
+    monkeypatch.setattr(molgen.parallel, "_free_memory", lambda: 10 * 2**30)
     torch.set_num_threads(8)
     try:
         assert resolve_workers("auto", CPU, n_batches=10) == 8  # auto follows PyTorch's threads
@@ -34,7 +34,7 @@ def test_worker_count_rules(monkeypatch):
     finally:
         torch.set_num_threads(1)
     assert resolve_workers("auto", CPU, n_batches=10) == 1
-    monkeypatch.setattr(molgen.workers.sys, "platform", "darwin")
+    monkeypatch.setattr(molgen.parallel.sys, "platform", "darwin")
     assert resolve_workers(4, CPU, n_batches=10) == 1  # no fork where it is unsafe
     for bad in (0, -2, "many", 1.5, True):
         with pytest.raises(InputError, match="workers must be"):
@@ -72,7 +72,7 @@ def test_workers_finish_after_the_parent_used_several_threads():
 
     code = (
         "import torch\n"
-        "from molgen.workers import map_batches\n"
+        "from molgen.parallel import map_batches\n"
         "torch.set_num_threads(4)\n"
         "a = torch.randn(1000, 1000); (a @ a).sum()\n"
         "def f(i):\n"
@@ -83,3 +83,44 @@ def test_workers_finish_after_the_parent_used_several_threads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[(1, 1), (1, 1), (1, 1), (1, 1)]"
+
+
+def test_a_dead_worker_stops_the_run_with_one_line_instead_of_hanging():
+    """multiprocessing.Pool waits for ever for the task of a killed worker; molgen's pool fails it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from molgen.parallel import map_batches, WorkerDied\n"
+        "def die_on_three(x):\n"
+        "    if x == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does\n"
+        "    time.sleep(0.05)\n"
+        "    return x\n"
+        "try:\n"
+        "    map_batches(die_on_three, list(range(8)), workers=2)\n"
+        "except WorkerDied as err:\n"
+        "    print(err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "killed (SIGKILL): most likely the out-of-memory killer" in out.stdout
+    assert "--workers or --batch-size" in out.stdout
+
+
+def test_parallel_map_names_a_crashed_worker():
+    import os
+    import signal
+
+    from molgen.parallel import WorkerDied, parallel_map
+
+    def crash_on_700(args):
+        items, _ = args
+        if 700 in items:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return [i * 2 for i in items]
+
+    assert parallel_map(crash_on_700, list(range(600)), n_jobs=2) == [i * 2 for i in range(600)]
+    with pytest.raises(WorkerDied, match="SIGSEGV"):
+        parallel_map(crash_on_700, list(range(2000)), n_jobs=2)

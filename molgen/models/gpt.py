@@ -26,7 +26,7 @@ from molgen.errors import ConfigError, InputError
 from molgen.models import draw, resolve_device
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
-from molgen.workers import batch_plan, batch_seed, map_batches, resolve_workers
+from molgen.parallel import batch_plan, batch_seed, map_batches, resolve_workers
 
 __all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16", "computes_in_bf16"]
 
@@ -353,7 +353,7 @@ class SmilesGPT(nn.Module):
         """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``logp``.
 
         The same ``seed`` and ``batch_size`` give the same molecules, whatever ``workers``: batch
-        ``i`` draws from its own generator (:func:`molgen.workers.batch_seed`). ``start_batch``
+        ``i`` draws from its own generator (:func:`molgen.parallel.batch_seed`). ``start_batch``
         continues a seeded run where an earlier call stopped (``sample(2048, start_batch=0)`` is
         ``sample(1024)`` followed by ``sample(1024, start_batch=1)`` at ``batch_size`` 1,024).
         ``condition`` is one vector (used for every row) or an ``(n, cond_dim)`` array for
@@ -368,7 +368,7 @@ class SmilesGPT(nn.Module):
         seed than float32 does, of the same quality (README), and ``logp`` is then good to about
         0.1 nats; :meth:`log_likelihood` always scores in float32.
         ``workers``: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread, each
-        on one thread; 1: this process only); see :mod:`molgen.workers`.
+        on one thread; 1: this process only); see :mod:`molgen.parallel`.
         """
         self._need_tokenizer()
         plan = batch_plan(n, batch_size, start_batch)

@@ -27,7 +27,7 @@ from molgen.errors import InputError
 from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
 from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
-from molgen.workers import batch_plan, batch_seed, map_batches, resolve_workers
+from molgen.parallel import batch_plan, batch_seed, map_batches, resolve_workers
 
 
 @dataclass
