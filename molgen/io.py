@@ -29,6 +29,7 @@ from rdkit import Chem
 
 from molgen import chem
 from molgen.errors import InputError, MissingDependencyError
+from molgen.files import atomic_path
 
 __all__ = [
     "FORMATS",
@@ -386,7 +387,25 @@ def _list(names) -> str:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def table_format(path: str | os.PathLike) -> tuple[str, bool]:
+    """``(format, gzipped)`` of a table path from its suffixes: ``out.csv.gz`` -> ``(".csv", True)``.
+
+    Raises:
+        InputError: a suffix molgen cannot write (the message lists the ones it can).
+    """
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = len(suffixes) >= 2 and suffixes[-1] == ".gz"
+    fmt = suffixes[-2] if gz else (suffixes[-1] if suffixes else "")
+    if fmt not in FORMATS or (gz and fmt == ".parquet"):
+        raise InputError(
+            f"cannot write {path.name}: unknown format {''.join(path.suffixes[-2:]) or '(no suffix)'}; use one of "
+            f"{', '.join(FORMATS)} (.gz allowed for the text formats)"
+        )
+    return fmt, gz
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, molblocks: Sequence[str | None] | None = None) -> Path:
     """Write a molecule table as .csv/.tsv/.smi/.sdf/.parquet (``.gz`` allowed for text formats).
 
     The same columns go out whatever the format, ``smiles`` first: .smi is written as a
@@ -394,7 +413,12 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     ``delimiter='\\t'``); in SDF a ``name`` column is the title line and every other column a
     data field, and a row whose SMILES does not parse is written as an empty record holding its
     text in a ``smiles`` field, so that :func:`read_table` gives it back as an invalid row
-    rather than losing it.
+    rather than losing it. ``molblocks`` (SDF only, one per row, e.g. :func:`sdf_molblocks` of the
+    input file) are written as they are instead of a 2-D depiction of the SMILES, so 3-D
+    coordinates and explicit hydrogens survive a read-score-write round trip.
+
+    The file is written to a temporary name and renamed into place when complete: an error or
+    an interruption leaves an existing file as it was.
 
     Raises:
         InputError: no ``smiles`` column, or an unknown suffix.
@@ -404,35 +428,41 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         raise InputError(
             f"cannot write {path.name}: the table has no 'smiles' column (columns: {_list(df.columns)})"
         )
+    fmt, _ = table_format(path)
+    if molblocks is not None and (fmt != ".sdf" or len(molblocks) != len(df)):
+        raise InputError(f"molblocks are for SDF output with one per row ({len(molblocks)} for {len(df)} rows)")
     df = df[["smiles"] + [c for c in df.columns if c != "smiles"]]
-    suffixes = [s.lower() for s in path.suffixes]
-    fmt = suffixes[-2] if len(suffixes) >= 2 and suffixes[-1] == ".gz" else (suffixes[-1] if suffixes else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == ".csv":
-        df.to_csv(path, index=False)
-    elif fmt in (".tsv", ".smi"):
-        df.to_csv(path, sep="\t", index=False)
-    elif fmt == ".parquet":
-        df.to_parquet(path, index=False)
-    elif fmt == ".sdf":
-        _write_sdf(df, path)
-    else:
-        raise InputError(
-            f"cannot write {path.name}: unknown format {fmt or '(no suffix)'}; use one of {', '.join(FORMATS)}"
-        )
+    with atomic_path(path) as tmp:
+        if fmt == ".csv":
+            df.to_csv(tmp, index=False)
+        elif fmt in (".tsv", ".smi"):
+            df.to_csv(tmp, sep="\t", index=False)
+        elif fmt == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            _write_sdf(df, tmp, molblocks)
     return path
 
 
-def _write_sdf(df: pd.DataFrame, path: Path) -> None:
+def _write_sdf(df: pd.DataFrame, path: Path, molblocks: Sequence[str | None] | None = None) -> None:
     from rdkit.Chem import rdDepictor
 
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     fields = [c for c in df.columns if c not in ("smiles", "name")]
     names = df["name"] if "name" in df.columns else pd.Series([None] * len(df), index=df.index)
+    blocks = [None] * len(df) if molblocks is None else list(molblocks)
     with opener(path, "wt", encoding="utf-8") as fh, chem.quiet():
         writer = Chem.SDWriter(fh)
-        for name, row in zip(names, df[["smiles", *fields]].itertuples(index=False, name=None), strict=True):
+        rows = df[["smiles", *fields]].itertuples(index=False, name=None)
+        for name, row, block in zip(names, rows, blocks, strict=True):
             smiles, values = row[0], row[1:]
+            props = {str(k): str(v) for k, v in zip(fields, values, strict=True)
+                     if v is not None and not (isinstance(v, float) and np.isnan(v))}
+            if block is not None:  # the input's own molblock, coordinates and hydrogens as they were
+                writer.flush()
+                fh.write(block.rstrip("\n") + "\n")
+                fh.write("".join(f">  <{k}>\n{v}\n\n" for k, v in props.items()) + "$$$$\n")
+                continue
             mol = chem.to_mol(smiles)
             if mol is None:
                 mol = Chem.Mol()
@@ -442,11 +472,29 @@ def _write_sdf(df: pd.DataFrame, path: Path) -> None:
                 rdDepictor.Compute2DCoords(mol)
             if isinstance(name, str):  # the record's title line, which read_table gives back as name
                 mol.SetProp("_Name", name)
-            for key, value in zip(fields, values, strict=True):
-                if value is not None and not (isinstance(value, float) and np.isnan(value)):
-                    mol.SetProp(str(key), str(value))
+            for key, value in props.items():
+                mol.SetProp(key, value)
             writer.write(mol)
         writer.close()
+
+
+def sdf_molblocks(path: str | os.PathLike) -> list[str]:
+    """The molblock of each record of an SDF file as text (title to ``M  END``), in file order.
+
+    One per record that :func:`read_table` reads, so they line up with its rows; used to write a
+    scored SDF with the input's own coordinates and hydrogens.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        records = re.split(r"^\$\$\$\$[^\n]*\n?", fh.read(), flags=re.M)
+    if records and not records[-1].strip():
+        records.pop()  # the text after the last $$$$
+    out = []
+    for rec in records:
+        end = re.search(r"^M  END[^\n]*$", rec, flags=re.M)
+        out.append(rec[: end.end()] if end else rec.rstrip("\n"))
+    return out
 
 
 # --- DeepChem -----------------------------------------------------------------------------------

@@ -72,8 +72,8 @@ def batch_seed(seed: int, index: int) -> int:
 
 def check_batch_size(batch_size: int) -> None:
     """A clear error for a batch size below 1 (before a division or a ``range`` step meets it)."""
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 def batch_plan(n: int, batch_size: int, start_batch: int = 0) -> list[tuple[int, int, int]]:

@@ -57,7 +57,7 @@ def test_same_seed_same_molecules(tok):
     first, again, other = model.sample(50, seed=7), model.sample(50, seed=7), model.sample(50, seed=8)
     assert first["smiles"].tolist() == again["smiles"].tolist()
     assert first["smiles"].tolist() != other["smiles"].tolist()
-    assert list(first.columns) == ["smiles", "valid", "logp"]
+    assert list(first.columns) == ["smiles", "valid", "log_likelihood"]
 
 
 def test_workers_and_start_batch_do_not_change_the_molecules(tok):
@@ -70,7 +70,7 @@ def test_workers_and_start_batch_do_not_change_the_molecules(tok):
     assert continued.reset_index(drop=True).equals(one)
     with pytest.raises(InputError, match="workers must be"):
         model.sample(4, workers=0)
-    with pytest.raises(InputError, match="batch_size must be at least 1"):
+    with pytest.raises(InputError, match="batch_size must be a whole number >= 1"):
         model.sample(4, batch_size=0)
 
 
@@ -109,7 +109,7 @@ def test_bf16_sampling_is_seeded_and_its_logp_close_to_the_float32_likelihood(to
     ended = bf16[bf16.valid]
     assert len(ended) >= 10 and fp32.valid.sum() >= 10
     exact = model.log_likelihood(ended.smiles.tolist())
-    np.testing.assert_allclose(ended.logp.to_numpy(), exact, atol=0.1)
+    np.testing.assert_allclose(ended.log_likelihood.to_numpy(), exact, atol=0.1)
     with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16"):
         model.sample(2, precision="fp16")
     assert gpt.native_bf16("cuda") and not gpt.native_bf16("meta")

@@ -33,7 +33,7 @@ def test_every_format_parses_back_with_the_same_rows(model, tmp_path, suffix):
         mg.chem.canonicalize(s) if suffix == ".sdf" and v else s for s, v in zip(expected["smiles"], expected["valid"], strict=True)
     ]
     assert back["valid"].tolist() == expected["valid"].tolist()
-    assert "logp" in back.columns
+    assert "log_likelihood" in back.columns
 
 
 def test_a_file_is_one_seeded_run_and_the_next_seed_another(model, tmp_path):
@@ -67,7 +67,7 @@ def test_unique_and_valid_only(model, tmp_path):
 
 
 def test_bad_suffix_is_a_clear_error(model, tmp_path):
-    with pytest.raises(InputError, match=r"\.csv, \.smi"):
+    with pytest.raises(InputError, match=r"\.csv, \.tsv, \.smi"):
         generate_to_file(model, 3, tmp_path / "out.xlsx", progress=False)
 
 
@@ -91,7 +91,7 @@ def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tm
 
 def test_mg_sample_accepts_a_name():
     df = mg.sample(MODEL, 5, seed=1, device="cpu")
-    assert list(df.columns) == ["smiles", "valid", "logp"] and len(df) == 5
+    assert list(df.columns) == ["smiles", "valid", "log_likelihood"] and len(df) == 5
 
 
 def test_cli_generate(tmp_path):

@@ -5,18 +5,78 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["resolve_device", "load_pretrained", "draw"]
+__all__ = ["resolve_device", "available_devices", "check_sampling", "load_pretrained", "draw"]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; anything else goes to ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+def available_devices() -> list[str]:
+    """The devices this PyTorch build can use here: ``cpu``, then ``cuda:0`` ... and ``mps`` where present."""
+    out = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The device to run on: ``"auto"`` (or ``None``) picks CUDA when present, else the CPU.
+
+    Every device name a user gives goes through here, so a name that is not a device
+    (``"gpu"``) or a device this machine lacks (``"cuda"`` on a CPU build of PyTorch,
+    ``"cuda:3"`` with one GPU) is one clear :class:`~molgen.errors.InputError` that lists what
+    is available, never a traceback from deep inside PyTorch.
+    """
+    from molgen.errors import InputError
+
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(str(device).strip().lower())
+        except (RuntimeError, ValueError):
+            raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N "
+                             f"(available here: {', '.join(available_devices())})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+            raise InputError(f"device {device!r}: {why} (torch {torch.__version__}); "
+                             f"available here: {', '.join(available_devices())}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             f"available here: {', '.join(available_devices())}")
+    elif dev.type == "mps" and "mps" not in available_devices():
+        raise InputError(f"device {device!r} is not available here; available: {', '.join(available_devices())}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N "
+                         f"(available here: {', '.join(available_devices())})")
+    return dev
+
+
+def check_sampling(n, temperature=None, batch_size: int = 1024, workers="auto", top_k=None, top_p=None) -> None:
+    """The checks every model's ``sample()`` and ``molgen generate`` share, so the API and the CLI
+    accept and refuse the same things (one :class:`~molgen.errors.InputError` line each)."""
+    import math
+
+    from molgen.errors import InputError
+    from molgen.parallel import check_batch_size
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"the number of molecules must be a whole number >= 1, got {n!r}")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not math.isfinite(temperature) or temperature < 0):
+        raise InputError(f"temperature must be a number >= 0 (0 = greedy decoding), got {temperature!r}")
+    check_batch_size(batch_size)
+    if not (workers in (None, "auto") or (isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
+                                            and workers >= 1)):
+        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise InputError(f"top_k must be a whole number >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def load_pretrained(name_or_dir: str, device: str = "auto"):

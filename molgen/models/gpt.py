@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from molgen.errors import ConfigError, InputError
-from molgen.models import draw, resolve_device
+from molgen.models import check_sampling, draw, resolve_device
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
 from molgen.parallel import batch_plan, batch_seed, map_batches, resolve_workers
@@ -350,7 +350,8 @@ class SmilesGPT(nn.Module):
         workers: int | str = "auto",
         start_batch: int = 0,
     ) -> pd.DataFrame:
-        """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``logp``.
+        """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``log_likelihood`` (the
+        model's log-likelihood of the sampled string in nats; named so as not to be taken for logP).
 
         The same ``seed`` and ``batch_size`` give the same molecules, whatever ``workers``: batch
         ``i`` draws from its own generator (:func:`molgen.parallel.batch_seed`). ``start_batch``
@@ -361,25 +362,34 @@ class SmilesGPT(nn.Module):
         ``grammar=True`` (the default) masks tokens that would break SMILES syntax (unclosed
         rings or branches, ``()``, ``=#``...); ``False`` samples the model's raw distribution.
         A model with a Kekulé vocabulary writes its valid molecules back in aromatic form
-        (``logp`` stays the likelihood of the Kekulé string it sampled).
+        (``log_likelihood`` stays the likelihood of the Kekulé string it sampled).
         ``precision``: ``"auto"`` computes in bf16 (float32 sums) where the device multiplies bf16
         natively — CUDA, or a CPU with AVX512-BF16 or AMX (:func:`native_bf16`) — and in float32
         elsewhere; ``"fp32"`` / ``"bf16"`` force one. bf16 draws different molecules from the same
-        seed than float32 does, of the same quality (README), and ``logp`` is then good to about
-        0.1 nats; :meth:`log_likelihood` always scores in float32.
+        seed than float32 does, of the same quality (README), and ``log_likelihood`` is then good
+        to about 0.1 nats; :meth:`log_likelihood` always scores in float32.
         ``workers``: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread, each
         on one thread; 1: this process only); see :mod:`molgen.parallel`.
         """
-        self._need_tokenizer()
+        self.check_sample_options(n, temperature=temperature, batch_size=batch_size, workers=workers, top_k=top_k,
+                                  top_p=top_p, precision=precision)  # fmt: skip
         plan = batch_plan(n, batch_size, start_batch)
         self.to(resolve_device(device)).eval()
         conds = _condition_rows(condition, n, self.config.cond_dim)
-        computes_in_bf16(self.device, precision)  # an unknown precision fails here, not in a worker
         opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "grammar": grammar, "precision": precision}
         batches = [(index, rows, None if conds is None else conds[start : start + rows]) for index, start, rows in plan]
         procs = resolve_workers(workers, self.device, len(batches), bytes_each=self._cache_bytes(batch_size))
         parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches, procs)
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"smiles": [], "valid": [], "logp": []})
+        return pd.concat(parts, ignore_index=True)
+
+    def check_sample_options(self, n: int, temperature=1.0, batch_size: int = 1024, workers="auto", top_k=None,
+                             top_p=None, precision: str = "auto", **_) -> None:  # fmt: skip
+        """Refuse what :meth:`sample` would refuse, before anything runs (``molgen generate`` calls it
+        before it touches a file)."""
+        self._need_tokenizer()
+        check_sampling(n, temperature, batch_size, workers, top_k, top_p)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
     def _cache_bytes(self, batch: int) -> int:
         """Memory of one batch's key/value cache in float32, twice over (dropping finished rows copies it)."""
@@ -401,7 +411,8 @@ class SmilesGPT(nn.Module):
         mols = [to_mol(s) if ok else None for s, ok in zip(smiles, done.tolist(), strict=True)]
         if tok.kekule:  # a Kekulé model's molecules in the usual aromatic form, atom order kept
             smiles = [s if m is None else to_smiles(m, canonical=False) or s for s, m in zip(smiles, mols, strict=True)]
-        return pd.DataFrame({"smiles": smiles, "valid": [m is not None for m in mols], "logp": lp.cpu().numpy()})
+        return pd.DataFrame({"smiles": smiles, "valid": [m is not None for m in mols],
+                             "log_likelihood": lp.cpu().numpy()})
 
     @torch.no_grad()
     def log_likelihood(self, smiles, batch_size: int = 512, condition=None) -> np.ndarray:
