@@ -37,6 +37,7 @@ from torch_geometric.data import Data
 from molgen.cache import cache_dir, sha256_strings
 from molgen.chem import quiet, to_mol
 from molgen.errors import InputError
+from molgen.files import atomic_path
 from molgen.parallel import run_ordered
 
 __all__ = [
@@ -398,9 +399,8 @@ def graph_cache(smiles: list[str], key: str | None = None, n_jobs: int | None = 
         for name in _FIELDS:
             np.save(folder / f"{name}.npy", getattr(arrays, name))
         meta = {"n_source": len(smiles), "n_graphs": len(arrays), "skipped": arrays.skipped, "key": key}
-        tmp = folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(meta_path)  # meta last: a half-written cache is never taken for a complete one
+        with atomic_path(meta_path) as tmp:  # meta last: a half-written cache is never taken for a complete one
+            tmp.write_text(json.dumps(meta, indent=1))
     return _load_cache(folder)
 
 

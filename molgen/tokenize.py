@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from molgen.errors import ConfigError, InputError
+from molgen.files import atomic_path
 
 __all__ = ["SmilesTokenizer", "tokenize", "PAD", "BOS", "EOS", "SPECIAL_TOKENS"]
 
@@ -214,7 +215,8 @@ class SmilesTokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``vocab.json`` (tokens in id order, specials first)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

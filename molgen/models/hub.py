@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_model
 
 from molgen.errors import ConfigError
+from molgen.files import atomic_path
 
 __all__ = ["save_pretrained", "from_pretrained", "register_model", "shipped_models", "PRETRAINED_DIR"]
 
@@ -71,20 +72,19 @@ def save_pretrained(model, directory: str | os.PathLike, provenance: dict | None
         "config": dataclasses.asdict(model.config),
         "provenance": provenance or {},
     }
-    # write to temporary names first so that an interrupted export never leaves a torn folder
-    tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
-    save_model(model, str(tmp_weights), metadata={"model_type": model.model_type})
-    tmp_weights.replace(directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+    # every file goes to a temporary name first, so an interrupted export never leaves a torn file
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_model(model, str(tmp), metadata={"model_type": model.model_type})
+    with atomic_path(directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
     if getattr(model, "tokenizer", None) is not None:
         model.tokenizer.save(directory / VOCAB_NAME)
+    if card is None and not (directory / CARD_NAME).exists():
+        card = (f"# {directory.name}\n\nA molgen `{model.model_type}` checkpoint. Metrics not measured yet: "
+                "run `python scripts/make_card.py` on this folder.\n")  # fmt: skip
     if card is not None:
-        (directory / CARD_NAME).write_text(card)
-    elif not (directory / CARD_NAME).exists():
-        (directory / CARD_NAME).write_text(
-            f"# {directory.name}\n\nA molgen `{model.model_type}` checkpoint. Metrics not measured yet: "
-            "run `python scripts/make_card.py` on this folder.\n"
-        )
+        with atomic_path(directory / CARD_NAME) as tmp:
+            tmp.write_text(card)
     return directory
 
 
