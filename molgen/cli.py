@@ -159,10 +159,27 @@ def pretrain_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Run config TOML (scripts/configs/*.toml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
-    """Pretrain a model (GPT or graph-VAE, from the config's model_type); writes a checkpoint folder."""
-    from molgen.train import pretrain
+    """Pretrain a model (GPT or graph-VAE, from the config's model_type); writes a checkpoint folder.
 
-    out = pretrain(config, resume=resume)
+    Ctrl-C or SIGTERM saves a checkpoint of the step reached and exits 130 (143 for SIGTERM);
+    ``--resume`` continues from it.
+    """
+    from rich.markup import escape
+
+    from molgen.train import TrainingInterrupted, pretrain
+
+    try:
+        out = pretrain(config, resume=resume)
+    except TrainingInterrupted as stop:
+        if stop.checkpoint is None:
+            line = f"at step {stop.step}, before any checkpoint: nothing saved"
+        else:
+            line = f"at step {stop.step}: checkpoint {stop.checkpoint}; `molgen pretrain --config {config} --resume` continues from it"
+        console.print("[yellow]interrupted[/] " + escape(line), soft_wrap=True)  # one line, however wide
+        raise typer.Exit(128 + stop.signum) from None
+    except KeyboardInterrupt:  # before training started (reading data, building the model)
+        console.print("[yellow]interrupted[/] before training started: nothing saved")
+        raise typer.Exit(130) from None
     console.print(f"[green]exported[/] {out}")
 
 

@@ -167,13 +167,26 @@ def parse_config(data: dict, source: str = "<config>") -> RunConfig:
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read and validate a run config TOML file."""
+    """Read and validate a run config TOML file.
+
+    Raises:
+        ConfigError: the path is missing, a folder, unreadable, not a UTF-8 TOML text, or its content
+            does not fit the run config; the message names the file.
+    """
     path = Path(path)
+    if path.is_dir():
+        inside = path / "config.toml"
+        hint = f"; a run folder keeps its config as {inside}" if inside.is_file() else ""
+        raise ConfigError(f"--config {path} is a folder: pass a run config TOML file (scripts/configs/*.toml){hint}")
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8); pass a run config such as scripts/configs/*.toml") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
     return parse_config(data, str(path))

@@ -5,7 +5,9 @@
 warmup + cosine decay, gradient clipping, bf16 autocast on CUDA, step-based validation,
 a resumable checkpoint every few minutes and a shippable export folder
 (:func:`molgen.models.hub.save_pretrained`). Lightning's ``.ckpt`` files (pickle) stay in the
-run directory; only the export folder is ever shipped.
+run directory; only the export folder is ever shipped. Ctrl-C or SIGTERM writes
+``checkpoints/interrupted.ckpt`` of the step reached and raises :class:`TrainingInterrupted`;
+``resume=True`` continues from the newer of it and the periodic ``last.ckpt``.
 
 A model joins by subclassing :class:`PretrainModule` (implement ``step_loss``) and registering a
 builder with :func:`register_task`; :data:`_TASK_MODULES` names the module to import for a
@@ -17,7 +19,9 @@ from __future__ import annotations
 import importlib
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,11 +31,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from molgen.config import RunConfig, load_config
 from molgen.errors import ConfigError
+from molgen.files import atomic_path
 
-__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule", "shuffle_generator"]
+__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule", "shuffle_generator",
+           "TrainingInterrupted", "resume_checkpoint"]  # fmt: skip
+
+LAST_CKPT, INTERRUPT_CKPT = "last.ckpt", "interrupted.ckpt"  # under <run_dir>/checkpoints
 
 _TASKS: dict[str, Callable] = {}
 # model_type -> module whose import registers its task
@@ -157,6 +166,87 @@ class _ExportOnCheckpoint(Callback):
             export(pl_module)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT) or SIGTERM; ``checkpoint`` is where ``resume=True`` continues from.
+
+    Attributes:
+        step: the optimizer step training stopped at.
+        checkpoint: the checkpoint written on the interrupt (or, with no step taken since the
+            start, the one the run started from); ``None`` when there is nothing to resume.
+        signum: ``signal.SIGINT`` or ``signal.SIGTERM``.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None, signum: int):
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+        name = signal.Signals(signum).name
+        where = f"checkpoint {checkpoint}; resume=True continues from it" if checkpoint else "nothing to resume"
+        super().__init__(f"training stopped by {name} at step {step}: {where}")
+
+
+class _SaveOnInterrupt(Callback):
+    """Write ``interrupted.ckpt`` when Ctrl-C or SIGTERM stops training (Lightning's ``on_exception``).
+
+    Lightning catches KeyboardInterrupt in ``trainer.fit``, ignores further SIGINTs, calls every
+    callback's ``on_exception`` and then ``sys.exit(1)``; on SIGTERM (SLURM's warning before a kill)
+    its loops raise ``SIGTERMException`` at the next batch boundary, calls ``on_exception`` and
+    re-raises. The file is written to a temporary name and renamed, so a kill during the save leaves
+    the previous checkpoints as they were. Nothing is written before the first new step: a Ctrl-C
+    while a resumed run is still loading must not write a step-0 file newer than the real one.
+
+    :meth:`sigterm` is the process's SIGTERM handler for the whole of :func:`pretrain`. Lightning
+    installs its own during training and calls an earlier handler after it; one that raised
+    KeyboardInterrupt (as the CLI's does for other commands) would stop the step half done, so
+    this one does nothing once training runs and leaves the stop to Lightning's batch boundary.
+    Before that (reading data, restoring a checkpoint) Lightning would wait for a batch: it
+    raises KeyboardInterrupt.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.start_step: int | None = None  # set once the training loop runs
+        self.signum: int | None = None
+        self.saved: Path | None = None
+        self.got_sigterm = False
+
+    def sigterm(self, signum, frame) -> None:
+        self.got_sigterm = True
+        if self.start_step is None:
+            raise KeyboardInterrupt
+
+    def on_train_start(self, trainer, pl_module):
+        self.start_step = trainer.global_step
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, SIGTERMException) or (isinstance(exception, KeyboardInterrupt) and self.got_sigterm):
+            self.signum = signal.SIGTERM
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signum = signal.SIGINT
+        else:
+            return
+        if self.start_step is None or trainer.global_step <= self.start_step:
+            return
+        if trainer.is_global_zero:
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
+        else:  # a collective call; only rank 0 writes
+            trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved = self.path
+
+
+def _set_sigterm(handler):
+    """Install a SIGTERM handler (``None``: the default) and return the previous one; a no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``resume=True`` continues from: the newer of the periodic ``last.ckpt`` and the
+    ``interrupted.ckpt`` written on Ctrl-C / SIGTERM (``None`` when the run has neither)."""
+    found = [p for p in (Path(run_dir) / "checkpoints" / n for n in (LAST_CKPT, INTERRUPT_CKPT)) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
 class _PrintProgress(Callback):
     """One plain line per ``every`` steps (loss, lr, tokens/s): readable in a nohup log."""
 
@@ -166,6 +256,8 @@ class _PrintProgress(Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._t0, self._tok0 = time.perf_counter(), pl_module.tokens_seen
+        if trainer.is_global_zero and trainer.global_step:
+            print(f"resumed at step {trainer.global_step}", flush=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -195,8 +287,8 @@ def _precision(cfg) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_trainer(config: RunConfig) -> L.Trainer:
-    """The Lightning Trainer for a run config (checkpointing, logging, schedule, DDP)."""
+def build_trainer(config: RunConfig, on_interrupt: _SaveOnInterrupt | None = None) -> L.Trainer:
+    """The Lightning Trainer for a run config (checkpointing, logging, schedule, DDP, a checkpoint on Ctrl-C)."""
     tc, run_dir = config.trainer, Path(config.run_dir)
     callbacks = [
         ModelCheckpoint(
@@ -208,6 +300,7 @@ def build_trainer(config: RunConfig) -> L.Trainer:
             save_top_k=1,
         ),
         _PrintProgress(tc.log_every_steps),
+        on_interrupt or _SaveOnInterrupt(run_dir / "checkpoints" / INTERRUPT_CKPT),
     ]
     if tc.export_on_checkpoint:
         callbacks.append(_ExportOnCheckpoint())
@@ -239,33 +332,50 @@ def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
 
     Args:
         config: a validated config or the path of a TOML file.
-        resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (optimizer, schedule, step,
-            data position of the epoch restarted, elapsed time all restored).
+        resume: continue from the newer of ``<run_dir>/checkpoints/last.ckpt`` (periodic) and
+            ``interrupted.ckpt`` (written on Ctrl-C or SIGTERM): optimizer, schedule, step,
+            data position of the epoch restarted, elapsed time all restored.
 
     Raises:
         ConfigError: bad config; ``resume`` without a checkpoint; a fresh start over a run
             directory that already has checkpoints.
+        TrainingInterrupted: Ctrl-C (SIGINT) or SIGTERM stopped training; a checkpoint of the
+            step reached was written first (its path is in the exception).
     """
     source = None
     if not isinstance(config, RunConfig):
         source, config = Path(config), load_config(config)
     tc, run_dir = config.trainer, Path(config.run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume and not last.exists():
-        raise ConfigError(f"--resume: no checkpoint at {last}; start without --resume")
-    if not resume and last.exists():
+    last = run_dir / "checkpoints" / LAST_CKPT
+    start = resume_checkpoint(run_dir)
+    if resume and start is None:
+        raise ConfigError(f"--resume: no checkpoint at {last} (nor {INTERRUPT_CKPT} beside it); start without --resume")
+    if not resume and start is not None:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or change `name`/`run_dir`")
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    L.seed_everything(tc.seed, workers=True, verbose=False)
-    module, datamodule = _task(config.model_type)(config)
-    trainer = build_trainer(config)
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if source is not None and source.resolve() != (run_dir / "config.toml").resolve():
-            shutil.copyfile(source, run_dir / "config.toml")
-    print(f"training {config.model_type} '{config.name}' -> {run_dir} (resume={resume})", file=sys.stderr, flush=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    saver = _SaveOnInterrupt(run_dir / "checkpoints" / INTERRUPT_CKPT)
+    trainer = None
+    previous = _set_sigterm(saver.sigterm)
+    try:
+        L.seed_everything(tc.seed, workers=True, verbose=False)
+        module, datamodule = _task(config.model_type)(config)
+        trainer = build_trainer(config, saver)
+        if trainer.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if source is not None and source.resolve() != (run_dir / "config.toml").resolve():
+                shutil.copyfile(source, run_dir / "config.toml")
+        print(f"training {config.model_type} '{config.name}' -> {run_dir}" + (f" (resuming from {start})" if resume else ""),
+              file=sys.stderr, flush=True)  # fmt: skip
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if resume else None)
+    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
+        if saver.signum is None and not isinstance(err, KeyboardInterrupt):
+            raise
+        signum = saver.signum or (signal.SIGTERM if saver.got_sigterm else signal.SIGINT)
+        step = trainer.global_step if trainer is not None else 0
+        raise TrainingInterrupted(step, saver.saved or (start if resume else None), signum) from err
+    finally:
+        _set_sigterm(previous)
     trainer.save_checkpoint(last)  # the final state (all ranks call it; rank 0 writes), for a longer max_steps
     if trainer.is_global_zero:
         return export(module)

@@ -25,12 +25,20 @@ cells = [
        "the sample size: compare it only between sets of the same `n`."),
     code("result = mg.evaluate(samples.smiles)\n{k: round(v, 3) for k, v in result.items()}"),
     md("## The graph-VAE: encode, decode, interpolate\n\nIts decoder builds graphs under valence rules, so "
-       "every decoded molecule is valid by construction."),
+       "every decoded molecule is valid by construction. Valid is not the same as faithful: this model "
+       "reconstructs about 40 % of MOSES test molecules exactly, and neither aspirin nor paracetamol. "
+       "`interpolate`'s first and last rows are those reconstructions, with the SMILES given in `input` "
+       "and `reconstructed` saying whether the decode is that molecule. `neighbours` returns `n` distinct "
+       "molecules around one: close to it every point decodes to the same graph, so it draws further out "
+       "until it has `n` (`radius`: how far the point that first gave it lay; `count`: how many points "
+       "decoded to it)."),
     code("vae = mg.load_pretrained(\"graph-vae-moses\")\n"
          "aspirin, paracetamol = \"CC(=O)Oc1ccccc1C(=O)O\", \"CC(=O)Nc1ccc(O)cc1\"\n"
          "z = vae.encode([aspirin, paracetamol])\nprint(\"latent shape:\", tuple(z.shape))\nvae.decode(z)"),
     code("vae.interpolate(aspirin, paracetamol, steps=6)"),
-    code("vae.neighbours(aspirin, radius=0.5, n=8, seed=0)"),
+    code("near = vae.neighbours(aspirin, radius=0.5, n=8, seed=0)\n"
+         "print(near.smiles.nunique(), \"distinct neighbours from\", near.attrs[\"draws\"], \"points, radius up to\", "
+         "near.attrs[\"max_radius\"])\nnear"),
     code("prior = vae.sample(200, seed=0)\nprint(f\"valid: {prior.valid.mean():.3f}\")\nprior.head()"),
     md("## Saving results\n\n`mg.io.write_table` writes CSV, TSV, SMI, SDF or Parquet with the same columns."),
     code("import tempfile, pathlib\n\nout = pathlib.Path(tempfile.mkdtemp()) / \"gpt_samples.sdf\"\n"

@@ -113,8 +113,46 @@ def test_interpolate_and_neighbours(overfitted, real_smiles):
     path = overfitted.interpolate(a, b, steps=6)
     assert len(path) == 6 and path.valid.all()
     assert path.smiles.iloc[0] == _flat(a) and path.smiles.iloc[-1] == _flat(b)
+    assert path.input.iloc[0] == a and path.input.iloc[-1] == b and path.input.iloc[1:-1].isna().all()
+    assert path.reconstructed.iloc[0] and path.reconstructed.iloc[-1] and path.reconstructed.iloc[1:-1].isna().all()
     near = overfitted.neighbours(a, radius=0.5, n=8)
-    assert len(near) == 8 and near.valid.all()
+    assert len(near) <= 8 and near.valid.all() and near.smiles.is_unique and _flat(a) not in set(near.smiles)
+    assert list(near.columns) == ["smiles", "radius", "count", "valid"] and (near["count"] >= 1).all()
+    assert len(near) == 8 or "note" in near.attrs
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    import molgen as mg
+
+    return mg.load_pretrained("graph-vae-moses", device="cpu")
+
+
+ASPIRIN, PARACETAMOL = "CC(=O)Oc1ccccc1C(=O)O", "CC(=O)Nc1ccc(O)cc1"
+
+
+def test_interpolate_shows_the_inputs_beside_their_reconstructions(shipped):
+    path = shipped.interpolate(ASPIRIN, PARACETAMOL, steps=6)
+    assert list(path.columns) == ["smiles", "alpha", "valid", "input", "reconstructed"]
+    assert path.input.iloc[0] == ASPIRIN and path.input.iloc[-1] == PARACETAMOL
+    for row, source in ((0, ASPIRIN), (-1, PARACETAMOL)):
+        assert path.reconstructed.iloc[row] == (path.smiles.iloc[row] == _flat(source))
+    assert path.reconstructed.iloc[1:-1].isna().all()
+
+
+def test_neighbours_are_distinct_molecules_on_the_shipped_model(shipped):
+    """At radius 0.5 every point around aspirin decodes to one molecule; neighbours draws further
+    out until it has 8 different ones, and says how far and how often."""
+    near = shipped.neighbours(ASPIRIN, radius=0.5, n=8, seed=0)
+    canonical = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in near.smiles]
+    assert len(near) == 8 and len(set(canonical)) == 8 and near.valid.all()
+    assert _flat(ASPIRIN) not in canonical
+    assert near.radius.iloc[0] == 0.5 and near.radius.is_monotonic_increasing and near["count"].sum() <= near.attrs["draws"]
+    assert "note" not in near.attrs
+    again = shipped.neighbours(ASPIRIN, radius=0.5, n=8, seed=0)
+    pd.testing.assert_frame_equal(near, again)  # seeded
+    few = shipped.neighbours(ASPIRIN, radius=0.5, n=8, seed=0, max_draws=40)
+    assert len(few) < 8 and "found" in few.attrs["note"] and few.attrs["draws"] == 40
 
 
 def test_bond_outside_window_is_rejected():

@@ -27,3 +27,4 @@ def test_notebook_runs(path, tmp_path):
         text = "\n".join(o.get("text", "") for cell in nb.cells for o in cell.get("outputs", []))
         assert "valid: 1.000" in text  # graph-VAE prior samples: valid by construction
         assert "rows back from gpt_samples.sdf" in text
+        assert "8 distinct neighbours from" in text  # neighbours: distinct molecules, not one point 8 times

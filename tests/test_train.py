@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import molgen as mg
 from molgen import chem
 from molgen.config import load_config, parse_config, tomllib
 from molgen.errors import ConfigError
-from molgen.train import cosine_schedule, pretrain, shuffle_generator
+from molgen.train import cosine_schedule, pretrain, resume_checkpoint, shuffle_generator
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +170,87 @@ def test_config_errors_name_the_file_and_key(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+@pytest.mark.parametrize("what", ["folder", "run folder", "missing", "binary", "csv"])
+def test_a_config_that_is_not_a_toml_file_is_one_line_and_exit_2(tmp_path, what):
+    from typer.testing import CliRunner
+
+    from molgen.cli import app
+
+    path = {"folder": tmp_path, "run folder": tmp_path, "missing": tmp_path / "nope.toml",
+            "binary": tmp_path / "weights.toml", "csv": tmp_path / "mols.csv"}[what]  # fmt: skip
+    if what == "run folder":
+        (tmp_path / "config.toml").write_text(TINY.read_text())
+    if what == "binary":
+        path.write_bytes((ROOT / "molgen" / "pretrained" / "graph-vae-moses" / "model.safetensors").read_bytes()[:200])
+    if what == "csv":
+        path.write_text("smiles,y\nCC(=O)Oc1ccccc1C(=O)O,1.0\n")
+    message = {"folder": "is a folder", "run folder": "keeps its config as", "missing": "does not exist",
+               "binary": "not a TOML text file", "csv": "not valid TOML"}[what]  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+
+
+def test_resume_takes_the_newer_of_the_periodic_and_the_interrupt_checkpoint(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert resume_checkpoint(tmp_path) is None
+    last, stopped = folder / "last.ckpt", folder / "interrupted.ckpt"
+    last.write_bytes(b"x")
+    assert resume_checkpoint(tmp_path) == last
+    stopped.write_bytes(b"x")
+    os.utime(last, ns=(1_000_000_000, 1_000_000_000))
+    assert resume_checkpoint(tmp_path) == stopped
+    os.utime(stopped, ns=(500_000_000, 500_000_000))
+    assert resume_checkpoint(tmp_path) == last
+
+
+def _train_until(config: Path, sig: int, after_step: int, *extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``molgen pretrain`` in a subprocess, sent ``sig`` once it has printed ``step <after_step>``."""
+    cmd = [sys.executable, "-m", "molgen.cli", "pretrain", "--config", str(config), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="300")
+    # a shell's background job ignores SIGINT and a child inherits that: give it Python's Ctrl-C back
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    seen, deadline = [], time.monotonic() + 90
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"step {after_step} ") or time.monotonic() > deadline:
+            proc.send_signal(sig)
+            break
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(seen) + out, err), seen
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues_from(tmp_path):
+    """Ctrl-C (and SLURM's SIGTERM) in the middle of a run: a checkpoint of the step reached, one line
+    saying where it is and how to continue, exit 130 (143); --resume continues from that step."""
+    data = tiny_config(tmp_path, max_steps=100_000, log_every_steps=1, val_every_steps=100_000, checkpoint_minutes=60)
+    config = tmp_path / "long.toml"
+    config.write_text(_to_toml(data))
+    stopped = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
+
+    proc, _ = _train_until(config, signal.SIGINT, 4)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    step = torch.load(stopped, map_location="cpu", weights_only=False)["global_step"]
+    assert step >= 4
+    line = f"interrupted at step {step}: checkpoint {stopped}; `molgen pretrain --config {config} --resume` continues from it"
+    assert line in proc.stderr.splitlines(), proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # no periodic save yet: only the interrupt's
+
+    proc, seen = _train_until(config, signal.SIGTERM, step + 3, "--resume")
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert seen[0] == f"resumed at step {step}\n" and seen[1].startswith(f"step {step + 1} ")
+    again = torch.load(stopped, map_location="cpu", weights_only=False)
+    assert again["global_step"] >= step + 3 and again["molgen"]["tokens_seen"] > 0
+    assert f"interrupted at step {again['global_step']}: checkpoint {stopped};" in proc.stderr
 
 
 def test_shipped_configs_are_valid():

@@ -395,23 +395,84 @@ class GraphVAE(nn.Module):
 
     @torch.no_grad()
     def interpolate(self, a: str, b: str, steps: int = 8) -> pd.DataFrame:
-        """Greedy decodes along the straight line between two molecules' latent means."""
+        """Greedy decodes along the straight line between two molecules' latent means.
+
+        The first and last rows are the decodes of ``a``'s and ``b``'s own latent means, their
+        reconstructions, which need not be ``a`` and ``b`` (the shipped model reconstructs about 40 %
+        of MOSES test exactly, and neither aspirin nor paracetamol). So those two rows also carry
+        ``input`` (the SMILES given) and ``reconstructed`` (whether the decode is that molecule,
+        stereo aside: graphs carry none); the rows between have ``input`` and ``reconstructed``
+        missing (``NaN`` / ``<NA>``).
+
+        Returns:
+            DataFrame with ``smiles``, ``alpha`` (0 at ``a``, 1 at ``b``), ``valid``, ``input``,
+            ``reconstructed``; ``steps`` rows.
+        """
+        from molgen.chem import canonicalize
+
+        if steps < 2:
+            raise InputError(f"steps must be at least 2 (the two endpoints), not {steps!r}")
         za, zb = self.encode([a, b])
         alpha = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
         smiles = self.decode((1 - alpha) * za + alpha * zb)
-        valid = [s is not None for s in smiles]
-        return pd.DataFrame({"smiles": smiles, "alpha": alpha.squeeze(1).cpu().numpy(), "valid": valid})
+        inputs: list[str | None] = [None] * steps
+        inputs[0], inputs[-1] = a, b
+        same = pd.array([pd.NA] * steps, dtype="boolean")
+        same[0], same[-1] = (smiles[i] is not None and smiles[i] == canonicalize(x, isomeric=False)
+                             for i, x in ((0, a), (-1, b)))  # fmt: skip
+        return pd.DataFrame({"smiles": smiles, "alpha": alpha.squeeze(1).cpu().numpy(),
+                             "valid": [s is not None for s in smiles], "input": inputs, "reconstructed": same})  # fmt: skip
 
     @torch.no_grad()
-    def neighbours(self, smiles: str, radius: float = 1.0, n: int = 10, seed: int = 0) -> pd.DataFrame:
-        """Greedy decodes of ``n`` points drawn uniformly on the sphere of ``radius`` around a molecule's
-        latent mean, with their distance; duplicates kept so the caller sees how often each appears."""
-        z0 = self.encode(smiles)
+    def neighbours(self, smiles: str, radius: float = 1.0, n: int = 10, seed: int = 0, grow: float = 1.5,
+                   max_draws: int | None = None) -> pd.DataFrame:  # fmt: skip
+        """``n`` distinct molecules decoded from points around a molecule's latent mean.
+
+        Points are drawn uniformly on the sphere of ``radius`` around the mean, ``max(4 n, 32)`` at a
+        time, and decoded greedily. Near a molecule many points decode to the same graph, so when a
+        round of draws brings no molecule not seen before the radius grows by the factor ``grow``
+        and the next round draws there; it stops once ``n`` distinct molecules are found or after
+        ``max_draws`` points (``None``: ``max(1000, 100 n)``). The molecule itself (stereo aside)
+        is not its own neighbour and is left out; its reconstruction, when it differs, is kept.
+
+        Returns:
+            DataFrame of at most ``n`` rows in the order found (nearest radius first): ``smiles``,
+            ``radius`` (the distance of the point that first decoded to it), ``count`` (how many
+            of the points drawn decoded to it), ``valid``. ``df.attrs`` holds ``draws`` and
+            ``max_radius`` (the largest radius drawn at), and ``note`` when fewer than ``n`` were found.
+        """
+        from molgen.chem import canonicalize
+
+        if n < 1:
+            raise InputError(f"n must be a positive integer, not {n!r}")
+        if radius <= 0 or grow <= 1:
+            raise InputError(f"radius must be > 0 and grow > 1, not radius={radius!r}, grow={grow!r}")
+        budget = max(1000, 100 * n) if max_draws is None else max_draws
+        z0, itself = self.encode(smiles), canonicalize(smiles, isomeric=False)
         gen = _generator(seed, self.device)
-        d = torch.randn(n, self.config.latent, generator=gen, device=self.device)
-        d = d / d.norm(dim=1, keepdim=True) * radius
-        out = self.decode(z0 + d)
-        return pd.DataFrame({"smiles": out, "radius": radius, "valid": [s is not None for s in out]})
+        found: dict[str, list] = {}  # smiles -> [radius first seen, count]
+        per_round, r, draws, invalid = max(4 * n, 32), float(radius), 0, 0
+        last_r = r
+        while len(found) < n and draws < budget:
+            m = min(per_round, budget - draws)
+            d = torch.randn(m, self.config.latent, generator=gen, device=self.device)
+            before = len(found)
+            for s in self.decode(z0 + d / d.norm(dim=1, keepdim=True) * r):
+                if s is None:
+                    invalid += 1
+                elif s != itself:
+                    found.setdefault(s, [r, 0])[1] += 1
+            draws, last_r = draws + m, r
+            if len(found) == before:
+                r *= grow
+        rows = list(found.items())[:n]
+        df = pd.DataFrame({"smiles": [s for s, _ in rows], "radius": [v[0] for _, v in rows],
+                           "count": [v[1] for _, v in rows], "valid": True})  # fmt: skip
+        df.attrs.update(draws=draws, max_radius=last_r, invalid_draws=invalid)
+        if len(df) < n:
+            df.attrs["note"] = (f"found {len(df)} distinct molecules of the {n} asked for in {draws} draws "
+                                f"at radius {radius:g} to {last_r:.3g}; raise max_draws or grow for more")  # fmt: skip
+        return df
 
 
 PRIOR_BUFFERS = ("prior_weights", "prior_loc", "prior_scale_tril")
