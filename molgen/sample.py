@@ -1,17 +1,25 @@
-"""Sampling at scale: any model's ``sample()`` streamed to a CSV/SMI/SDF/Parquet file in chunks.
+"""Sampling: a model's ids (or graphs) turned into tables of molecules, and tables into files.
 
-A model takes part by having ``sample(n, seed=..., temperature=..., batch_size=..., device=...,
-workers=..., start_batch=...)`` that returns a DataFrame with ``smiles`` and ``valid`` first.
-``temperature=None`` leaves each model its own default: 1.0 for the SMILES GPT (its distribution as
-trained), 0 for the graph-VAE (greedy decoding of prior samples). SMILES models also take ``grammar``
-(syntax masks, on by default). A file is one seeded run written in chunks of whole batches (each
-chunk continues at the next batch, ``start_batch``), so without filters ``molgen generate -n N
---seed S`` writes the molecules of ``model.sample(N, seed=S)``, in order; rows reach the disk as
-they come, so 10^6 molecules never sit in memory at once.
+The models produce ids: ``SmilesGPT.generate`` token ids, ``GraphVAE.decode_graphs`` dense graphs,
+each for one batch and optionally from a ``prefix``. Everything between that and a chemist's table
+lives here: the batch plan and its per-batch seeds, worker processes, the precision policy, RDKit
+validity, DataFrames and files.
+
+``mg.sample(model, n, seed=...)`` returns ``smiles`` and ``valid`` first (the GPT adds
+``log_likelihood``). The same ``seed`` and ``batch_size`` give the same molecules whatever
+``workers``: batch ``i`` draws from its own generator (:func:`molgen.parallel.batch_seed`), and
+``start_batch`` continues a seeded run. Each kind of model declares its sampling options once, in
+:data:`OPTIONS` (``temperature=None`` keeps the kind's default: 1.0 for the GPT, its distribution as
+trained; 0 for the graph-VAE, greedy decoding of prior samples); an option another kind has is
+refused by name. :func:`generate_to_file` writes one seeded run in chunks of whole batches, so
+without filters ``molgen generate -n N --seed S`` writes the molecules of ``mg.sample(model, N,
+seed=S)``, in order, and 10^6 molecules never sit in memory at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -20,50 +28,236 @@ import pandas as pd
 
 from molgen.errors import InputError, MolgenError
 
-__all__ = ["sample", "generate_to_file", "IncompleteRun", "Interrupted", "PartialRun"]
+__all__ = ["sample", "check_options", "generate_to_file", "OPTIONS", "PRECISIONS", "native_bf16",
+           "computes_in_bf16", "IncompleteRun", "Interrupted", "PartialRun"]
 
+#: ``precision`` values for SMILES models; ``auto`` is bf16 where the device has it natively
+PRECISIONS = ("auto", "fp32", "bf16")
 
+#: each kind of model's sampling options and their defaults (``model_type`` -> option -> default)
+OPTIONS: dict[str, dict[str, object]] = {
+    "gpt": {"temperature": 1.0, "top_k": None, "top_p": None, "condition": None, "grammar": True,
+            "precision": "auto", "prefix": None},
+    "graph_vae": {"temperature": 0.0, "prior": None, "max_ring": None, "ring_rules": None, "prefix": None},
+}
 
-# options that only some models' sample() has, and why asking another model for one is an error
-_MODEL_OPTIONS = {
+# why a kind of model lacks an option another kind has (the CLI names its flag)
+_LACKS = {
     "grammar": "has no SMILES grammar option: it builds molecules as graphs under valence rules already; "
     "leave --grammar/--no-grammar out",
     "prior": "has no latent prior to choose: it samples SMILES token by token; leave --prior out",
     "max_ring": "has no ring-size limit: it writes SMILES token by token; leave --max-ring out",
     "ring_rules": "has no ring rules: it writes SMILES token by token; leave --ring-rules/--no-ring-rules out",
     "precision": "has no precision option: it decodes in float32; leave --precision out",
+    "top_k": "has no top-k option: it decodes graphs", "top_p": "has no top-p option: it decodes graphs",
+    "condition": "is not conditional",
 }
 
 
-def _sample_opts(model, temperature: float | None = None, grammar: bool | None = None, prior: str | None = None,
-                 max_ring: int | None = None, ring_rules: bool | None = None, precision: str | None = None) -> dict:  # fmt: skip
-    """``sample()`` keywords for the options given; ``None`` keeps the model's own default.
+def _kind(model) -> str:
+    kind = getattr(model, "model_type", None)
+    if kind not in OPTIONS:
+        raise InputError(f"cannot sample a {type(model).__name__}: molgen samples {', '.join(OPTIONS)} models")
+    return kind
 
-    ``grammar`` (SMILES syntax masks) and ``precision`` exist for SMILES models only, ``prior``, ``max_ring`` and
-    ``ring_rules`` for the graph-VAE only; asking a model without one is an error rather than an option silently ignored.
+
+def check_sampling(n, temperature=None, batch_size: int = 1024, workers="auto", top_k=None, top_p=None) -> None:
+    """The checks every model's ``sample()`` and ``molgen generate`` share, so the API and the CLI
+    accept and refuse the same things (one :class:`~molgen.errors.InputError` line each)."""
+    import math
+
+    import numpy as np
+
+    from molgen.parallel import check_batch_size
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"the number of molecules must be a whole number >= 1, got {n!r}")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not math.isfinite(temperature) or temperature < 0):
+        raise InputError(f"temperature must be a number >= 0 (0 = greedy decoding), got {temperature!r}")
+    check_batch_size(batch_size)
+    if not (workers in (None, "auto") or (isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
+                                            and workers >= 1)):
+        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise InputError(f"top_k must be a whole number >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def check_options(model, n: int, batch_size: int = 1024, workers="auto", **options) -> dict:
+    """Every check :func:`sample` makes, before anything runs; returns the options with defaults filled in.
+
+    ``None`` for an option keeps the kind's default. ``molgen generate`` calls this before it
+    touches a file, so the API and the command line accept and refuse the same things.
     """
-    import inspect
+    kind = _kind(model)
+    for name, value in options.items():
+        if name not in OPTIONS[kind] and value is not None:
+            raise InputError(f"{type(model).__name__} {_LACKS.get(name, f'has no sampling option {name!r}')}")
+    opts = {k: (options.get(k) if options.get(k) is not None else default) for k, default in OPTIONS[kind].items()}
+    check_sampling(n, opts["temperature"], batch_size, workers, opts.get("top_k"), opts.get("top_p"))
+    if kind == "gpt":
+        model._need_tokenizer()
+        if opts["precision"] not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {opts['precision']!r}")
+    else:
+        if opts["prior"] not in (None, "fitted", "standard"):
+            raise InputError(f"prior must be 'fitted' or 'standard', not {opts['prior']!r}")
+        if opts["prior"] == "fitted" and not model.config.fitted_prior:
+            raise InputError("this model has no fitted prior: call model.fit_prior(smiles) first, or sample the standard one")
+        model._ring_options(opts["max_ring"], opts["ring_rules"])
+    return opts
 
-    options = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
-               "ring_rules": ring_rules, "precision": precision}  # fmt: skip
-    given = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(model.sample).parameters
-    for option, why in _MODEL_OPTIONS.items():
-        if option in given and option not in accepted:
-            raise InputError(f"{type(model).__name__} {why}")
-    return given
 
+def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, workers="auto",
+           start_batch: int = 0, **options) -> pd.DataFrame:  # fmt: skip
+    """Sample ``n`` molecules from a model object or a shipped name / checkpoint folder.
 
-def sample(model, n: int, seed: int = 0, temperature: float | None = None, **kwargs) -> pd.DataFrame:
-    """Sample ``n`` molecules from a model object or a checkpoint name/folder.
+    Args:
+        model: a SmilesGPT or GraphVAE (e.g. from :func:`molgen.load_pretrained`), or its name.
+        seed: same seed and ``batch_size``, same molecules (whatever ``workers``).
+        batch_size: rows drawn at once; batch ``i`` has its own seeded generator.
+        device: where to run (``None``: where the model is; ``"auto"``: CUDA when present).
+        workers: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread, each on
+            one thread; 1: this process only); see :mod:`molgen.parallel`.
+        start_batch: continue a seeded run where an earlier call stopped (``sample(m, 2048)`` is
+            ``sample(m, 1024)`` followed by ``sample(m, 1024, start_batch=1)`` at ``batch_size`` 1,024).
+        **options: the kind's options (:data:`OPTIONS`). SMILES GPT: ``temperature`` (1.0),
+            ``top_k``, ``top_p``, ``condition`` (one vector, or ``(n, cond_dim)``, for conditional
+            models), ``grammar`` (True: mask tokens that break SMILES syntax; False samples the raw
+            model), ``precision`` (``"auto"`` computes in bf16 with float32 sums where the device
+            multiplies bf16 natively, :func:`native_bf16`, else float32; ``"fp32"``/``"bf16"``
+            force one; bf16 draws other molecules from the same seed, of the same quality, and
+            ``log_likelihood`` is then good to about 0.1 nats), ``prefix`` (a SMILES fragment, in
+            the model's spelling, that every row starts with). Graph-VAE: ``temperature`` (0:
+            greedy decoding of latent points, as JT-VAE samples; 1 samples the decoder's
+            distribution), ``prior`` (``"fitted"`` where the model has one, or ``"standard"``
+            N(0, I)), ``max_ring`` / ``ring_rules`` (``None``: the model's), ``prefix`` (a SMILES,
+            e.g. a scaffold, whose atoms and bonds every decode starts from and keeps).
 
-    ``mg.sample("smiles-gpt-moses", 1000)`` is ``mg.load_pretrained(...).sample(1000)``.
+    Returns:
+        One row per sample: ``smiles``, ``valid`` (and ``log_likelihood`` for the GPT, the model's
+        log-likelihood of the sampled string in nats; not to be taken for logP). A Kekulé model's
+        valid molecules come back in RDKit's aromatic form, atom order kept.
     """
+    from molgen.models import resolve_device
+    from molgen.parallel import batch_plan, map_batches, resolve_workers
+
     if isinstance(model, (str, os.PathLike)):
         from molgen.models import load_pretrained
 
-        model = load_pretrained(model, device=kwargs.pop("device", "auto"))
-    return model.sample(n, seed=seed, **kwargs, **_sample_opts(model, temperature))
+        model = load_pretrained(model, device=device or "auto")
+    opts = check_options(model, n, batch_size, workers, **options)
+    plan = batch_plan(n, batch_size, start_batch)
+    if device is not None:
+        model.to(resolve_device(device))
+    model.eval()
+    kind = _kind(model)
+    batch = functools.partial(_gpt_batch if kind == "gpt" else _vae_batch, model, seed=seed, **_prepare(model, n, opts))
+    bytes_each = model.cache_bytes(batch_size) if kind == "gpt" else 0
+    procs = resolve_workers(workers, model.device, len(plan), bytes_each=bytes_each)
+    parts = map_batches(lambda b: batch(*b), [(i, start, rows) for i, start, rows in plan], procs)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _prepare(model, n: int, opts: dict) -> dict:
+    """The options as a batch needs them: condition rows, the prefix as ids or graphs."""
+    import torch
+
+    opts = dict(opts)
+    if model.model_type == "gpt":
+        from molgen.models.gpt import condition_rows
+        from molgen.tokenize import tokenize
+
+        opts["condition"] = condition_rows(opts["condition"], n, model.config.cond_dim)
+        if opts["prefix"]:
+            stoi = model.tokenizer.stoi
+            missing = [t for t in tokenize(opts["prefix"]) if t not in stoi]
+            if missing:
+                raise InputError(f"prefix {opts['prefix']!r} holds tokens outside the model's vocabulary: {missing}"
+                                 + (" (this model writes Kekulé SMILES: no aromatic atoms)" if model.tokenizer.kekule else ""))
+            opts["prefix"] = torch.tensor([stoi[t] for t in tokenize(opts["prefix"])], dtype=torch.long)
+    elif opts["prefix"]:
+        opts["prefix"] = opts["prefix"]  # turned into graphs per batch (rows differ in number)
+    return opts
+
+
+def _gpt_batch(model, index: int, start: int, rows: int, seed: int, temperature, top_k, top_p, condition, grammar,
+               precision, prefix) -> pd.DataFrame:  # fmt: skip
+    """Batch ``index`` of the run seeded ``seed``: ``rows`` molecules, validity checked in this process."""
+    import torch
+
+    from molgen.chem import to_mol, to_smiles
+    from molgen.models.smiles_grammar import SmilesGrammar
+    from molgen.parallel import batch_seed
+
+    tok, dev = model.tokenizer, model.device
+    gen = torch.Generator(device=dev).manual_seed(batch_seed(seed, index))
+    syntax = SmilesGrammar(tok.itos, size=model.config.vocab_size, aromatic=not tok.kekule) if grammar else None
+    c = None if condition is None else torch.as_tensor(condition[start : start + rows], dtype=torch.float32)
+    with _autocast(dev, precision):
+        ids, lp, done = model.generate(rows, temperature, top_k, top_p, c, gen, grammar=syntax, prefix=prefix)
+    smiles = tok.decode_batch(ids.cpu().numpy())
+    # a row cut at block_size is invalid even when its prefix happens to parse
+    mols = [to_mol(s) if ok else None for s, ok in zip(smiles, done.tolist(), strict=True)]
+    if tok.kekule:  # a Kekulé model's molecules in the usual aromatic form, atom order kept
+        smiles = [s if m is None else to_smiles(m, canonical=False) or s for s, m in zip(smiles, mols, strict=True)]
+    return pd.DataFrame({"smiles": smiles, "valid": [m is not None for m in mols],
+                         "log_likelihood": lp.cpu().numpy()})
+
+
+def _vae_batch(model, index: int, start: int, rows: int, seed: int, temperature, prior, max_ring, ring_rules,
+               prefix) -> pd.DataFrame:  # fmt: skip
+    import torch
+
+    from molgen.parallel import batch_seed
+
+    with torch.no_grad():
+        gen = torch.Generator(device=model.device).manual_seed(int(batch_seed(seed, index)))
+        z = model.draw_latents(rows, gen, standard=prior == "standard")
+        graphs = model.prefix_graphs(prefix, n=rows) if prefix else None
+        smiles = model.dense_to_smiles(*model.decode_graphs(z, temperature, gen, max_ring, ring_rules, prefix=graphs))
+    return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
+
+
+# --- precision policy -----------------------------------------------------------------------------
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AVX512-BF16 or AMX
+    (read from ``/proc/cpuinfo``; False where that file is absent, e.g. macOS)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
+    return frozenset(flags.split())
+
+
+def computes_in_bf16(device, precision: str = "auto") -> bool:
+    """Whether sampling with ``precision`` on ``device`` runs in bf16 (what ``"auto"`` means there)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+def _autocast(device, precision: str = "auto"):
+    import torch
+
+    if computes_in_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def generate_to_file(
@@ -96,7 +290,7 @@ def generate_to_file(
     from its last whole chunk and writes exactly the file an uninterrupted run would have.
 
     Args:
-        model: an object with ``sample()`` (e.g. from :func:`molgen.load_pretrained`).
+        model: a model :func:`sample` takes (e.g. from :func:`molgen.load_pretrained`).
         temperature: ``None`` for the model's own default.
         grammar: SMILES models only: ``False`` samples without the syntax masks; ``None`` keeps
             the default (on).
@@ -135,9 +329,10 @@ def generate_to_file(
 
     path = Path(path)
     table_format(path)  # every refusal before any file is touched
-    opts = _sample_opts(model, temperature, grammar, prior, max_ring, ring_rules, precision)
-    if hasattr(model, "check_sample_options"):
-        model.check_sample_options(n, batch_size=batch_size, workers=workers, **opts)
+    given = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
+             "ring_rules": ring_rules, "precision": precision}  # fmt: skip
+    check_options(model, n, batch_size, workers, **given)
+    opts = {k: v for k, v in given.items() if v is not None}
     if not isinstance(max_tries, int) or max_tries < 1:
         raise InputError(f"max_tries must be a whole number >= 1, got {max_tries!r}")
     dev = resolve_device(device)
@@ -158,8 +353,8 @@ def generate_to_file(
                 # with filters, ask for a little more than is missing so the last chunk rarely falls short; a
                 # part batch ends a chunk, and the next chunk starts at the next batch number all the same
                 want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
-                df = model.sample(want, seed=seed, batch_size=batch_size, device=device, workers=workers,
-                                  start_batch=stats["next_batch"], **opts)  # fmt: skip
+                df = sample(model, want, seed=seed, batch_size=batch_size, device=device, workers=workers,
+                            start_batch=stats["next_batch"], **opts)  # fmt: skip
                 counts = {"sampled": len(df), "valid": int(df["valid"].sum()), "duplicates_dropped": 0,
                           "invalid_dropped": 0, "next_batch": -(-want // batch_size)}  # fmt: skip
                 if valid_only:

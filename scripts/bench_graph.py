@@ -24,6 +24,7 @@ import torch
 import torch_geometric
 from rdkit import Chem
 
+import molgen as mg
 from molgen.datasets import moses_smiles
 from molgen.featurize import featurize_smiles, graph_to_mol
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
@@ -118,9 +119,9 @@ def bench_encoder(model: GraphVAE, batch, device: str, repeats: int) -> dict:
 
 def bench_decode(model: GraphVAE, device: str, n: int) -> float:
     model = model.to(device)
-    model.sample(min(n, 256), seed=1, device=device)  # warm-up
+    mg.sample(model, min(n, 256), seed=1, device=device)  # warm-up
     t0 = time.perf_counter()
-    df = model.sample(n, seed=0, batch_size=n, device=device)
+    df = mg.sample(model, n, seed=0, batch_size=n, device=device)
     dt = time.perf_counter() - t0
     assert df.valid.all()
     return round(n / dt, 1)
@@ -131,11 +132,11 @@ def bench_decode_cores(model: GraphVAE, n: int) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count())
     model = model.to("cpu")
-    model.sample(256, seed=1)  # warm-up
+    mg.sample(model, 256, seed=1)  # warm-up
     out = {"n": n, "threads": os.cpu_count()}
     for label, workers in (("one_process", 1), ("workers_auto", "auto")):
         t0 = time.perf_counter()
-        df = model.sample(n, seed=0, workers=workers)
+        df = mg.sample(model, n, seed=0, workers=workers)
         out[label] = round(n / (time.perf_counter() - t0), 1)
         assert df.valid.all()
     torch.set_num_threads(threads)

@@ -30,21 +30,22 @@ import numpy as np
 import torch
 
 import molgen
+import molgen as mg
 from molgen.models import load_pretrained
-from molgen.models.gpt import computes_in_bf16
 from molgen.parallel import resolve_workers
+from molgen.sample import computes_in_bf16
 
 
 def sampling(model, n: int, batch_size: int, device: str, grammar: bool = True, precision: str = "auto",
              workers: int | str = "auto", repeats: int = 3) -> dict:  # fmt: skip
     """``model.sample`` end to end (validity check included): the median run of ``repeats``."""
     opts = {"batch_size": batch_size, "device": device, "grammar": grammar, "precision": precision, "workers": workers}
-    model.sample(min(n, 256), seed=123, **opts)  # warm-up
+    mg.sample(model, min(n, 256), seed=123, **opts)  # warm-up
     runs = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        df = model.sample(n, seed=0, **opts)
+        df = mg.sample(model, n, seed=0, **opts)
         _sync(device)
         runs.append((float(df["valid"].sum()) / (time.perf_counter() - t0), time.perf_counter() - t0))
     valid_per_s, sec = sorted(runs)[len(runs) // 2]

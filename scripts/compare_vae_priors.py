@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import molgen as mg
 from molgen.datasets import moses_sample
 from molgen.metrics import evaluate
 from molgen.models.graph_vae import GraphVAE
@@ -44,7 +45,7 @@ def main() -> None:
         t0 = time.perf_counter()
         info = vae.fit_prior(picked, components=k, seed=args.seed)
         t1 = time.perf_counter()
-        samples = vae.sample(args.n, seed=args.seed)
+        samples = mg.sample(vae, args.n, seed=args.seed)
         t2 = time.perf_counter()
         metrics = evaluate(samples, n_jobs=2, device="cpu")
         rows[k] = {"prior": info, "fit_s": round(t1 - t0, 1), "sample_s": round(t2 - t1, 1),

@@ -30,8 +30,8 @@ from pathlib import Path
 import pandas as pd
 
 from molgen.errors import ConfigError
-from molgen.models.gpt import PRECISIONS, computes_in_bf16
 from molgen.models.hub import resolve
+from molgen.sample import PRECISIONS, computes_in_bf16
 from molgen.tokenize import SmilesTokenizer, tokenize
 
 MOSES_ROWS = {  # published MOSES baselines (Polykovskiy et al. 2020, Table 2), for context
@@ -141,7 +141,7 @@ context {cfg['block_size']} tokens, {cfg['vocab_size']} tokens in `vocab.json`, 
 ```python
 import molgen as mg
 model = mg.load_pretrained("{folder.name}")
-df = model.sample(1000, seed=0)          # smiles, valid, logp (log-likelihood under the model)
+df = mg.sample(model, 1000, seed=0)          # smiles, valid, log_likelihood (under the model)
 ```
 
 ## Training
@@ -211,7 +211,7 @@ def grammar_section(table: str, n: int, kekule: bool = False) -> str:
         else "Aromaticity (can the rings be kekulised?) stays the model's."
     )
     return f"""
-The SMILES grammar (`molgen.models.smiles_grammar`, `model.sample(n, grammar=False)` or
+The SMILES grammar (`molgen.models.smiles_grammar`, `mg.sample(model, n, grammar=False)` or
 `molgen generate --no-grammar` to switch it off) masks, at each step, the tokens that would make the
 string stop being a SMILES prefix (unclosed ring labels or branches at `<eos>`, `()`, `=#`, a label
 that would bond an atom to itself or repeat a bond) and bonds beyond an atom's largest valence. A row

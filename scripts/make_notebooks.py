@@ -15,10 +15,10 @@ cells = [
     md("## Sampling from the SMILES transformer\n\n`sample` returns one row per sampled string, with its "
        "validity and the model's log-likelihood; the same seed gives the same molecules. Sampling "
        "runs under a SMILES grammar by default (no unclosed rings or branches, no atom over its valence); "
-       "`gpt.sample(500, seed=0, grammar=False)` samples the raw model. For screening many candidates, "
+       "`mg.sample(gpt, 500, seed=0, grammar=False)` samples the raw model. For screening many candidates, "
        "`mg.load_pretrained(\"smiles-gpt-moses-small\")` is a student distilled from it, a quarter of its size, "
        "that samples several times faster on a CPU (its card has its metrics)."),
-    code("gpt = mg.load_pretrained(\"smiles-gpt-moses\")\nsamples = gpt.sample(500, seed=0)\n"
+    code("gpt = mg.load_pretrained(\"smiles-gpt-moses\")\nsamples = mg.sample(gpt, 500, seed=0)\n"
          "print(f\"valid: {samples.valid.mean():.3f}\")\nsamples.head()"),
     md("## MOSES metrics\n\n`mg.evaluate` gives the MOSES table's keys (validity, uniqueness, novelty, FCD, "
        "SNN, Frag, Scaf, IntDiv, Filters, property distances) plus GuacaMol's KL score. FCD depends on "
@@ -39,7 +39,7 @@ cells = [
     code("near = vae.neighbours(aspirin, radius=0.5, n=8, seed=0)\n"
          "print(near.smiles.nunique(), \"distinct neighbours from\", near.attrs[\"draws\"], \"points, radius up to\", "
          "near.attrs[\"max_radius\"])\nnear"),
-    code("prior = vae.sample(200, seed=0)\nprint(f\"valid: {prior.valid.mean():.3f}\")\nprior.head()"),
+    code("prior = mg.sample(vae, 200, seed=0)\nprint(f\"valid: {prior.valid.mean():.3f}\")\nprior.head()"),
     md("## Saving results\n\n`mg.io.write_table` writes CSV, TSV, SMI, SDF or Parquet with the same columns."),
     code("import tempfile, pathlib\n\nout = pathlib.Path(tempfile.mkdtemp()) / \"gpt_samples.sdf\"\n"
          "mg.io.write_table(mg.score(samples.smiles, properties=[\"qed\", \"sa\"]), out)\n"

@@ -137,7 +137,7 @@ def card(
         f"""
 Sampling the decoder's distribution instead, the standard N(0, I) prior the KL term aims at, or
 without the ring rules (n = {n_sweep:,} molecules each, seed 0; FCD at this n is not comparable
-with the n = {n:,} figures above): `vae.sample(n, temperature=..., prior="standard", max_ring=0,
+with the n = {n:,} figures above): `mg.sample(vae, n, temperature=..., prior="standard", max_ring=0,
 ring_rules=False)`, `molgen generate --temperature ... --prior standard --max-ring 0 --no-ring-rules`.
 
 {sweep}
@@ -168,9 +168,10 @@ with sum + mean readout to a {cfg["latent"]}-dimensional Gaussian posterior. Dec
 MOSES molecules have rings of 3-7 atoms){rules_text}. {n_params:,} parameters in `model.safetensors`.
 
 ```python
+import molgen as mg
 from molgen.models.graph_vae import GraphVAE
 vae = GraphVAE.from_pretrained("{folder.name}")
-vae.sample(1000, seed=0)                       # smiles, valid
+mg.sample(vae, 1000, seed=0)                   # smiles, valid
 z = vae.encode(["CCOc1ccc(CC(=O)N)cc1"])       # posterior means
 vae.decode(z); vae.interpolate(a, b, steps=8); vae.neighbours(smiles, radius=1.0, n=10)
 ```

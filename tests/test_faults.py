@@ -222,7 +222,7 @@ def test_api_and_cli_refuse_the_same_sampling_options():
     for kwargs in ({"n": -1}, {"n": 0}, {"n": 5, "temperature": -1}, {"n": 5, "batch_size": 0},
                    {"n": 5, "workers": 0}, {"n": 5, "precision": "fp16"}):
         with pytest.raises(InputError):
-            gpt.sample(**kwargs)
+            mg.sample(gpt, **kwargs)
 
 
 def test_gzipped_output_is_accepted(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import molgen as mg
 from molgen.errors import ConfigError, InputError
 from molgen.models.gpt import GPTConfig, KVCache, SmilesGPT
 from molgen.tokenize import SmilesTokenizer
@@ -54,7 +55,7 @@ def test_generate_with_and_without_cache_samples_the_same(tok):
 
 def test_same_seed_same_molecules(tok):
     model = tiny(tok)
-    first, again, other = model.sample(50, seed=7), model.sample(50, seed=7), model.sample(50, seed=8)
+    first, again, other = mg.sample(model, 50, seed=7), mg.sample(model, 50, seed=7), mg.sample(model, 50, seed=8)
     assert first["smiles"].tolist() == again["smiles"].tolist()
     assert first["smiles"].tolist() != other["smiles"].tolist()
     assert list(first.columns) == ["smiles", "valid", "log_likelihood"]
@@ -64,14 +65,14 @@ def test_workers_and_start_batch_do_not_change_the_molecules(tok):
     import pandas as pd
 
     model = tiny(tok)
-    one = model.sample(40, seed=7, batch_size=8, workers=1)
-    assert one.equals(model.sample(40, seed=7, batch_size=8, workers=2))
-    continued = pd.concat([model.sample(16, seed=7, batch_size=8), model.sample(24, seed=7, batch_size=8, start_batch=2)])
+    one = mg.sample(model, 40, seed=7, batch_size=8, workers=1)
+    assert one.equals(mg.sample(model, 40, seed=7, batch_size=8, workers=2))
+    continued = pd.concat([mg.sample(model, 16, seed=7, batch_size=8), mg.sample(model, 24, seed=7, batch_size=8, start_batch=2)])
     assert continued.reset_index(drop=True).equals(one)
     with pytest.raises(InputError, match="workers must be"):
-        model.sample(4, workers=0)
+        mg.sample(model, 4, workers=0)
     with pytest.raises(InputError, match="batch_size must be a whole number >= 1"):
-        model.sample(4, batch_size=0)
+        mg.sample(model, 4, batch_size=0)
 
 
 def test_rows_stop_at_their_own_end_token(tok):
@@ -94,7 +95,7 @@ def test_sampled_logp_is_the_model_likelihood(tok):
 
 
 def test_bf16_sampling_is_seeded_and_its_logp_close_to_the_float32_likelihood(tok, real_smiles, monkeypatch):
-    import molgen.models.gpt as gpt
+    import molgen.sample as sampling
 
     model = tiny(tok).train()  # briefly trained, so that sampled molecules end
     ids = torch.as_tensor(tok.encode_batch(real_smiles))
@@ -104,22 +105,22 @@ def test_bf16_sampling_is_seeded_and_its_logp_close_to_the_float32_likelihood(to
         model(ids[:, :-1], ids[:, 1:])[1].backward()
         opt.step()
     model.eval()
-    bf16, again, fp32 = (model.sample(64, seed=2, precision=p) for p in ("bf16", "bf16", "fp32"))
+    bf16, again, fp32 = (mg.sample(model, 64, seed=2, precision=p) for p in ("bf16", "bf16", "fp32"))
     assert bf16.smiles.tolist() == again.smiles.tolist()
     ended = bf16[bf16.valid]
     assert len(ended) >= 10 and fp32.valid.sum() >= 10
     exact = model.log_likelihood(ended.smiles.tolist())
     np.testing.assert_allclose(ended.log_likelihood.to_numpy(), exact, atol=0.1)
     with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16"):
-        model.sample(2, precision="fp16")
-    assert gpt.native_bf16("cuda") and not gpt.native_bf16("meta")
-    gpt._cpu_flags.cache_clear()
-    monkeypatch.setattr(gpt.Path, "read_text", lambda self: "processor : 0\nflags : fpu avx512f avx512_bf16 sse\n")
-    assert gpt.native_bf16("cpu")
-    monkeypatch.setattr(gpt.Path, "read_text", lambda self: "flags : fpu avx2\n")
-    gpt._cpu_flags.cache_clear()
-    assert not gpt.native_bf16("cpu")
-    gpt._cpu_flags.cache_clear()
+        mg.sample(model, 2, precision="fp16")
+    assert sampling.native_bf16("cuda") and not sampling.native_bf16("meta")
+    sampling._cpu_flags.cache_clear()
+    monkeypatch.setattr(sampling.Path, "read_text", lambda self: "processor : 0\nflags : fpu avx512f avx512_bf16 sse\n")
+    assert sampling.native_bf16("cpu")
+    monkeypatch.setattr(sampling.Path, "read_text", lambda self: "flags : fpu avx2\n")
+    sampling._cpu_flags.cache_clear()
+    assert not sampling.native_bf16("cpu")
+    sampling._cpu_flags.cache_clear()
 
 
 def test_top_k_one_is_greedy(tok):
@@ -165,19 +166,19 @@ def test_resize_vocab_appends_mean_rows_and_keeps_old_ones(tok):
 def test_conditional_model_needs_and_uses_its_condition(tok):
     model = tiny(tok, cond_dim=2)
     with pytest.raises(ValueError, match="conditional"):
-        model.sample(2)
+        mg.sample(model, 2)
     ids = torch.as_tensor(tok.encode_batch(["CCO"]))
     a, _ = model(ids, condition=torch.tensor([[0.0, 0.0]]))
     b, _ = model(ids, condition=torch.tensor([[5.0, -5.0]]))
     assert not torch.allclose(a, b)
-    assert len(model.sample(3, condition=[1.0, 2.0])) == 3
+    assert len(mg.sample(model, 3, condition=[1.0, 2.0])) == 3
 
 
 def test_sample_without_tokenizer_is_a_clear_error(tok):
     model = tiny(tok)
     model.tokenizer = None
     with pytest.raises(ConfigError, match="no tokenizer"):
-        model.sample(1)
+        mg.sample(model, 1)
 
 
 def test_bad_shape_is_a_config_error():
@@ -202,13 +203,13 @@ def test_shared_key_value_heads_shrink_the_cache_and_match_repeated_full_heads(t
     ids = torch.as_tensor(tok.encode_batch(real_smiles))
     torch.testing.assert_close(shared(ids)[0], full(ids)[0], atol=1e-5, rtol=1e-4)
     assert KVCache(shared.config, 4, 10, "cpu", torch.float32).k[0].shape == (4, 1, 10, D)
-    assert shared.sample(20, seed=1)["smiles"].tolist() == shared.sample(20, seed=1)["smiles"].tolist()
+    assert mg.sample(shared, 20, seed=1)["smiles"].tolist() == mg.sample(shared, 20, seed=1)["smiles"].tolist()
 
 
 @pytest.mark.gpu
 def test_cuda_bf16_sampling_is_seeded_and_matches_the_uncached_path(tok):
     model = tiny(tok).to("cuda")
-    a, b = model.sample(64, seed=4, device="cuda"), model.sample(64, seed=4, device="cuda")
+    a, b = mg.sample(model, 64, seed=4, device="cuda"), mg.sample(model, 64, seed=4, device="cuda")
     assert a["smiles"].tolist() == b["smiles"].tolist()
     ids = torch.as_tensor(tok.encode_batch(["CC(=O)Oc1ccccc1C(=O)O", "CCO"]), device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):

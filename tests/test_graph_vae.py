@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rdkit import Chem
 from torch_geometric.data import Batch
 
+import molgen as mg
 from molgen.errors import ConfigError, InputError
 from molgen.featurize import mol_to_graph
 from molgen.models.graph_decoder import dense_targets
@@ -79,15 +80,15 @@ def test_random_latents_always_decode_to_valid_molecules(untrained, overfitted, 
 
 
 def test_sample_is_seeded_and_valid(overfitted):
-    a = overfitted.sample(64, seed=3, batch_size=32)
-    b = overfitted.sample(64, seed=3, batch_size=32)
+    a = mg.sample(overfitted, 64, seed=3, batch_size=32)
+    b = mg.sample(overfitted, 64, seed=3, batch_size=32)
     assert list(a.columns[:2]) == ["smiles", "valid"]
     assert a.valid.all() and a.smiles.equals(b.smiles)
-    assert not a.smiles.equals(overfitted.sample(64, seed=4, batch_size=32).smiles)
+    assert not a.smiles.equals(mg.sample(overfitted, 64, seed=4, batch_size=32).smiles)
     # whole batches in worker processes, or a run continued at its third batch: the same molecules
-    hot = overfitted.sample(64, seed=3, batch_size=16, temperature=1.0)
-    assert hot.equals(overfitted.sample(64, seed=3, batch_size=16, temperature=1.0, workers=2))
-    assert hot.smiles.iloc[32:].tolist() == overfitted.sample(32, seed=3, batch_size=16, temperature=1.0, start_batch=2).smiles.tolist()
+    hot = mg.sample(overfitted, 64, seed=3, batch_size=16, temperature=1.0)
+    assert hot.equals(mg.sample(overfitted, 64, seed=3, batch_size=16, temperature=1.0, workers=2))
+    assert hot.smiles.iloc[32:].tolist() == mg.sample(overfitted, 32, seed=3, batch_size=16, temperature=1.0, start_batch=2).smiles.tolist()
 
 
 def test_teacher_forcing_scores_what_generation_produces(overfitted, real_smiles):
@@ -104,7 +105,7 @@ def test_save_load_gives_identical_outputs(overfitted, real_smiles, tmp_path):
     overfitted.save_pretrained(tmp_path / "ckpt", provenance={"data": "test"})
     loaded = GraphVAE.from_pretrained(tmp_path / "ckpt", device="cpu")
     torch.testing.assert_close(loaded.encode(real_smiles), overfitted.encode(real_smiles), rtol=0, atol=0)
-    pd.testing.assert_frame_equal(loaded.sample(32, seed=1), overfitted.sample(32, seed=1))
+    pd.testing.assert_frame_equal(mg.sample(loaded, 32, seed=1), mg.sample(overfitted, 32, seed=1))
     assert loaded.provenance == {"data": "test"}
 
 
@@ -188,7 +189,7 @@ def test_pretrain_and_resume_through_the_shared_trainer(tmp_path, real_smiles, m
     export = pretrain(parse_config(raw))
     model = GraphVAE.from_pretrained(export, device="cpu")
     assert model.provenance["steps"] == 4 and model.provenance["data"]["n_train"] == 90
-    assert model.sample(16, seed=0).valid.all()
+    assert mg.sample(model, 16, seed=0).valid.all()
     raw["trainer"]["max_steps"] = 6
     export = pretrain(parse_config(raw), resume=True)
     parent = GraphVAE.from_pretrained(export, device="cpu")
@@ -201,7 +202,7 @@ def test_pretrain_and_resume_through_the_shared_trainer(tmp_path, real_smiles, m
                  "trainer": {**raw["trainer"], "max_steps": 2}}  # fmt: skip
     child = GraphVAE.from_pretrained(pretrain(parse_config(child_raw)), device="cpu")
     assert child.provenance["parent"] == str(tmp_path / "parent") and not child.config.fitted_prior
-    assert child.sample(16, seed=0).valid.all()
+    assert mg.sample(child, 16, seed=0).valid.all()
     child_raw["model"] = {**raw["model"], "hidden": TINY["hidden"] * 2}
     with pytest.raises(ConfigError, match="does not fit this model"):
         pretrain(parse_config({**child_raw, "run_dir": str(tmp_path / "wide")}))
@@ -215,7 +216,7 @@ def test_cuda_bf16_encode_and_decode(overfitted, real_smiles):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         z = model.encode(real_smiles)
     torch.testing.assert_close(z.float().cpu(), overfitted.encode(real_smiles), atol=0.1, rtol=0.05)
-    out = model.sample(256, seed=0, device="cuda")
+    out = mg.sample(model, 256, seed=0, device="cuda")
     assert out.valid.all() and np.mean([_sanitises(s) for s in out.smiles]) == 1.0
 
 
@@ -236,9 +237,9 @@ def test_generate_to_file_through_the_shared_path(overfitted, tmp_path):
 def test_default_sampling_decodes_greedily_and_the_file_path_keeps_each_models_default(overfitted, tmp_path):
     from molgen.sample import generate_to_file
 
-    greedy = overfitted.sample(40, seed=1, temperature=0.0)
-    hot = overfitted.sample(40, seed=1, temperature=1.0)
-    assert overfitted.sample(40, seed=1).smiles.equals(greedy.smiles)
+    greedy = mg.sample(overfitted, 40, seed=1, temperature=0.0)
+    hot = mg.sample(overfitted, 40, seed=1, temperature=1.0)
+    assert mg.sample(overfitted, 40, seed=1).smiles.equals(greedy.smiles)
     assert not hot.smiles.equals(greedy.smiles)
     for temperature, expected in ((None, greedy), (1.0, hot)):
         out = tmp_path / f"t{temperature}.csv"
@@ -269,17 +270,17 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
     import copy
 
     model = copy.deepcopy(overfitted)  # fitting changes the model's default sampling
-    standard = model.sample(200, seed=3)
+    standard = mg.sample(model, 200, seed=3)
     with pytest.raises(InputError, match="no fitted prior"):
-        model.sample(4, prior="fitted")
+        mg.sample(model, 4, prior="fitted")
     with pytest.raises(InputError, match="at least 32 molecules"):
         model.fit_prior(real_smiles)  # 20 < 2 x 16
     info = model.fit_prior(real_smiles * 2)
     mu = model.encode(real_smiles).double()
     torch.testing.assert_close(model.prior_loc[0], mu.mean(0).float())
     assert model.config.fitted_prior and info["n_molecules"] == 40
-    fitted = model.sample(200, seed=3)
-    pd.testing.assert_frame_equal(model.sample(200, seed=3, prior="standard"), standard)
+    fitted = mg.sample(model, 200, seed=3)
+    pd.testing.assert_frame_equal(mg.sample(model, 200, seed=3, prior="standard"), standard)
     # the model was trained without a KL term, so its molecules encode far from N(0, I): drawing
     # where they do encode gives back training molecules more often
     train = {_flat(s) for s in real_smiles}
@@ -287,9 +288,9 @@ def test_a_fitted_prior_is_drawn_from_saved_and_the_standard_one_stays_available
     model.save_pretrained(tmp_path / "ckpt")
     loaded = GraphVAE.from_pretrained(tmp_path / "ckpt", device="cpu")
     assert loaded.config.fitted_prior
-    pd.testing.assert_frame_equal(loaded.sample(200, seed=3), fitted)
+    pd.testing.assert_frame_equal(mg.sample(loaded, 200, seed=3), fitted)
     with pytest.raises(InputError, match="'fitted' or 'standard'"):
-        loaded.sample(4, prior="wide")
+        mg.sample(loaded, 4, prior="wide")
 
 
 def test_a_mixture_prior_follows_the_clusters_and_old_single_gaussian_files_still_load(overfitted, real_smiles, tmp_path):
@@ -303,11 +304,11 @@ def test_a_mixture_prior_follows_the_clusters_and_old_single_gaussian_files_stil
     with pytest.raises(InputError, match="2 Gaussian"):
         model.fit_prior(real_smiles, components=2)
     single = model.fit_prior(real_smiles * 5)
-    one = model.sample(300, seed=2)
+    one = mg.sample(model, 300, seed=2)
     info = model.fit_prior(real_smiles * 5, components=3, seed=0)
     assert info["components"] == 3 and model.prior_loc.shape == (3, TINY["latent"])
     assert model.prior_weights.sum().item() == pytest.approx(1.0) and info["mean_norm"] == single["mean_norm"]
-    mixture = model.sample(300, seed=2)
+    mixture = mg.sample(model, 300, seed=2)
     # the 20 molecules encode as separate points: a mixture puts its mass on clusters of them, where
     # one Gaussian spreads it between them, so its draws decode to the training molecules more often
     train = {_flat(s) for s in real_smiles}
@@ -315,7 +316,7 @@ def test_a_mixture_prior_follows_the_clusters_and_old_single_gaussian_files_stil
     model.save_pretrained(tmp_path / "mix")
     loaded = GraphVAE.from_pretrained(tmp_path / "mix", device="cpu")
     assert loaded.config.prior_components == 3
-    pd.testing.assert_frame_equal(loaded.sample(300, seed=2), mixture)
+    pd.testing.assert_frame_equal(mg.sample(loaded, 300, seed=2), mixture)
     # a file written before mixtures: one Gaussian as (L,) and (L, L), no weights, no prior_components
     model.fit_prior(real_smiles * 5)
     model.save_pretrained(tmp_path / "old")
@@ -326,7 +327,7 @@ def test_a_mixture_prior_follows_the_clusters_and_old_single_gaussian_files_stil
     config = json.loads((tmp_path / "old" / "config.json").read_text())
     del config["config"]["prior_components"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
-    pd.testing.assert_frame_equal(GraphVAE.from_pretrained(tmp_path / "old", device="cpu").sample(300, seed=2), one)
+    pd.testing.assert_frame_equal(mg.sample(GraphVAE.from_pretrained(tmp_path / "old", device="cpu"), 300, seed=2), one)
 
 
 def _ring_stats(smiles: str) -> tuple[int, bool]:
@@ -350,22 +351,22 @@ def test_generation_follows_the_ring_rules(real_smiles, tmp_path):
     model = GraphVAE.from_pretrained("graph-vae-moses", device="cpu")
     # no rules: the decoder then closes some 8- to 17-membered rings, bridged systems, fused or
     # unsaturated 3-/4-rings
-    free = model.sample(300, seed=0, max_ring=0, ring_rules=False)
+    free = mg.sample(model, 300, seed=0, max_ring=0, ring_rules=False)
     largest, broken = zip(*map(_ring_stats, free.smiles), strict=True)
     assert max(largest) > 8 and sum(broken) >= 5
-    shipped = model.sample(300, seed=0)
+    shipped = mg.sample(model, 300, seed=0)
     assert model.config.max_ring == 7 and model.config.ring_rules
     largest, broken = zip(*map(_ring_stats, shipped.smiles), strict=True)
     assert shipped.valid.all() and max(largest) <= 7 and not any(broken)
     assert (shipped.smiles == free.smiles).mean() > 0.5  # molecules the rules do not touch are unchanged
     model.config.max_ring = 6
-    limited = model.sample(300, seed=0)
+    limited = mg.sample(model, 300, seed=0)
     assert limited.valid.all() and all(_sanitises(s) for s in limited.smiles)
     assert max(_ring_stats(s)[0] for s in limited.smiles) <= 6
     # the shared real molecules break no rule, so the defaults block none of their closures
     assert not any(largest > 7 or broken for largest, broken in map(_ring_stats, real_smiles))
     with pytest.raises(InputError, match="at least 3 atoms"):
-        model.sample(4, max_ring=2)
+        mg.sample(model, 4, max_ring=2)
     out = tmp_path / "free.csv"
     args = ["generate", "--model", "graph-vae-moses", "-n", "300", "-o", str(out), "--max-ring", "0",
             "--no-ring-rules", "--device", "cpu"]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_every_format_parses_back_with_the_same_rows(model, tmp_path, suffix):
     summary = generate_to_file(model, 30, path, seed=2, chunk_size=12, batch_size=8, progress=False)
     assert summary["written"] == 30 == summary["sampled"]
     back = read_table(path)
-    expected = model.sample(30, seed=2, batch_size=8)  # chunks of whole batches continue one seeded run
+    expected = mg.sample(model, 30, seed=2, batch_size=8)  # chunks of whole batches continue one seeded run
     assert back["smiles"].tolist() == [
         mg.chem.canonicalize(s) if suffix == ".sdf" and v else s for s, v in zip(expected["smiles"], expected["valid"], strict=True)
     ]
@@ -72,7 +73,7 @@ def test_bad_suffix_is_a_clear_error(model, tmp_path):
 
 
 def test_grammar_is_on_by_default_and_no_grammar_samples_the_raw_model(model, tmp_path):
-    masked, raw = model.sample(300, seed=2), model.sample(300, seed=2, grammar=False)
+    masked, raw = mg.sample(model, 300, seed=2), mg.sample(model, 300, seed=2, grammar=False)
     assert not masked.smiles.equals(raw.smiles)
     for grammar, expected in ((None, masked), (False, raw)):
         out = tmp_path / f"g{grammar}.csv"
@@ -101,3 +102,41 @@ def test_cli_generate(tmp_path):
     assert len(read_table(out)) == 20
     bad = CliRunner().invoke(app, ["generate", "--model", "no-such-model", "-n", "2", "-o", str(out)])
     assert bad.exit_code == 2 and "no checkpoint folder or shipped model" in bad.output
+
+
+def test_a_gpt_prefix_starts_every_row_and_is_scored_in_the_likelihood(model):
+    df = mg.sample(model, 40, seed=0, prefix="CC1=CC=C(", batch_size=16, precision="fp32")
+    valid = df[df.valid]
+    assert len(valid) >= 35
+    # rows keep their atom order, so each starts with the prefix (aromatic where RDKit perceives a benzene)
+    assert all(s.startswith(("CC1=CC=C", "Cc1ccc")) for s in valid.smiles)
+    assert all(s.startswith(("CC1=CC=C", "Cc1ccc")) or not v for s, v in zip(df.smiles, df.valid, strict=True))
+    # the prefix tokens count in the likelihood: it equals the model's score of the molecule, except
+    # where the aromatic row, spelled in Kekulé form again, is another string than the one sampled
+    exact = model.log_likelihood(valid.smiles.tolist())
+    assert np.mean(np.abs(valid.log_likelihood.to_numpy() - exact) < 1e-3) >= 0.8
+    assert not df.smiles.equals(mg.sample(model, 40, seed=0, batch_size=16).smiles)
+    with pytest.raises(InputError, match="breaks SMILES syntax at token 1"):
+        mg.sample(model, 2, prefix="c1ccccc1")  # a Kekulé model's grammar has no aromatic atoms
+    with pytest.raises(InputError, match="outside the model's vocabulary"):
+        mg.sample(model, 2, prefix="C[Sn]")
+    with pytest.raises(InputError, match="breaks SMILES syntax"):
+        mg.sample(model, 2, prefix="C)")
+
+
+def test_a_graph_vae_prefix_decorates_a_scaffold():
+    vae = mg.load_pretrained("graph-vae-moses", device="cpu")
+    indole = mg.chem.to_mol("c1ccc2[nH]ccc2c1")
+    df = mg.sample(vae, 24, seed=0, prefix="c1ccc2[nH]ccc2c1")
+    assert df.valid.all()
+    assert all(mg.chem.to_mol(s).HasSubstructMatch(indole) for s in df.smiles)
+    free = mg.sample(vae, 24, seed=0)
+    assert sum(mg.chem.to_mol(s).HasSubstructMatch(indole) for s in free.smiles) < 6
+    assert df.smiles.nunique() >= 20
+
+
+def test_an_option_of_another_kind_of_model_is_refused_by_name(model):
+    with pytest.raises(InputError, match="no ring rules"):
+        mg.sample(model, 2, ring_rules=True)
+    with pytest.raises(InputError, match="no sampling option 'beam'"):
+        mg.sample(model, 2, beam=4)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from rdkit import Chem
 
+import molgen as mg
 from molgen.chem import quiet
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.models.smiles_grammar import SmilesGrammar
@@ -112,7 +113,7 @@ def test_an_untrained_model_samples_only_parseable_smiles_under_the_grammar(tok)
     assert len(done) > 300 // 4  # past a quarter finished, rows leave the batch: the state must follow
     with quiet():
         assert all(Chem.MolFromSmiles(s, sanitize=False) is not None for s in done)
-        free = model.sample(300, seed=1, grammar=False)
+        free = mg.sample(model, 300, seed=1, grammar=False)
         parsed = sum(Chem.MolFromSmiles(s, sanitize=False) is not None for s in free["smiles"])
     assert parsed < 0.5 * len(free)  # without the grammar the same model writes mostly non-SMILES
 
@@ -126,7 +127,7 @@ def test_a_kekule_grammar_never_draws_aromatic_atoms(real_smiles):
     torch.manual_seed(0)
     model = SmilesGPT(GPTConfig(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=32, block_size=96))
     model.tokenizer = tok
-    out = model.sample(300, seed=2)
+    out = mg.sample(model, 300, seed=2)
     ids, _, finished = model.generate(300, generator=torch.Generator().manual_seed(2), grammar=SmilesGrammar(tok.itos, aromatic=False))
     drawn = {tok.itos[i] for i in ids.unique().tolist()}
     assert drawn and not any(is_aromatic(t) for t in drawn)
@@ -137,7 +138,7 @@ def test_a_kekule_grammar_never_draws_aromatic_atoms(real_smiles):
     from molgen.models import load_pretrained
 
     shipped = load_pretrained("smiles-gpt-moses-small", device="cpu")
-    rows = shipped.sample(50, seed=0)
+    rows = mg.sample(shipped, 50, seed=0)
     assert shipped.tokenizer.kekule and rows["valid"].sum() >= 45
     assert sum(any(is_aromatic(t) for t in tokenize(s)) for s in rows.loc[rows["valid"], "smiles"]) >= 40
 

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-__all__ = ["resolve_device", "available_devices", "check_sampling", "load_pretrained", "draw"]
+__all__ = ["resolve_device", "available_devices", "load_pretrained", "draw"]
 
 
 def available_devices() -> list[str]:
@@ -54,29 +53,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise InputError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N "
                          f"(available here: {', '.join(available_devices())})")
     return dev
-
-
-def check_sampling(n, temperature=None, batch_size: int = 1024, workers="auto", top_k=None, top_p=None) -> None:
-    """The checks every model's ``sample()`` and ``molgen generate`` share, so the API and the CLI
-    accept and refuse the same things (one :class:`~molgen.errors.InputError` line each)."""
-    import math
-
-    from molgen.errors import InputError
-    from molgen.parallel import check_batch_size
-
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"the number of molecules must be a whole number >= 1, got {n!r}")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not math.isfinite(temperature) or temperature < 0):
-        raise InputError(f"temperature must be a number >= 0 (0 = greedy decoding), got {temperature!r}")
-    check_batch_size(batch_size)
-    if not (workers in (None, "auto") or (isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
-                                            and workers >= 1)):
-        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise InputError(f"top_k must be a whole number >= 1, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def load_pretrained(name_or_dir: str, device: str = "auto"):

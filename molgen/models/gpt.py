@@ -10,28 +10,20 @@ molecule costs only for the rows still running.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
 from molgen.errors import ConfigError, InputError
-from molgen.models import check_sampling, draw, resolve_device
+from molgen.models import draw
 from molgen.models.hub import register_model
 from molgen.models.smiles_grammar import SmilesGrammar
-from molgen.parallel import batch_plan, batch_seed, map_batches, resolve_workers
 
-__all__ = ["GPTConfig", "SmilesGPT", "KVCache", "PRECISIONS", "native_bf16", "computes_in_bf16"]
-
-#: ``precision`` values of :meth:`SmilesGPT.sample`; ``auto`` is bf16 where the device has it natively
-PRECISIONS = ("auto", "fp32", "bf16")
+__all__ = ["GPTConfig", "SmilesGPT", "KVCache", "condition_rows"]
 
 
 @dataclass
@@ -267,23 +259,34 @@ class SmilesGPT(nn.Module):
         max_len: int | None = None,
         use_cache: bool = True,
         grammar: SmilesGrammar | None = None,
+        prefix: torch.Tensor | None = None,
     ):
         """Sample ``n`` token sequences in one batch.
 
         ``logp`` is the model's log-likelihood of each sampled sequence (``<eos>`` included) at
         temperature 1 without top-k/top-p, so it measures the molecule, not the sampler.
         With a ``grammar``, only tokens that keep each row a SMILES prefix are drawn
-        (:mod:`molgen.models.smiles_grammar`).
+        (:mod:`molgen.models.smiles_grammar`). ``prefix`` holds token ids every row starts with
+        after ``<bos>`` (a fragment to grow, an agent's forced start): they are fed, scored into
+        ``logp`` and advanced through the grammar, and sampling continues after them.
 
         Shapes:
-            returns ids (n, L) after ``<bos>`` and padded with ``<pad>``, logp (n,), and
-            finished (n,) bool: False where a row reached ``max_len`` without ``<eos>``.
+            prefix: (P,) or (n, P), without ``<bos>``;
+            returns ids (n, L) after ``<bos>`` (prefix included) and padded with ``<pad>``, logp
+            (n,), and finished (n,) bool: False where a row reached ``max_len`` without ``<eos>``.
         """
         cfg, dev = self.config, self.device
         max_len = min(max_len or cfg.block_size, cfg.block_size)
         n_prefix = 1 if cfg.cond_dim else 0
         active = torch.arange(n, device=dev)
         seq = torch.full((n, 1), cfg.bos_id, dtype=torch.long, device=dev)  # rows in the batch so far
+        start = 0
+        if prefix is not None:
+            prefix = torch.as_tensor(prefix, dtype=torch.long, device=dev).expand(n, -1)  # (n, P)
+            start = prefix.size(1)
+            if start >= max_len - 1 or bool(((prefix == cfg.pad_id) | (prefix == cfg.bos_id) | (prefix == cfg.eos_id)).any()):
+                raise InputError(f"a prefix is at most {max_len - 2} tokens without <pad>, <bos> or <eos>")
+            seq = torch.cat([seq, prefix], 1)
         cond = condition.to(dev) if condition is not None else None
         out = torch.full((n, max_len - 1), cfg.pad_id, dtype=torch.long, device=dev)
         logp = torch.zeros(n, device=dev)
@@ -297,8 +300,17 @@ class SmilesGPT(nn.Module):
         # no token budget (grammar.start(..., max_tokens=...)): forcing a wandering row to close in time
         # turns it into a large macrocycle rather than a molecule; a row cut at the context stays invalid
         syntax = grammar.start(n, dev, max_len) if grammar is not None else None
-        h = self._hidden(seq, cond, cache, 0)[:, -1]
-        for t in range(max_len - 1):
+        hs = self._hidden(seq, cond, cache, 0)  # (n, 1 + P, C)
+        if start:
+            out[:, :start] = prefix
+            logp += torch.log_softmax(self.lm_head(hs[:, :-1]).float(), -1).gather(2, prefix[..., None]).sum((1, 2))
+            for j in range(start):
+                if syntax is not None:
+                    if not bool(syntax.mask().gather(1, prefix[:, j : j + 1]).all()):
+                        raise InputError(f"the prefix breaks SMILES syntax at token {j + 1}; sample with grammar=False to allow it")
+                    syntax.update(prefix[:, j])
+        h = hs[:, -1]
+        for t in range(start, max_len - 1):
             logits = self.lm_head(h).float()  # (b, V)
             # <pad> and <bos> are never a next token; an undertrained model must not emit them
             allowed = logits.index_fill(1, never, float("-inf"))
@@ -335,91 +347,17 @@ class SmilesGPT(nn.Module):
                 h = self._hidden(seq, cond)[:, -1]
         return out, logp, finished
 
-    def sample(
-        self,
-        n: int,
-        seed: int = 0,
-        temperature: float = 1.0,
-        batch_size: int = 1024,
-        device: str = "auto",
-        top_k: int | None = None,
-        top_p: float | None = None,
-        condition=None,
-        grammar: bool = True,
-        precision: str = "auto",
-        workers: int | str = "auto",
-        start_batch: int = 0,
-    ) -> pd.DataFrame:
-        """Sample ``n`` molecules: a DataFrame with ``smiles``, ``valid`` and ``log_likelihood`` (the
-        model's log-likelihood of the sampled string in nats; named so as not to be taken for logP).
-
-        The same ``seed`` and ``batch_size`` give the same molecules, whatever ``workers``: batch
-        ``i`` draws from its own generator (:func:`molgen.parallel.batch_seed`). ``start_batch``
-        continues a seeded run where an earlier call stopped (``sample(2048, start_batch=0)`` is
-        ``sample(1024)`` followed by ``sample(1024, start_batch=1)`` at ``batch_size`` 1,024).
-        ``condition`` is one vector (used for every row) or an ``(n, cond_dim)`` array for
-        conditional models.
-        ``grammar=True`` (the default) masks tokens that would break SMILES syntax (unclosed
-        rings or branches, ``()``, ``=#``...); ``False`` samples the model's raw distribution.
-        A model with a Kekulé vocabulary writes its valid molecules back in aromatic form
-        (``log_likelihood`` stays the likelihood of the Kekulé string it sampled).
-        ``precision``: ``"auto"`` computes in bf16 (float32 sums) where the device multiplies bf16
-        natively — CUDA, or a CPU with AVX512-BF16 or AMX (:func:`native_bf16`) — and in float32
-        elsewhere; ``"fp32"`` / ``"bf16"`` force one. bf16 draws different molecules from the same
-        seed than float32 does, of the same quality (README), and ``log_likelihood`` is then good
-        to about 0.1 nats; :meth:`log_likelihood` always scores in float32.
-        ``workers``: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread, each
-        on one thread; 1: this process only); see :mod:`molgen.parallel`.
-        """
-        self.check_sample_options(n, temperature=temperature, batch_size=batch_size, workers=workers, top_k=top_k,
-                                  top_p=top_p, precision=precision)  # fmt: skip
-        plan = batch_plan(n, batch_size, start_batch)
-        self.to(resolve_device(device)).eval()
-        conds = _condition_rows(condition, n, self.config.cond_dim)
-        opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "grammar": grammar, "precision": precision}
-        batches = [(index, rows, None if conds is None else conds[start : start + rows]) for index, start, rows in plan]
-        procs = resolve_workers(workers, self.device, len(batches), bytes_each=self._cache_bytes(batch_size))
-        parts = map_batches(lambda b: self._sample_batch(*b, seed=seed, **opts), batches, procs)
-        return pd.concat(parts, ignore_index=True)
-
-    def check_sample_options(self, n: int, temperature=1.0, batch_size: int = 1024, workers="auto", top_k=None,
-                             top_p=None, precision: str = "auto", **_) -> None:  # fmt: skip
-        """Refuse what :meth:`sample` would refuse, before anything runs (``molgen generate`` calls it
-        before it touches a file)."""
-        self._need_tokenizer()
-        check_sampling(n, temperature, batch_size, workers, top_k, top_p)
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-    def _cache_bytes(self, batch: int) -> int:
+    def cache_bytes(self, batch: int) -> int:
         """Memory of one batch's key/value cache in float32, twice over (dropping finished rows copies it)."""
         cfg = self.config
         return 2 * 4 * cfg.n_layer * 2 * math.prod(KVCache.shape(cfg, batch, cfg.block_size + 1))
-
-    def _sample_batch(self, index: int, b: int, cond, seed: int, temperature, top_k, top_p, grammar, precision) -> pd.DataFrame:
-        """Batch ``index`` of the run seeded ``seed``: ``b`` molecules, validity checked in this process."""
-        from molgen.chem import to_mol, to_smiles
-
-        tok, dev = self.tokenizer, self.device
-        gen = torch.Generator(device=dev).manual_seed(batch_seed(seed, index))
-        syntax = SmilesGrammar(tok.itos, size=self.config.vocab_size, aromatic=not tok.kekule) if grammar else None
-        c = None if cond is None else torch.as_tensor(cond, dtype=torch.float32)
-        with _autocast(dev, precision):
-            ids, lp, done = self.generate(b, temperature, top_k, top_p, c, gen, grammar=syntax)
-        smiles = tok.decode_batch(ids.cpu().numpy())
-        # a row cut at block_size is invalid even when its prefix happens to parse
-        mols = [to_mol(s) if ok else None for s, ok in zip(smiles, done.tolist(), strict=True)]
-        if tok.kekule:  # a Kekulé model's molecules in the usual aromatic form, atom order kept
-            smiles = [s if m is None else to_smiles(m, canonical=False) or s for s, m in zip(smiles, mols, strict=True)]
-        return pd.DataFrame({"smiles": smiles, "valid": [m is not None for m in mols],
-                             "log_likelihood": lp.cpu().numpy()})
 
     @torch.no_grad()
     def log_likelihood(self, smiles, batch_size: int = 512, condition=None) -> np.ndarray:
         """Log-likelihood of given SMILES under the model (e.g. the prior in RL fine-tuning)."""
         tok = self._need_tokenizer()
         self.eval()
-        conds = _condition_rows(condition, len(smiles), self.config.cond_dim)
+        conds = condition_rows(condition, len(smiles), self.config.cond_dim)
         out = []
         for start in range(0, len(smiles), batch_size):
             ids = torch.as_tensor(tok.encode_batch(smiles[start : start + batch_size]), device=self.device)
@@ -470,50 +408,20 @@ def _sample_next(logits, temperature, top_k, top_p, generator) -> torch.Tensor:
     return draw(torch.softmax(logits, -1), generator)
 
 
-def _condition_rows(condition, n: int, cond_dim: int):
+def condition_rows(condition, n: int, cond_dim: int) -> np.ndarray | None:
+    """The condition as ``(n, cond_dim)`` float32 rows (one vector is repeated), ``None`` for an
+    unconditional model; a clear error for a condition that does not fit the model."""
     if not cond_dim:
         if condition is not None:
-            raise ValueError("this model is unconditional; do not pass condition")
+            raise InputError("this model is unconditional; do not pass condition")
         return None
     if condition is None:
-        raise ValueError(f"this model is conditional: pass condition with {cond_dim} values")
+        raise InputError(f"this model is conditional: pass condition with {cond_dim} values")
     c = np.asarray(condition, dtype=np.float32)
     c = np.tile(c, (n, 1)) if c.ndim == 1 else c
     if c.shape != (n, cond_dim):
-        raise ValueError(f"condition has shape {c.shape}, expected ({cond_dim},) or ({n}, {cond_dim})")
+        raise InputError(f"condition has shape {c.shape}, expected ({cond_dim},) or ({n}, {cond_dim})")
     return c
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AVX512-BF16 or AMX
-    (read from ``/proc/cpuinfo``; False where that file is absent, e.g. macOS)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(flags.split())
-
-
-def computes_in_bf16(device: torch.device | str, precision: str = "auto") -> bool:
-    """Whether sampling with ``precision`` on ``device`` runs in bf16 (what ``"auto"`` means there)."""
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and native_bf16(device))
-
-
-def _autocast(device: torch.device, precision: str = "auto"):
-    if computes_in_bf16(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 register_model(SmilesGPT.model_type, SmilesGPT)

@@ -198,20 +198,30 @@ class GraphDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, z: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
-                 max_ring: int = 0, ring_rules: bool = False):  # fmt: skip
+                 max_ring: int = 0, ring_rules: bool = False, prefix: tuple[Tensor, Tensor] | None = None):  # fmt: skip
         """Decode graphs for a batch of latents; greedy when ``temperature == 0``.
 
         ``max_ring`` > 0 masks every ring closure that would form a ring of more atoms;
         ``ring_rules`` masks closures that make a bridged system, fuse a 3-/4-membered ring or put a
-        double or triple bond in one.
+        double or triple bond in one. ``prefix`` = ``(types, band)`` fixes each row's first atoms
+        and their bonds (a partial graph in decoding order, e.g. a scaffold to decorate); an
+        entry of -1 leaves that choice to the decoder, so rows may have prefixes of any length.
 
         Returns:
             (types, band, n_atoms) in the target layout of :meth:`forward`.
 
         Shapes:
-            z: (B, L) -> types (B, max_atoms), band (B, max_atoms, W), n_atoms (B,).
+            z: (B, L); prefix: types (B, P), band (B, P, W) with P <= max_atoms
+            -> types (B, max_atoms), band (B, max_atoms, W), n_atoms (B,).
         """
-        return self._decode(z, temperature, generator, max_ring, ring_rules)[:3]
+        force = None
+        if prefix is not None:
+            p_types, p_band = prefix
+            B, P = p_types.shape
+            force = (torch.full((B, self.max_atoms + 1), -1, dtype=torch.long, device=z.device),
+                     torch.full((B, self.max_atoms + 1, self.window), -1, dtype=torch.long, device=z.device))
+            force[0][:, :P], force[1][:, :P] = p_types, p_band
+        return self._decode(z, temperature, generator, max_ring, ring_rules, force)[:3]
 
     @torch.no_grad()
     def blocked(self, types: Tensor, band: Tensor, max_ring: int = 0, ring_rules: bool = False) -> Tensor:
@@ -244,7 +254,10 @@ class GraphDecoder(nn.Module):
         def pick(logits: Tensor, target: Tensor | None) -> Tensor:
             if target is None:
                 return _choose(logits, temperature, generator)
-            blocked.logical_or_((logits.gather(1, target.unsqueeze(1)).squeeze(1) <= NEG / 2) & ~done)
+            fixed = target >= 0  # -1: the decoder's own choice
+            if not bool(fixed.all()):
+                target = torch.where(fixed, target, _choose(logits, temperature, generator))
+            blocked.logical_or_((logits.gather(1, target.unsqueeze(1)).squeeze(1) <= NEG / 2) & fixed & ~done)
             return target
 
         # shortest-path lengths between placed atoms (FAR = not connected), for the ring rules

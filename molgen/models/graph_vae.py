@@ -25,9 +25,7 @@ from torch_geometric.utils import scatter
 from molgen.chem import quiet
 from molgen.errors import InputError
 from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
-from molgen.models import resolve_device
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
-from molgen.parallel import batch_plan, batch_seed, map_batches, resolve_workers
 
 
 @dataclass
@@ -179,11 +177,34 @@ class GraphVAE(nn.Module):
         return self.decoder(z, *self.targets(batch))
 
     def decode_graphs(self, z: Tensor, temperature: float = 0.0, generator=None, max_ring: int | None = None,
-                      ring_rules: bool | None = None):  # fmt: skip
-        """Dense graphs from latents (greedy at temperature 0). See ``GraphDecoder.generate``;
-        ``None`` keeps ``config.max_ring`` / ``config.ring_rules``."""
+                      ring_rules: bool | None = None, prefix: tuple[Tensor, Tensor] | None = None):  # fmt: skip
+        """Dense graphs from latents (greedy at temperature 0): the model's graph-level ``generate``.
+        See ``GraphDecoder.generate``; ``None`` keeps ``config.max_ring`` / ``config.ring_rules``;
+        ``prefix`` (from :meth:`prefix_graphs`) fixes each row's first atoms and bonds."""
         max_ring, ring_rules = self._ring_options(max_ring, ring_rules)
-        return self.decoder.generate(z, temperature, generator, max_ring=max_ring, ring_rules=ring_rules)
+        return self.decoder.generate(z, temperature, generator, max_ring=max_ring, ring_rules=ring_rules, prefix=prefix)
+
+    generate = decode_graphs
+
+    def prefix_graphs(self, smiles: str | list[str], n: int | None = None) -> tuple[Tensor, Tensor]:
+        """Molecules (e.g. scaffolds) as decoding prefixes: their atoms and bonds in decoding order.
+
+        A decode that starts from a prefix keeps its atoms and bonds and grows the rest. One
+        SMILES with ``n`` repeats it for ``n`` rows; shorter prefixes are padded with -1 (free).
+
+        Shapes:
+            -> types (B, P), band (B, P, W) for :meth:`decode_graphs`'s ``prefix``.
+        """
+        smiles = [smiles] if isinstance(smiles, str) else list(smiles)
+        batch = self._graphs(smiles).to(self.device)
+        types, band, n_atoms = self.targets(batch)
+        P = int(n_atoms.max())
+        keep = torch.arange(P, device=self.device)[None] < n_atoms[:, None]  # (B, P)
+        types = torch.where(keep, types[:, :P], -1)
+        band = torch.where(keep[..., None], band[:, :P], -1)
+        if n is not None and len(smiles) == 1:
+            types, band = types.expand(n, -1), band.expand(n, -1, -1)
+        return types, band
 
     def _ring_options(self, max_ring: int | None, ring_rules: bool | None) -> tuple[int, bool]:
         """The decoder's ring rules: the arguments, or the config's where ``None``; checked."""
@@ -344,54 +365,18 @@ class GraphVAE(nn.Module):
                     variance_max=round(float(variance.max()), 4))  # fmt: skip
         return info
 
-    def _draw_prior(self, m: int, gen: torch.Generator | None) -> Tensor:
-        """``m`` latents from the fitted prior. Shapes: -> (m, L)."""
+    def draw_latents(self, m: int, gen: torch.Generator | None, standard: bool = False) -> Tensor:
+        """``m`` latent points from the fitted prior (N(0, I) with ``standard`` or without a fitted one).
+
+        Shapes: -> (m, L).
+        """
         z = torch.randn(m, self.config.latent, generator=gen, device=self.device)
+        if standard or not self.config.fitted_prior:
+            return z
         if self.config.prior_components == 1:  # no component draw: the stream stays that of one Gaussian
             return self.prior_loc[0] + z @ self.prior_scale_tril[0].T
         comp = torch.multinomial(self.prior_weights, m, replacement=True, generator=gen)
         return self.prior_loc[comp] + (self.prior_scale_tril[comp] @ z.unsqueeze(-1)).squeeze(-1)
-
-    def sample(self, n: int, seed: int = 0, temperature: float = 0.0, batch_size: int = 1024,
-               device: str | torch.device | None = None, prior: str | None = None,
-               max_ring: int | None = None, ring_rules: bool | None = None,
-               workers: int | str = "auto", start_batch: int = 0) -> pd.DataFrame:  # fmt: skip
-        """``n`` molecules from the prior: a DataFrame with ``smiles`` and ``valid`` columns.
-
-        Latent points are drawn from the model's fitted prior when it has one (:meth:`fit_prior`;
-        ``prior="standard"`` draws from N(0, I) instead) and, by default, decoded greedily
-        (``temperature`` 0), as JT-VAE samples: the latent carries the diversity and each point
-        becomes its most likely molecule. ``temperature=1.0`` samples the decoder's distribution
-        as trained; on the shipped model it gives the same validity, novelty and diversity but a
-        much larger FCD (the model card's table). No ring of more than ``max_ring`` atoms is
-        closed (``None``: ``config.max_ring``, 7 for the shipped model; 0: no limit), and with
-        ``ring_rules`` (``None``: ``config.ring_rules``, on for the shipped model) no bridged ring
-        system, no 3- or 4-membered ring fused to another or holding a multiple bond
-        (``molgen.models.graph_decoder``). The same ``seed`` and ``batch_size`` give the same
-        molecules whatever ``workers`` (processes on a CPU; ``"auto"``: one per PyTorch thread) and
-        ``start_batch`` continues a seeded run, as in :meth:`SmilesGPT.sample`.
-        """
-        if prior not in (None, "fitted", "standard"):
-            raise InputError(f"prior must be 'fitted' or 'standard', not {prior!r}")
-        if prior == "fitted" and not self.config.fitted_prior:
-            raise InputError("this model has no fitted prior: call model.fit_prior(smiles) first, or sample the standard one")
-        plan = batch_plan(n, batch_size, start_batch)
-        self._ring_options(max_ring, ring_rules)  # bad ring options fail here, not in a worker
-        fitted = self.config.fitted_prior and prior != "standard"
-        if device is not None:
-            self.to(resolve_device(device))
-        self.eval()
-        batches = [(index, rows) for index, _, rows in plan]
-
-        @torch.no_grad()
-        def one(batch: tuple[int, int]) -> list[str | None]:
-            index, m = batch
-            gen = _generator(batch_seed(seed, index), self.device)
-            z = self._draw_prior(m, gen) if fitted else torch.randn(m, self.config.latent, generator=gen, device=self.device)
-            return self.dense_to_smiles(*self.decode_graphs(z, temperature, gen, max_ring, ring_rules))
-
-        smiles = [s for part in map_batches(one, batches, resolve_workers(workers, self.device, len(batches))) for s in part]
-        return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
 
     @torch.no_grad()
     def interpolate(self, a: str, b: str, steps: int = 8) -> pd.DataFrame:
