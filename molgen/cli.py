@@ -87,20 +87,35 @@ def score_cmd(
     from molgen.score import score
 
     table = score(_read_molecules(inp, smiles_col), n_jobs=n_jobs, progress=True)
+    renamed = table.attrs.get("renamed", {})
+    if renamed:  # the user's own columns stay; say where molgen's went
+        console.print(f"your table already has {', '.join(renamed)}: molgen's are written as "
+                      f"{', '.join(renamed.values())}", markup=False, highlight=False)
     write_table(table, out)
-    console.print(f"[green]wrote[/] {len(table):,} rows ({int(table['valid'].sum()):,} valid) to {out}")
+    valid = table[renamed.get("valid", "valid")]
+    console.print(f"[green]wrote[/] {len(table):,} rows ({int(valid.sum()):,} valid) to {out}")
 
 
 def _print_table(title: str, rows: list[dict]) -> None:
-    """A rich table to stdout: one row per dict, numbers to 3 decimals."""
+    """A rich table to stdout: one row per dict, fractions to 3 decimals, counts as integers, "-" for undefined."""
+    import math
+    import numbers
+
     from rich.table import Table
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            return f"{v:,}"
+        return f"{v:.3f}" if isinstance(v, numbers.Real) and not isinstance(v, bool) else str(v)
 
     table = Table(title=title)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     for col in columns:
         table.add_column(col, justify="left" if col in ("source", "metric") else "right")
     for row in rows:
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in (row.get(c, "") for c in columns)])
+        table.add_row(*[cell(row.get(c, "")) for c in columns])
     Console().print(table)
 
 
@@ -116,8 +131,7 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the --n sample."),
 ) -> None:
     """MOSES metrics of a generated set: validity, uniqueness, novelty, FCD, SNN, Frag, Scaf, IntDiv ..."""
-    import json
-
+    from molgen.files import write_json
     from molgen.metrics import evaluate
 
     if reference != "moses":
@@ -125,10 +139,11 @@ def evaluate_cmd(
     smiles = _read_molecules(generated, smiles_col)["smiles"].tolist()
     metrics = evaluate(smiles, reference=reference, n=n, n_jobs=n_jobs, seed=seed, progress=True)
     _print_table(f"MOSES metrics of {generated.name} (n={metrics.get('n', len(smiles)):,})",
-                 [{"metric": k, "value": v} for k, v in metrics.items()])
+                 [{"metric": k, "value": v} for k, v in metrics.items() if k != "caveats"])
+    if metrics.get("caveats"):
+        Console().print("caveats: " + "; ".join(metrics["caveats"]), markup=False, highlight=False)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json(json_out, metrics)  # strict JSON: null where a metric is undefined
         console.print(f"[green]wrote[/] {json_out}")
 
 
@@ -140,13 +155,16 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The main job on the shipped defaults: sample each shipped model, score, evaluate against MOSES."""
-    from molgen.demo import run_demo
+    from molgen.demo import legend, run_demo, short_labels
 
     summary = run_demo(out, n=n, seed=seed)
-    # one column per source, one row per metric: fits a terminal whatever the number of metrics
-    by_metric = summary.set_index("source").T
+    # one column per source (short labels, spelled out below), one row per metric: fits 80 columns
+    labels = short_labels(summary["source"])
+    sources = summary["source"].tolist()
     _print_table(f"molgen demo: {n:,} molecules per source, seed {seed}",
-                 [{"metric": k, **row.to_dict()} for k, row in by_metric.iterrows()])
+                 [{"metric": col, **{labels[s]: v for s, v in zip(sources, summary[col].tolist(), strict=True)}}
+                  for col in summary.columns if col != "source"])
+    Console().print(legend(labels), markup=False, highlight=False)
     console.print(f"[green]results in[/] {out.resolve()} (summary.csv; per source molecules.csv, metrics.json)")
 
 

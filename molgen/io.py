@@ -7,6 +7,13 @@ valid). Rows are never dropped: a molecule that does not parse stays as a row wi
 how many were lost and why. Problems with the file itself (missing, empty, not a table, a
 misspelled column) raise :class:`~molgen.errors.InputError` naming the file.
 
+A file's own columns are never replaced: where it already has a ``valid`` or ``invalid_reason``
+column of its own (an assay flag, say), that column stays and the reader's is written as
+``valid_rdkit`` / ``invalid_reason_rdkit`` (:func:`computed_names`; ``df.attrs["renamed"]`` says
+so, and :func:`valid_column` gives the name to filter on). A column holding exactly what the reader
+computes (a file molgen wrote, such as generated molecules with ``smiles, valid, ...``) is molgen's
+own and is replaced, so such files read back with plain ``valid`` / ``invalid_reason``.
+
 SMILES strings are kept as written in the file (stripped of surrounding blanks); canonicalise
 with :func:`molgen.chem.canonicalize` where sets are compared. SDF structures have no string of
 their own, so their ``smiles`` is RDKit's canonical SMILES of the record.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import gzip
+import math
 import os
 import re
 import warnings
@@ -37,6 +45,8 @@ __all__ = [
     "write_table",
     "validity",
     "invalid_summary",
+    "computed_names",
+    "valid_column",
     "deepchem_arrays",
     "to_deepchem",
     "from_deepchem",
@@ -45,8 +55,10 @@ __all__ = [
 FORMATS = (".csv", ".tsv", ".smi", ".sdf", ".parquet")
 # Column names recognised as the SMILES column when none is given (compared lower-case).
 SMILES_NAMES = ("smiles", "canonical_smiles", "isomeric_smiles", "smi", "smiles_string", "mol_smiles")
-# Columns a reader computes itself; a file's own columns of these names are replaced.
+# Columns a reader computes itself; a file's own columns of these names are kept (computed_names).
 DERIVED = ("valid", "invalid_reason")
+# what a computed column is called where the table already has a column of its own by that name
+RENAME_SUFFIX = "_rdkit"
 _SNIFF_BYTES = 8192
 
 
@@ -71,7 +83,10 @@ def read_table(
 
     Returns:
         ``smiles``, the target (or all other) columns, ``valid``, ``invalid_reason``; one row per
-        input row. ``df.attrs["invalid"]`` maps reason -> count, ``df.attrs["file"]`` the path.
+        input row. ``df.attrs["invalid"]`` maps reason -> count, ``df.attrs["file"]`` the path,
+        ``df.attrs["renamed"]`` the computed columns written under another name because the file
+        has its own ``valid``/``invalid_reason`` (e.g. ``{"valid": "valid_rdkit"}``; see the
+        module docstring: a file's column equal to the computed one is replaced, not renamed).
 
     Raises:
         InputError: the file is missing, empty, of an unknown format, not readable as that
@@ -92,7 +107,6 @@ def read_table(
         smiles_col = "smiles"
     else:
         raw = _read_text_or_parquet(path, fmt, nrows)
-        raw = raw.drop(columns=[c for c in DERIVED if c in raw.columns])
         smiles_col = _find_smiles_column(raw, smiles_col, path)
         reasons = None
     if len(raw) == 0:
@@ -105,15 +119,96 @@ def read_table(
         out[col] = raw[col]
     if reasons is not None:  # the SDF reader already knows why a record failed (broken molblock ...)
         reasons = [r if isinstance(r, str) else None for r in reasons]
-        out["valid"] = np.array([r is None for r in reasons], dtype=bool)
+        valid = np.array([r is None for r in reasons], dtype=bool)
     else:
-        out["valid"], reasons = validity(out["smiles"])
+        valid, reasons = validity(out["smiles"])
     # object dtype keeps None (not NaN) for valid rows, as the module docstring promises
-    out["invalid_reason"] = pd.Series(reasons, index=out.index, dtype=object)
-    out = out.reset_index(drop=True)
+    computed = pd.DataFrame({"valid": valid, "invalid_reason": pd.Series(reasons, index=out.index, dtype=object)},
+                            index=out.index)
+    names, own = computed_names(out.drop(columns="smiles"), computed)
+    out = pd.concat([out.drop(columns=own), computed.rename(columns=names)], axis=1).reset_index(drop=True)
     out.attrs["file"] = str(path)
-    out.attrs["invalid"] = _count_reasons(out["invalid_reason"])
+    out.attrs["invalid"] = _count_reasons(computed["invalid_reason"])
+    out.attrs["renamed"] = {c: n for c, n in names.items() if c != n}
     return out
+
+
+def computed_names(table: pd.DataFrame, computed: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """Names under which molgen's computed columns join ``table`` without replacing any of its columns.
+
+    A computed column ``c`` keeps its name where ``table`` has no ``c``. Where ``table``'s ``c``
+    holds the same values (molgen's own column, e.g. from a file molgen wrote, compared leniently:
+    ``True``/``"True"``, ``3``/``3.0``, ``None``/``NaN``/``""``), that column is molgen's to replace.
+    Otherwise the table's column stays as it is and the computed one is written as ``c_rdkit``
+    (``c_rdkit_2``, ... where that is taken too, again unless the taken one holds the same values).
+
+    Returns:
+        ``(names, own)``: computed name -> name to write it under, and the columns of ``table`` that
+        are molgen's own (drop them before adding the computed ones).
+    """
+    taken = set(table.columns)
+    names: dict[str, str] = {}
+    own: list[str] = []
+    for col in computed.columns:
+        candidates = [col, f"{col}{RENAME_SUFFIX}"]
+        candidates += [f"{col}{RENAME_SUFFIX}_{i}" for i in range(2, len(taken) + 3)]
+        for name in candidates:
+            if name in names.values():
+                continue
+            if name not in taken:
+                names[col] = name
+                break
+            if name not in own and _same_values(table[name], computed[col]):
+                names[col] = name
+                own.append(name)
+                break
+    return names, own
+
+
+def valid_column(df: pd.DataFrame) -> str:
+    """The name of molgen's validity column in a table from :func:`read_table` or ``score``.
+
+    ``valid`` unless the table had its own ``valid`` column (then ``valid_rdkit``, as
+    ``df.attrs["renamed"]`` records); filter rows with ``df[df[valid_column(df)]]``.
+    """
+    return df.attrs.get("renamed", {}).get("valid", "valid")
+
+
+def _missing(x: object) -> bool:
+    if x is None or (isinstance(x, str) and not x.strip()):
+        return True
+    try:
+        return bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_values(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two columns hold the same values, as a file stores them (see :func:`computed_names`)."""
+    if len(a) != len(b):
+        return False
+    if isinstance(a, pd.DataFrame):  # a table with two columns of one name
+        return False
+    if a.dtype != object and b.dtype != object:  # numbers and booleans: one vectorised comparison
+        try:
+            return bool(np.allclose(a.to_numpy(float, na_value=np.nan), b.to_numpy(float, na_value=np.nan),
+                                    rtol=1e-9, atol=1e-12, equal_nan=True))
+        except (TypeError, ValueError):
+            pass
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        if _missing(x) or _missing(y):
+            if _missing(x) and _missing(y):
+                continue
+            return False
+        if isinstance(x, str) or isinstance(y, str):
+            if str(x).strip().lower() != str(y).strip().lower():
+                return False
+        elif isinstance(x, (bool, int, float, np.number, np.bool_)) and isinstance(y, (bool, int, float, np.number, np.bool_)):
+            if not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def validity(smiles: Sequence[object]) -> tuple[np.ndarray, list[str | None]]:
@@ -228,10 +323,6 @@ def _read_sdf(path: Path, nrows: int | None) -> pd.DataFrame:
             if nrows is not None and len(rows) >= nrows:
                 break
             rows.append(_sdf_row(raw_mol))
-    # valid/invalid_reason fields (as write_table stores them) are recomputed, like CSV columns
-    for row in rows:
-        for key in DERIVED:
-            row.pop(key, None)
     broken = [i for i, r in enumerate(rows) if r["_reason"] == "molblock"]
     if len(broken) == len(rows):
         raise InputError(
@@ -259,6 +350,10 @@ def _sdf_row(raw_mol: Chem.Mol | None) -> dict:
     if raw_mol.GetNumAtoms() == 0:
         row["smiles"] = stored
         row["_reason"] = (chem.parse_failure(stored) or "empty") if stored else "empty"
+        return row
+    if chem.too_large(raw_mol):  # before sanitising or writing a SMILES of it (see chem.LIMITS)
+        row["smiles"] = stored
+        row["_reason"] = "too_large"
         return row
     mol = Chem.Mol(raw_mol)
     try:
@@ -323,9 +418,13 @@ def _count_reasons(reasons: pd.Series) -> dict[str, int]:
 
 
 def invalid_summary(df: pd.DataFrame) -> str:
-    """One line for a report or the CLI: ``"3 of 100 rows invalid (syntax 2, valence 1)"``."""
-    # counted from the column, not df.attrs: attrs survive filtering and would then be stale
-    counts = _count_reasons(df["invalid_reason"]) if "invalid_reason" in df else {}
+    """One line for a report or the CLI: ``"3 of 100 rows invalid (syntax 2, valence 1)"``.
+
+    Counts molgen's ``invalid_reason`` column (``invalid_reason_rdkit`` where the file had its own).
+    """
+    # counted from the column, not df.attrs["invalid"]: attrs survive filtering and would then be stale
+    column = df.attrs.get("renamed", {}).get("invalid_reason", "invalid_reason")
+    counts = _count_reasons(df[column]) if column in df else {}
     n_bad = sum(counts.values())
     if not n_bad:
         return f"all {len(df)} rows valid"

@@ -21,7 +21,14 @@ moses_filter   True if the molecule passes the MOSES filters (``mol_passes_filte
                PAINS alerts, atoms C N S O F Cl Br H only, no formal charge, no ring of 8+)
 =============  ==============================================================================
 
-Invalid rows stay in the table with ``valid=False`` and missing scores. PAINS, MCF and QED's alerts
+Invalid rows stay in the table with ``valid=False`` and missing scores; a molecule over
+:data:`molgen.chem.LIMITS` (heavy atoms, rings, SMILES length) is such a row, never scored, so one
+giant molecule cannot crash or stall a job. A table's own columns are never replaced: where it
+already has a column named like a score (a measured ``logp``, an assay's ``valid``), that column
+stays as it is and in its place, and the computed one is written as ``logp_rdkit`` (``_rdkit_2``,
+... if that is taken); ``out.attrs["renamed"]`` maps computed name -> written name. A column that
+holds exactly the values molgen computes (its own, from an earlier run) is replaced instead
+(:func:`molgen.io.computed_names`). PAINS, MCF and QED's alerts
 (~620 SMARTS) are screened with RDKit pattern fingerprints first (a query whose fingerprint bits are not all set in
 the molecule's cannot match), about ten times cheaper than matching them all; the screen never changes a
 result, and ``tests/test_score.py`` checks that against plain matching.
@@ -49,6 +56,7 @@ from rdkit.Chem import rdMolDescriptors as rdmd
 from molgen.chem import quiet, to_mol, to_smiles
 from molgen.datasets import moses_dir
 from molgen.errors import InputError, MissingDependencyError
+from molgen.io import computed_names
 from molgen.parallel import parallel_map, progress_bar  # noqa: F401  (re-exported: molgen.score.parallel_map)
 
 __all__ = ["score", "COLUMNS", "AlertSet", "MolScores", "np_likeness", "parallel_map", "progress_bar"]
@@ -336,14 +344,17 @@ def score(molecules, properties: Sequence[str] | None = None, n_jobs: int = 1,
 
     Args:
         molecules: SMILES strings (``Mol`` objects are converted), or a DataFrame with a ``smiles``
-            column whose other columns are kept after the scores.
+            column whose other columns are kept after the scores, unchanged (a computed column whose
+            name the table already uses is written as ``<name>_rdkit``; see the module docstring).
         properties: subset of :data:`COLUMNS` to compute (default all); cheaper when small.
         n_jobs: worker processes; inputs of a few hundred molecules run in this process anyway.
         progress: show a progress bar.
 
     Returns:
-        DataFrame in input order. Invalid SMILES (and junk such as NaN) keep their row with
-        ``valid=False`` and missing scores; ``pains``/``brenk`` hold an alert name or "".
+        DataFrame in input order. Invalid SMILES (and junk such as NaN, and molecules over
+        :data:`molgen.chem.LIMITS`) keep their row with ``valid=False`` and missing scores;
+        ``pains``/``brenk`` hold an alert name or "". ``out.attrs["renamed"]``: computed columns
+        written under another name (``{}`` when none).
     """
     columns = tuple(COLUMNS if properties is None else properties)
     unknown = [c for c in columns if c not in COLUMNS]
@@ -363,11 +374,15 @@ def score(molecules, properties: Sequence[str] | None = None, n_jobs: int = 1,
         elif c in _TEXT_COLUMNS:
             out[c] = out[c].astype(object)
     out.insert(0, "valid", valid)
-    out.insert(0, "smiles", smiles)
+    renamed: dict[str, str] = {}
     if table is not None:
         out.index = table.index
-        rest = [c for c in table.columns if c not in out.columns]
-        out = pd.concat([out, table[rest]], axis=1)
+        rest = table.drop(columns="smiles")
+        names, own = computed_names(rest, out)
+        renamed = {c: n for c, n in names.items() if c != n}
+        out = pd.concat([out.rename(columns=names), rest.drop(columns=own)], axis=1)
+    out.insert(0, "smiles", smiles)
+    out.attrs = {"renamed": renamed}
     return out
 
 

@@ -252,10 +252,38 @@ def test_nrows_reads_a_head(tmp_path, table):
         assert len(io.read_table(path, nrows=3)) == 3
 
 
-def test_reader_recomputes_validity_columns(tmp_path):
-    (tmp_path / "t.csv").write_text("smiles,valid,invalid_reason\nC1CC,True,\nCCO,False,syntax\n")
+def test_reader_keeps_a_files_own_validity_columns(tmp_path):
+    # the file's valid/invalid_reason say something else than RDKit would: they are the user's
+    (tmp_path / "t.csv").write_text("smiles,valid,invalid_reason\nC1CC,True,\nCCO,False,assay failed\n")
     df = io.read_table(tmp_path / "t.csv")
-    assert df.valid.tolist() == [False, True] and df.invalid_reason.tolist() == ["syntax", None]
+    assert list(df.columns) == ["smiles", "valid", "invalid_reason", "valid_rdkit", "invalid_reason_rdkit"]
+    assert df.valid.tolist() == [True, False] and df.invalid_reason.tolist()[1] == "assay failed"
+    assert df.valid_rdkit.tolist() == [False, True] and df.invalid_reason_rdkit.tolist() == ["syntax", None]
+    assert df.attrs["renamed"] == {"valid": "valid_rdkit", "invalid_reason": "invalid_reason_rdkit"}
+    assert io.valid_column(df) == "valid_rdkit" and df.attrs["invalid"] == {"syntax": 1}
+    assert io.invalid_summary(df) == "1 of 2 rows invalid (syntax 1)"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".sdf"])
+def test_a_molecule_over_the_size_limits_is_counted_too_large(tmp_path, real_smiles, suffix):
+    path = io.write_table(pd.DataFrame({"smiles": real_smiles[:3]}), tmp_path / f"t{suffix}")  # 13, 14, 15 heavy atoms
+    previous = chem.set_limits(max_heavy_atoms=14)
+    try:
+        df = io.read_table(path)
+    finally:
+        chem.set_limits(previous)
+    assert df.valid.tolist() == [True, True, False] and df.invalid_reason.tolist() == [None, None, "too_large"]
+    assert io.invalid_summary(df) == "1 of 3 rows invalid (too_large 1)"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".sdf", ".parquet"])
+def test_a_file_molgen_wrote_reads_back_with_plain_validity_columns(tmp_path, table, suffix):
+    # generated molecules as molgen writes them: smiles, valid, ...; valid equals what the reader computes
+    written = io.read_table(io.write_table(table, tmp_path / f"a{suffix}"))
+    back = io.read_table(io.write_table(written, tmp_path / f"b{suffix}"))
+    assert back.columns.tolist()[-2:] == ["valid", "invalid_reason"] and back.attrs["renamed"] == {}
+    assert "valid_rdkit" not in back and back.valid.tolist() == [True] * 8 + [False, False]
+    assert back.invalid_reason.tolist() == [None] * 8 + ["syntax", "valence"]
 
 
 # --- DeepChem ---------------------------------------------------------------------------------------

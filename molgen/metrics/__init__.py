@@ -15,6 +15,11 @@
   ``logP``, ``SA``, ``QED``, ``weight`` (Wasserstein distance to the test set's values).
 - ``KL``: GuacaMol's KL-divergence score; ``FCD_score/Test``: GuacaMol's exp(−0.2·FCD/Test);
   ``n``: number of generated strings evaluated. FCD depends strongly on n: quote them together.
+- ``caveats`` (last, a list of short strings, empty when there is nothing to say): what makes a
+  number above undefined or hard to compare, e.g. ``"unique@10000 on 100 valid molecules"`` or
+  FCD on a few hundred molecules (it needs thousands; MOSES uses 30,000), metrics that are
+  undefined (``NaN`` here, ``null`` in JSON), inputs refused as over :data:`molgen.chem.LIMITS`.
+  They are returned rather than warned, so a small evaluation prints no Python warnings.
 
 Reference statistics are computed from the whole reference set once and cached on disk
 (``molgen.metrics.reference``); the first MOSES evaluation on a machine therefore takes longer.
@@ -23,13 +28,14 @@ Reference statistics are computed from the whole reference set once and cached o
 from __future__ import annotations
 
 import math
-import warnings
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import wasserstein_distance
 
+from molgen.chem import LIMITS, parse_failure
 from molgen.errors import InputError
 from molgen.metrics import fcd, kl
 from molgen.metrics.features import PROPS, Features, features, smiles_hashes
@@ -52,6 +58,8 @@ MOSES_KEYS = ("valid", "unique@1000", "unique@10000",
               "FCD/TestSF", "SNN/TestSF", "Frag/TestSF", "Scaf/TestSF",
               "IntDiv", "IntDiv2", "Filters", "Novelty", "logP", "SA", "QED", "weight")
 EXTRA_KEYS = ("KL", "FCD_score/Test", "n")
+#: below this many valid molecules FCD gets a caveat (its bias at small n: module docstring of fcd)
+FCD_MIN = 1000
 
 
 def fraction_valid(canon: Sequence[str | None]) -> float:
@@ -60,10 +68,11 @@ def fraction_valid(canon: Sequence[str | None]) -> float:
 
 
 def fraction_unique(valid_canonical: Sequence[str], k: int | None = None) -> float:
-    """Unique share of the first ``k`` valid canonical SMILES (all of them if fewer, as MOSES)."""
+    """Unique share of the first ``k`` valid canonical SMILES (all of them if fewer, as MOSES).
+
+    :func:`evaluate` lists ``unique@k`` on fewer than ``k`` molecules among its ``caveats``.
+    """
     head = list(valid_canonical[:k] if k else valid_canonical)
-    if k and len(head) < k:
-        warnings.warn(f"unique@{k} computed on only {len(head)} valid molecules", stacklevel=2)
     return len(set(head)) / len(head) if head else float("nan")
 
 
@@ -125,9 +134,32 @@ def _references(reference, train, n_jobs: int, progress: bool, device: str | Non
     return refs, hashes
 
 
+def _caveats(out: dict, n_valid: int, smiles: list, canon: list) -> list[str]:
+    """Short notes on what makes the numbers in ``out`` undefined or hard to compare."""
+    notes = []
+    too_large = Counter(parse_failure(s) for s, c in zip(smiles, canon, strict=True) if c is None)["too_large"]
+    if too_large:
+        notes.append(f"{too_large} of {len(smiles)} inputs over molgen's size limits ({LIMITS.max_heavy_atoms:,} "
+                     f"heavy atoms, {LIMITS.max_rings:,} rings, {LIMITS.max_smiles_length:,} characters) "
+                     "counted as invalid")
+    if n_valid == 0:
+        return [*notes, "no valid molecules: every metric but valid is undefined (null)"]
+    short = [k for k in ("unique@1000", "unique@10000") if k in out and n_valid < int(k.split("@")[1])]
+    if short:
+        notes.append(f"{' and '.join(short)} on {n_valid:,} valid")
+    if n_valid < FCD_MIN:
+        fcd_keys = [k for k in out if k.startswith("FCD")]
+        notes.append(f"{', '.join(fcd_keys)} on {n_valid:,} molecules: FCD needs thousands to compare "
+                     "(MOSES uses 30,000); compare only at equal n")
+    undefined = [k for k, v in out.items() if isinstance(v, float) and math.isnan(v)]
+    if undefined:
+        notes.append(f"undefined (null) on this set: {', '.join(undefined)}")
+    return notes
+
+
 def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2, seed: int = 0,
              progress: bool = False, extra: bool = True, train=None,
-             device: str | None = "auto") -> dict[str, float]:
+             device: str | None = "auto") -> dict:
     """MOSES metrics of a generated set (see the module docstring for each key).
 
     Args:
@@ -145,7 +177,8 @@ def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2
         device: where ChemNet runs for FCD ("auto": CUDA when present; the rest is CPU work).
 
     Returns:
-        dict of floats in MOSES's key order (then the extra keys).
+        dict of floats in MOSES's key order (then the extra keys), then ``caveats``: a list of
+        short strings (see the module docstring), empty when there is nothing to say.
     """
     smiles = _subsample(_as_smiles(generated), n, seed)
     if not smiles:
@@ -175,4 +208,5 @@ def evaluate(generated, reference="moses", n: int | None = None, n_jobs: int = 2
         out["KL"] = kl.kl_score(test.kl, gen_kl)
         out["FCD_score/Test"] = math.exp(-0.2 * out["FCD/Test"])
         out["n"] = len(smiles)
+    out["caveats"] = _caveats(out, len(valid), smiles, gen.canon)
     return out
