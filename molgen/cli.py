@@ -7,13 +7,14 @@ and are printed as one red line with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from molgen.errors import MolgenError
+from molgen.errors import InputError, MolgenError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="molgen: molecular generation with transfer learning (pretrain, generate, score, evaluate).")
 console = Console(stderr=True)
@@ -25,16 +26,29 @@ def _root() -> None:
     pass
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def friendly(fn):
-    """Turn a MolgenError into one clear line on stderr and exit code 2."""
+    """Turn a MolgenError into one clear line on stderr and exit code 2, Ctrl-C (and SIGTERM) into
+    the interruption's own message and exit code 130, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # SLURM, systemd and `kill` end a job with SIGTERM: treat it as Ctrl-C, so that a command
+        # keeps what it finished and says so, instead of dying mid-write
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return fn(*args, **kwargs)
         except MolgenError as err:
             console.print(f"[bold red]error:[/] {err}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as err:
+            console.print(f"[bold yellow]{err or 'interrupted'}[/]")
+            raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -83,15 +97,21 @@ def score_cmd(
     n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
 ) -> None:
     """Score every molecule: QED, SA, logP, MW, TPSA, HBD/HBA, rings, NP-likeness, alerts, MOSES filter."""
-    from molgen.io import write_table
+    from molgen.files import same_file
+    from molgen.io import sdf_molblocks, table_format, write_table
     from molgen.score import score
 
+    if same_file(inp, out):
+        raise InputError(f"-o {out} is the input file: write the scores to another file (the input stays as it is)")
+    out_fmt = table_format(out)[0]  # a bad suffix is refused before the scoring
     table = score(_read_molecules(inp, smiles_col), n_jobs=n_jobs, progress=True)
+    # SDF in, SDF out: the input's own molblocks (3-D coordinates, hydrogens), not a 2-D redraw
+    in_sdf = out_fmt == ".sdf" and inp.suffix.lower() in (".sdf", ".gz") and ".sdf" in [s.lower() for s in inp.suffixes]
     renamed = table.attrs.get("renamed", {})
     if renamed:  # the user's own columns stay; say where molgen's went
         console.print(f"your table already has {', '.join(renamed)}: molgen's are written as "
                       f"{', '.join(renamed.values())}", markup=False, highlight=False)
-    write_table(table, out)
+    write_table(table, out, molblocks=sdf_molblocks(inp) if in_sdf else None)
     valid = table[renamed.get("valid", "valid")]
     console.print(f"[green]wrote[/] {len(table):,} rows ({int(valid.sum()):,} valid) to {out}")
 
@@ -205,11 +225,11 @@ def pretrain_cmd(
 @friendly
 def generate_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Shipped model name or checkpoint folder."),
-    n: int = typer.Option(..., "-n", min=1, help="Number of molecules to write."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .csv, .smi, .sdf or .parquet."),
+    n: int = typer.Option(..., "-n", help="Number of molecules to write."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .csv, .tsv, .smi, .sdf or .parquet (.gz for text formats)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same molecules."),
     temperature: float | None = typer.Option(
-        None, "--temperature", "-t", min=0.0,
+        None, "--temperature", "-t",
         help="Sampling temperature; default: the model's own (1.0 for the GPT, 0 = greedy decoding for the graph-VAE).",
     ),
     grammar: bool | None = typer.Option(
@@ -234,25 +254,38 @@ def generate_cmd(
     ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated molecules (canonical SMILES)."),
     valid_only: bool = typer.Option(False, "--valid-only", help="Drop molecules RDKit cannot parse."),
-    batch_size: int = typer.Option(1024, "--batch-size", min=1),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Molecules drawn at once (memory grows with it)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     workers: str = typer.Option(
         "auto", "--workers",
         help="CPU: processes that draw batches (auto = one per PyTorch thread; 1 = this process). Same seed, same molecules.",
     ),
+    chunk_size: int = typer.Option(
+        16_384, "--chunk-size", help="Rows per chunk file (whole batches): a kill loses at most the chunk being drawn.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue an interrupted run from OUT.partial/ (same options): the file comes out as an uninterrupted run's.",
+    ),
 ) -> None:
-    """Sample molecules from a model and stream them to a file."""
+    """Sample molecules from a model and write them to a file.
+
+    The file appears only when complete; until then whole chunks sit in OUT.partial/, so an
+    interrupted or killed run keeps them and --resume continues it.
+    """
     from molgen.models import load_pretrained
     from molgen.sample import generate_to_file
 
     summary = generate_to_file(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
-        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision, unique=unique, valid_only=valid_only, batch_size=batch_size, device=device,
+        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision, unique=unique,
+        valid_only=valid_only, batch_size=batch_size, device=device, resume=resume, chunk_size=chunk_size,
         workers=workers if workers == "auto" else _whole_number(workers, "--workers"),
     )
+    resumed = f", {summary['resumed_rows']:,} of them from the interrupted run" if summary["resumed_rows"] else ""
     console.print(
         f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "
-        f"{summary['sampled']:,} sampled, {summary['seconds']} s)"
+        f"{summary['sampled']:,} sampled{resumed}, {summary['seconds']} s)"
     )
 
 
@@ -260,7 +293,7 @@ def _whole_number(text: str, option: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise typer.BadParameter(f"{option} takes 'auto' or a whole number, not {text!r}") from None
+        raise InputError(f"{option} takes 'auto' or a whole number, not {text!r}") from None
 
 
 def main() -> None:  # pragma: no cover - console entry

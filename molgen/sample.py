@@ -324,7 +324,7 @@ def generate_to_file(
 
     from molgen import chem
     from molgen.io import table_format
-    from molgen.models import resolve_device
+    from molgen.models import resolve_device, state_sha256
     from molgen.parallel import WorkerDied
 
     path = Path(path)
@@ -339,7 +339,7 @@ def generate_to_file(
     chunk_size = max(1, chunk_size // batch_size) * batch_size  # whole batches: chunks continue one seeded run
     request = {"n": n, "seed": seed, "options": opts, "unique": unique, "valid_only": valid_only,
                "batch_size": batch_size, "chunk_size": chunk_size, "max_tries": max_tries, "device": dev.type,
-               "model": _model_fingerprint(model)}  # fmt: skip
+               "model": state_sha256(model)}  # fmt: skip
     run = PartialRun.open(path, request, resume)
     seen: set[str] = set(run.canonical_smiles()) if unique else set()
     stats, t0 = run.stats, time.perf_counter()
@@ -391,22 +391,6 @@ class IncompleteRun(MolgenError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run that keeps its work; the message says what was kept and how to continue."""
-
-
-def _model_fingerprint(model) -> str:
-    """sha256 of a model's type, configuration and weights: a resumed run must use the same model."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    digest.update(repr(config).encode())
-    state = model.state_dict() if hasattr(model, "state_dict") else {}
-    for name, tensor in state.items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class PartialRun:

@@ -23,7 +23,7 @@ cells = [
     md("## MOSES metrics\n\n`mg.evaluate` gives the MOSES table's keys (validity, uniqueness, novelty, FCD, "
        "SNN, Frag, Scaf, IntDiv, Filters, property distances) plus GuacaMol's KL score. FCD depends on "
        "the sample size: compare it only between sets of the same `n`."),
-    code("result = mg.evaluate(samples.smiles)\n{k: round(v, 3) for k, v in result.items()}"),
+    code("result = mg.evaluate(samples.smiles)\n{k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}"),
     md("## The graph-VAE: encode, decode, interpolate\n\nIts decoder builds graphs under valence rules, so "
        "every decoded molecule is valid by construction. Valid is not the same as faithful: this model "
        "reconstructs about 40 % of MOSES test molecules exactly, and neither aspirin nor paracetamol. "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "available_devices", "load_pretrained", "draw"]
+__all__ = ["resolve_device", "available_devices", "state_sha256", "load_pretrained", "draw"]
 
 
 def available_devices() -> list[str]:
@@ -53,6 +53,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise InputError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N "
                          f"(available here: {', '.join(available_devices())})")
     return dev
+
+
+def state_sha256(model) -> str:
+    """sha256 of a model's type, configuration and weights as they are in memory (a fine-tuned
+    model differs from its checkpoint file): what a resumed run or a feature cache checks."""
+    import hashlib
+
+    digest = hashlib.sha256(type(model).__name__.encode())
+    digest.update(repr(getattr(model, "config", None)).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_pretrained(name_or_dir: str, device: str = "auto"):
