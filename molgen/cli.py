@@ -289,6 +289,76 @@ def generate_cmd(
     )
 
 
+# --- transfer commands (fit-property, predict) -----------------------------------------------------
+
+
+def _read_data(data: str, smiles_col: str | None):
+    """A molecule table from a file, or a named data set (``molgen datasets`` lists them)."""
+    from molgen import datasets
+
+    if not Path(data).exists() and data in datasets.list()["name"].tolist():
+        df = datasets.load(data)
+        console.print(f"data set {data}: {len(df):,} rows")
+        return df
+    return _read_molecules(Path(data), smiles_col)
+
+
+@app.command("fit-property")
+@friendly
+def fit_property_cmd(
+    data: str = typer.Argument(..., help="Molecules with a measured property: a file, or a data set name (e.g. solubility)."),
+    target: str = typer.Option(..., "--target", "-y", help="The property column (e.g. logS)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the fitted model (config.json + weights.safetensors)."),
+    features: str = typer.Option("graph-vae-moses", "--features", help="graph-vae-moses, smiles-gpt-moses, smiles-gpt-moses-small, ecfp, or a checkpoint folder."),
+    head: str = typer.Option("ridge", "--head", help="ridge, mlp or gp (a Gaussian process: predictions with a std)."),
+    smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace a model already saved in the folder."),
+) -> None:
+    """Fit a property model on frozen pretrained features; writes a folder that `molgen predict` reads."""
+    from molgen.transfer import PropertyModel
+
+    if (out / "config.json").exists() and not force:
+        raise InputError(f"{out} already holds a model; pass --force to replace it, or choose another folder")
+    model = PropertyModel(features, head, seed=seed)  # a bad head is refused before any reading
+    model.fit(_read_data(data, smiles_col), target=target)
+    model.save(out)
+    r = model.report_
+    skipped = {k: v for k, v in r.items() if k not in ("rows", "used") and v}
+    console.print(f"[green]fitted[/] {head} on {features} features: {r['used']:,} molecules of {r['rows']:,} rows"
+                  + (f" ({', '.join(f'{k}: {v:,}' for k, v in skipped.items())})" if skipped else "")
+                  + f"; saved to {out}")
+
+
+@app.command("predict")
+@friendly
+def predict_cmd(
+    model_dir: Path = typer.Argument(..., help="A folder written by `molgen fit-property`."),
+    data: str = typer.Argument(..., help="Molecules to predict: a file or a data set name."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output table (.csv, .tsv, .smi, .sdf, .parquet)."),
+    smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
+) -> None:
+    """Predict a fitted property for every molecule: the input's columns, then predicted_<target> (and _std)."""
+    from molgen.files import same_file
+    from molgen.io import table_format, write_table
+    from molgen.transfer import PropertyModel
+
+    if same_file(data, out):
+        raise InputError(f"-o {out} is the input file: write the predictions to another file")
+    table_format(out)
+    model = PropertyModel.load(model_dir)
+    table = _read_data(data, smiles_col)
+    pred = model.predict(table["smiles"].tolist())
+    name = f"predicted_{model.target}"
+    while name in table.columns:
+        name += "_molgen"
+    table[name] = pred["mean"].to_numpy()
+    if model.head == "gp":
+        table[name + "_std"] = pred["std"].to_numpy()
+    write_table(table, out)
+    console.print(f"[green]wrote[/] {len(table):,} rows ({int(pred['mean'].notna().sum()):,} predicted) to {out}")
+
+
 def _whole_number(text: str, option: str) -> int:
     try:
         return int(text)

@@ -1,0 +1,113 @@
+"""Transfer on real molecules: frozen features, property models, their files, the CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import molgen as mg
+from molgen.cli import app
+from molgen.errors import ConfigError, InputError
+from molgen.transfer import Embedder, PropertyModel, embed
+
+
+@pytest.fixture(scope="module")
+def solubility():
+    df = mg.datasets.load("solubility")
+    return df[df.split == "train"].head(240).reset_index(drop=True), df[df.split == "test"].reset_index(drop=True)
+
+
+def rmse(pred, y) -> float:
+    return float(np.sqrt(np.nanmean((np.asarray(pred) - np.asarray(y)) ** 2)))
+
+
+@pytest.mark.parametrize("head", ["ridge", "mlp", "gp"])
+def test_a_property_model_beats_the_mean_and_round_trips_through_its_files(solubility, tmp_path, head):
+    train, test = solubility
+    model = PropertyModel("ecfp", head).fit(train, target="logS")
+    pred = model.predict(test.smiles.tolist())
+    assert list(pred.columns) == ["smiles", "mean", "std"] and len(pred) == len(test)
+    assert rmse(pred["mean"], test.logS) < 0.8 * rmse(np.full(len(test), train.logS.mean()), test.logS)
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["head"] == head
+    again = PropertyModel.load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict(test.smiles.tolist()[:30])["mean"], pred["mean"][:30], rtol=1e-6)
+    np.testing.assert_allclose(again(test.smiles.tolist()[:5]), pred["mean"][:5], rtol=1e-6)  # smiles -> scores
+    if head == "gp":
+        assert (pred["std"] > 0).all()
+    else:
+        assert pred["std"].isna().all()
+
+
+def test_the_gp_is_less_sure_far_from_its_training_set(solubility):
+    train, _ = solubility
+    gp = PropertyModel("ecfp", "gp").fit(train, target="logS")
+    near, far = gp.predict([train.smiles[0], "FC(F)(F)C(F)(F)C(F)(F)C(F)(F)S(=O)(=O)[O-].[Na+]"])["std"]
+    assert far > 1.5 * near
+
+
+def test_bad_rows_are_counted_not_fatal_and_not_silent():
+    smiles = ["CCO", "CCCO", "CCCCO", "CCCCCO", "c1ccccc1O", "c1ccccc1N", "CCO", "not a molecule", "CCN", "CCCN"]
+    values = [0.1, 0.2, 0.3, 0.4, "n/a", np.inf, 0.3, 1.0, 0.5, None]
+    model = PropertyModel("ecfp", "ridge").fit((smiles, values))
+    assert model.report_ == {"rows": 10, "no_finite_target": 3, "invalid_smiles": 1, "duplicates_averaged": 1,
+                             "not_encodable": 0, "used": 5}
+    with pytest.raises(InputError, match="only 2 usable molecules"):
+        PropertyModel("ecfp").fit((["CCO", "CCN", "xx"], [1, 2, 3]))
+    with pytest.raises(InputError, match="target column 'logP' not found"):
+        PropertyModel("ecfp").fit(pd.DataFrame({"smiles": ["CCO"], "logS": [1.0]}), target="logP")
+    with pytest.raises(InputError, match="head must be one of"):
+        PropertyModel("ecfp", "forest")
+    pred = model.predict(["CCO", "nonsense"])
+    assert np.isfinite(pred["mean"][0]) and np.isnan(pred["mean"][1])  # an unreadable molecule is NaN, kept
+
+
+def test_a_model_refuses_other_weights_than_it_was_fitted_on(solubility, tmp_path):
+    train, _ = solubility
+    PropertyModel("ecfp").fit(train, target="logS").save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["feature_id"] = "0" * 64
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="fitted on other weights"):
+        PropertyModel.load(tmp_path / "m")
+    with pytest.raises(ConfigError, match="not a saved PropertyModel"):
+        PropertyModel.load(tmp_path)
+
+
+def test_the_embedder_sits_in_a_scikit_learn_pipeline_and_travels_by_name(solubility):
+    from sklearn.base import clone
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    train, test = solubility
+    pipe = make_pipeline(Embedder("ecfp"), Ridge(alpha=10.0)).fit(train.smiles, train.logS)
+    assert rmse(pipe.predict(test.smiles), test.logS) < rmse(np.full(len(test), train.logS.mean()), test.logS)
+    copy = pickle.loads(pickle.dumps(clone(pipe).fit(train.smiles, train.logS)))
+    np.testing.assert_allclose(copy.predict(test.smiles[:10]), pipe.predict(test.smiles[:10]))
+    assert len(pickle.dumps(Embedder("graph-vae-moses"))) < 500  # a name, never weights
+    X = embed("ecfp", ["CCO", "CCO", "junk"])  # noqa: N806
+    assert X.shape == (3, 2048) and (X[0] == X[1]).all() and np.isnan(X[2]).all()
+
+
+def test_fit_property_and_predict_on_the_command_line(solubility, tmp_path):
+    train, test = solubility
+    train[["smiles", "logS"]].to_csv(tmp_path / "train.csv", index=False)
+    test[["smiles", "logS"]].head(20).to_csv(tmp_path / "test.csv", index=False)
+    run = CliRunner().invoke(app, ["fit-property", str(tmp_path / "train.csv"), "--target", "logS", "--features",
+                                   "ecfp", "--head", "gp", "-o", str(tmp_path / "model")])
+    assert run.exit_code == 0, run.output
+    assert "240 molecules of 240 rows" in " ".join(run.output.split())
+    again = CliRunner().invoke(app, ["fit-property", str(tmp_path / "train.csv"), "--target", "logS", "-o",
+                                     str(tmp_path / "model")])
+    assert again.exit_code == 2 and "--force" in again.output  # a saved model is not replaced by accident
+    run = CliRunner().invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "test.csv"), "-o",
+                                   str(tmp_path / "pred.csv")])
+    assert run.exit_code == 0, run.output
+    out = pd.read_csv(tmp_path / "pred.csv")
+    assert {"logS", "predicted_logS", "predicted_logS_std"} <= set(out.columns) and len(out) == 20
+    assert rmse(out.predicted_logS, out.logS) < 1.5
