@@ -359,6 +359,37 @@ def predict_cmd(
     console.print(f"[green]wrote[/] {len(table):,} rows ({int(pred['mean'].notna().sum()):,} predicted) to {out}")
 
 
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that measure what transfer buys.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("transfer")
+@friendly
+def experiment_transfer_cmd(
+    dataset: str | None = typer.Option(None, "--dataset", help="A named data set (molgen datasets), e.g. solubility."),
+    data: Path | None = typer.Option(None, "--data", help="Or a file of molecules with a measured property."),
+    target: str | None = typer.Option(None, "--target-col", help="The property column (a data set's first target by default)."),
+    smiles_col: str = typer.Option("smiles", "--smiles-col"),
+    sizes: str = typer.Option("25,50,100,200,500,all", "--sizes", help="Training-set sizes, comma-separated; 'all' = every non-test molecule."),
+    seeds: str = typer.Option("3", "--seeds", help="A count (3 = seeds 0, 1, 2) or a list (0,5,7)."),
+    methods: str | None = typer.Option(None, "--methods", help="Comma-separated; default: " + ",".join(("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "..."))),
+    tasks: str = typer.Option("property", "--tasks", help="property (generation is not available yet)."),
+    out: Path = typer.Option(Path("results/transfer"), "--out", "-o", help="Folder for results.csv, results.md, learning_curve.png, splits/."),
+) -> None:
+    """Frozen pretrained features vs. fingerprint baselines on a scaffold split, by training size."""
+    from molgen.experiment import DEFAULT_METHODS, experiment
+
+    if tasks != "property":
+        raise InputError(f"--tasks {tasks!r}: only 'property' is available yet (generation comes with fine-tuning)")
+    size_list = [s.strip() if s.strip() == "all" else _whole_number(s.strip(), "--sizes") for s in sizes.split(",")]
+    seed_list = (list(range(_whole_number(seeds, "--seeds"))) if "," not in seeds
+                 else [_whole_number(s.strip(), "--seeds") for s in seeds.split(",")])
+    method_list = DEFAULT_METHODS if methods is None else tuple(m.strip() for m in methods.split(","))
+    results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out)
+    console.print(f"[green]{len(results):,} runs[/]; table in {out / 'results.md'}, curve in {out / 'learning_curve.png'}")
+    Console().print((out / "results.md").read_text(), markup=False, highlight=False)
+
+
 def _whole_number(text: str, option: str) -> int:
     try:
         return int(text)

@@ -111,3 +111,37 @@ def test_fit_property_and_predict_on_the_command_line(solubility, tmp_path):
     out = pd.read_csv(tmp_path / "pred.csv")
     assert {"logS", "predicted_logS", "predicted_logS_std"} <= set(out.columns) and len(out) == 20
     assert rmse(out.predicted_logS, out.logS) < 1.5
+
+
+def test_the_scaffold_split_keeps_whole_scaffolds_on_one_side():
+    from molgen.experiment import scaffold_split
+
+    smiles = mg.datasets.load("freesolv").smiles.tolist()
+    test = scaffold_split(smiles, 0.2, seed=0)
+    assert 0.18 < test.mean() <= 0.2
+    scaf = [mg.chem.scaffold(s) for s in smiles]
+    test_scafs = {s for s, t in zip(scaf, test, strict=True) if t and s}
+    assert not any(s in test_scafs for s, t in zip(scaf, test, strict=True) if not t)
+    assert (scaffold_split(smiles, 0.2, seed=0) == test).all()
+
+
+def test_the_experiment_runs_end_to_end_at_a_tiny_size(tmp_path):
+    from molgen.experiment import experiment
+
+    run = CliRunner().invoke(app, ["experiment", "transfer", "--dataset", "freesolv", "--target-col", "expt",
+                                   "--sizes", "20,40", "--seeds", "2", "--methods", "ecfp+rf,ecfp+ridge",
+                                   "--out", str(tmp_path)])
+    assert run.exit_code == 0, run.output
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 2 * 2 * 2 and set(results.method) == {"ecfp+rf", "ecfp+ridge"}
+    assert {"rmse", "mae", "r2", "spearman", "seconds", "size", "seed"} <= set(results.columns)
+    assert (results.rmse > 0).all() and results.r2.max() > 0  # 40 molecules already teach something
+    splits = {p.name: pd.read_csv(p) for p in (tmp_path / "splits").iterdir()}
+    assert sorted(splits) == ["20_0.csv", "20_1.csv", "40_0.csv", "40_1.csv"]
+    tests = [set(df.smiles[df.set == "test"]) for df in splits.values()]
+    assert all(t == tests[0] for t in tests)  # one fixed test set
+    assert (splits["40_1.csv"].set == "train").sum() == 40 and not set(splits["40_1.csv"].smiles[splits["40_1.csv"].set == "train"]) & tests[0]
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| ecfp+rf |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(InputError, match="unknown methods"):
+        experiment("freesolv", methods=("ecfp+svm",))

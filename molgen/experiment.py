@@ -1,0 +1,216 @@
+"""The transfer experiment: does starting from the pretrained models pay on a small data set?
+
+``molgen experiment transfer --dataset solubility`` (``experiment(...)`` here) fixes a test set on
+a scaffold split (whole Bemis-Murcko scaffolds go to the test set, so test molecules are never
+near-copies of training ones), then for each training size and seed draws that many training
+molecules from the rest and fits every method on them:
+
+- ``ecfp+rf``: Morgan fingerprints (radius 2, 2,048 bits) and a random forest, the classic baseline;
+- ``ecfp+ridge``, ``ecfp+gp``: the same fingerprints under the heads the pretrained features get;
+- ``<model>+<head>``: frozen features of a pretrained model (:func:`molgen.transfer.embed`) under
+  each head of :class:`molgen.transfer.PropertyModel`.
+
+It writes ``results.csv`` (one row per method x size x seed: ``rmse``, ``mae``, ``r2``,
+``spearman``, for heads with a std ``within_1sd`` / ``within_2sd``, ``seconds``), the exact
+molecules of every split (``splits/<size>_<seed>.csv``, so anyone can run another model on the
+same split), ``results.md`` (mean ± sd over seeds) and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from molgen import chem
+from molgen.errors import InputError
+from molgen.files import atomic_path, write_json
+
+__all__ = ["experiment", "scaffold_split", "METHODS", "DEFAULT_METHODS"]
+
+METHODS = ("ecfp+rf", "ecfp+ridge", "ecfp+gp",
+           "graph-vae-moses+ridge", "graph-vae-moses+gp", "graph-vae-moses+mlp",
+           "smiles-gpt-moses-small+ridge", "smiles-gpt-moses-small+gp",
+           "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp")  # fmt: skip
+DEFAULT_METHODS = ("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "graph-vae-moses+gp",
+                   "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp")  # fmt: skip
+
+
+def scaffold_split(smiles: Sequence[str], test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """A boolean test mask that holds whole scaffolds, about ``test_fraction`` of the molecules.
+
+    Scaffold groups are shuffled with ``seed`` and taken into the test set while they fit, so the
+    test set mixes rare and common scaffolds (sorting by size, as some splitters do, would put only
+    singletons in the test set); a group too large to fit stays in training.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(smiles):
+        groups.setdefault(chem.scaffold(s) or f"acyclic-or-invalid-{i}", []).append(i)
+    keys = list(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    test = np.zeros(len(smiles), dtype=bool)
+    want = int(round(test_fraction * len(smiles)))
+    for k in order:  # a group that would overfill the test set stays in training (benzene's, say)
+        if test.sum() + len(groups[keys[k]]) <= want:
+            test[groups[keys[k]]] = True
+    return test
+
+
+def _metrics(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(mean)
+    y, mean, std = y[ok], mean[ok], std[ok]
+    err = mean - y
+    out = {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
+           "r2": float(1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2)),
+           "spearman": float(spearmanr(mean, y).statistic), "n_test": int(ok.sum())}  # fmt: skip
+    if np.isfinite(std).all() and len(std):
+        out["within_1sd"] = float(np.mean(np.abs(err) <= std))
+        out["within_2sd"] = float(np.mean(np.abs(err) <= 2 * std))
+    return out
+
+
+def _fit_predict(method: str, train: pd.DataFrame, test: pd.DataFrame, seed: int):
+    from molgen.transfer import PropertyModel, embed
+
+    features, head = method.rsplit("+", 1)
+    if head == "rf":
+        from sklearn.ensemble import RandomForestRegressor
+
+        X = embed(features, train.smiles.tolist())  # noqa: N806
+        rf = RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1).fit(X, train.y)
+        return rf.predict(embed(features, test.smiles.tolist())), np.full(len(test), np.nan)
+    model = PropertyModel(features, head, seed=seed).fit((train.smiles.tolist(), train.y.to_numpy()))
+    pred = model.predict(test.smiles.tolist())
+    return pred["mean"].to_numpy(), pred["std"].to_numpy()
+
+
+def _load(dataset: str | None, data, smiles_col: str, target: str | None) -> tuple[pd.DataFrame, str, str]:
+    from molgen import datasets, io
+
+    if dataset is not None:
+        df = datasets.load(dataset)
+        info = datasets.info(dataset)
+        target = target or (info.targets[0] if info.targets else None)
+        label = dataset
+    elif isinstance(data, pd.DataFrame):
+        df, label = data, "table"
+    elif data is not None:
+        df, label = io.read_table(data, smiles_col=None if smiles_col == "smiles" else smiles_col), Path(data).stem
+        smiles_col = "smiles"
+    else:
+        raise InputError("give a dataset name or data (a file or a DataFrame)")
+    if target is None or target not in df.columns:
+        raise InputError(f"target column {target!r} not found; columns: {list(df.columns)}")
+    if smiles_col not in df.columns:
+        raise InputError(f"no {smiles_col!r} column; columns: {list(df.columns)}")
+    y = pd.to_numeric(df[target], errors="coerce")
+    canon = [chem.canonicalize(s) if isinstance(s, str) else None for s in df[smiles_col]]
+    table = pd.DataFrame({"smiles": canon, "y": y})
+    bad = table.smiles.isna() | ~np.isfinite(table.y)
+    table = table[~bad].groupby("smiles", sort=False, as_index=False)["y"].mean()
+    return table, target, f"{label}: {len(df):,} rows, {int(bad.sum()):,} without a molecule or a finite {target}, " \
+                          f"{len(table):,} distinct molecules"
+
+
+def experiment(dataset: str | None = None, data=None, target: str | None = None, smiles_col: str = "smiles",
+               sizes: Sequence[int | str] = (25, 50, 100, 200, 500, "all"), seeds: Sequence[int] = (0, 1, 2),
+               methods: Sequence[str] = DEFAULT_METHODS, out: str | os.PathLike | None = None,
+               test_fraction: float = 0.2, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+    """Property prediction from frozen pretrained features against the baselines, on a scaffold split.
+
+    Args:
+        dataset: a named data set (``molgen datasets``), or ``data``: a file or DataFrame.
+        target: the property column (a named data set's first target by default).
+        sizes: training-set sizes; ``"all"`` takes every non-test molecule. Sizes larger than
+            the pool are skipped and said so.
+        seeds: one run per seed and size (which training molecules are drawn; the test set is fixed).
+        methods: from :data:`METHODS`.
+        out: folder for ``results.csv``, ``results.md``, ``learning_curve.png``, ``splits/``.
+
+    Returns:
+        The results table (also written to ``out``).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    table, target, summary = _load(dataset, data, smiles_col, target)
+    test_mask = scaffold_split(table.smiles.tolist(), test_fraction, seed=0)
+    test, pool = table[test_mask].reset_index(drop=True), table[~test_mask].reset_index(drop=True)
+    if len(test) < 10 or len(pool) < 10:
+        raise InputError(f"too few molecules for a split: {summary}")
+    plan = []
+    for size in sizes:
+        n = len(pool) if size == "all" else int(size)
+        if n > len(pool):
+            print(f"size {n} skipped: only {len(pool)} molecules outside the test set")
+            continue
+        plan.extend((n, size == "all", seed) for seed in (seeds if n < len(pool) else seeds[:1]))
+    out = Path(out) if out is not None else None
+    rows = []
+    from molgen.parallel import progress_bar
+
+    with progress_bar(progress, "transfer experiment", len(plan) * len(methods)) as advance:
+        for n, is_all, seed in plan:
+            train = pool.sample(n=n, random_state=seed) if not is_all else pool
+            if out is not None:
+                split = pd.concat([train.assign(set="train"), test.assign(set="test")]).rename(columns={"y": target})
+                with atomic_path(out / "splits" / f"{n}_{seed}.csv") as tmp:
+                    split.to_csv(tmp, index=False)
+            for method in methods:
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():  # a GP at its bounds on 25 molecules is a result, not news
+                    warnings.simplefilter("ignore")
+                    mean, std = _fit_predict(method, train, test, seed)
+                rows.append({"method": method, "size": n, "seed": seed, **_metrics(test.y.to_numpy(), mean, std),
+                             "seconds": round(time.perf_counter() - t0, 2)})
+                advance(1)
+    results = pd.DataFrame(rows)
+    if out is not None:
+        _write(results, out, target, summary, test_fraction, len(test))
+    return results
+
+
+def _write(results: pd.DataFrame, out: Path, target: str, summary: str, test_fraction: float, n_test: int) -> None:
+    with atomic_path(out / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    agg = results.groupby(["method", "size"])["rmse"].agg(["mean", "std"]).reset_index()
+    wide = agg.assign(cell=[f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(agg["mean"], agg["std"], strict=True)])
+    wide = wide.pivot(index="method", columns="size", values="cell")
+    lines = [f"# Transfer experiment: {target}", "", summary + f"; scaffold split, fixed test set of {n_test} "
+             f"molecules ({test_fraction:.0%}).", "", "Test RMSE (mean ± sd over seeds), by training size:", "",
+             "| method | " + " | ".join(str(c) for c in wide.columns) + " |",
+             "|---|" + "---|" * len(wide.columns)]  # fmt: skip
+    lines += ["| " + m + " | " + " | ".join(str(v) if isinstance(v, str) else "" for v in row) + " |"
+              for m, row in wide.iterrows()]
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    write_json(out / "experiment.json", {"target": target, "summary": summary, "n_test": n_test,
+                                         "test_fraction": test_fraction})
+    _plot(agg, out / "learning_curve.png", target)
+
+
+def _plot(agg: pd.DataFrame, path: Path, target: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, part in agg.groupby("method"):
+        ax.errorbar(part["size"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("training molecules")
+    ax.set_ylabel(f"test RMSE ({target})")
+    ax.set_title("Transfer vs. baselines, scaffold split")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
