@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,9 @@ def _compute(model, smiles: list[str], batch_size: int) -> np.ndarray:
     model = _load(model)
     if not hasattr(model, "embed"):
         raise InputError(f"{type(model).__name__} cannot embed molecules; use one of {', '.join(FEATURES)}")
-    vectors = model.embed(smiles, batch_size=batch_size)
+    with warnings.catch_warnings():  # the rows a model cannot read come back NaN and are counted by the caller
+        warnings.simplefilter("ignore", UserWarning)
+        vectors = model.embed(smiles, batch_size=batch_size)
     vectors = vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else np.asarray(vectors)
     return vectors.astype(np.float32)
 
