@@ -197,7 +197,8 @@ def pretrain_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Run config TOML (scripts/configs/*.toml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
-    """Pretrain a model (GPT or graph-VAE, from the config's model_type); writes a checkpoint folder.
+    """Train a model from a run config: its model_type (GPT or graph-VAE) and task (pretrain, finetune
+    from init_from, distill from a [distill] teacher); writes a checkpoint folder.
 
     Ctrl-C or SIGTERM saves a checkpoint of the step reached and exits 130 (143 for SIGTERM);
     ``--resume`` continues from it.

@@ -1,19 +1,33 @@
 """Run configs: one TOML file per run, checked by pydantic (unknown keys are errors).
 
-``model_type`` at the top of the file picks the config class from :data:`RUN_CONFIGS`, so one
-``molgen pretrain --config X.toml`` serves every model. Sections shared by all models
-(``[data]``, ``[optim]``, ``[trainer]``) are defined once here; each model adds its ``[model]``
-section and registers its run config in :data:`RUN_CONFIGS`.
+A run config is a model type x a task. ``model_type`` at the top of the file picks the model's run
+config, registered with its training task in :mod:`molgen.train` (``register_task``); ``task`` says
+what the run does: ``pretrain`` (random weights), ``finetune`` (from ``init_from``) or ``distill``
+(``[distill] teacher``). A file without ``task`` gets the one its content implies, so older files
+keep loading; one that says otherwise is refused. Sections shared by all models (``[data]``,
+``[optim]``, ``[trainer]``, ``[distill]``) are defined once here, and :func:`model_section` derives a
+model's ``[model]`` table from its config dataclass, so the shape of a model is written only there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from molgen.errors import ConfigError
 
@@ -27,11 +41,11 @@ __all__ = [
     "DataConfig",
     "OptimConfig",
     "TrainerConfig",
-    "GPTModelConfig",
-    "GPTRunConfig",
-    "GraphVAEModelConfig",
-    "GraphVAERunConfig",
-    "RUN_CONFIGS",
+    "DistillConfig",
+    "RunConfig",
+    "ModelSection",
+    "model_section",
+    "TASKS",
     "load_config",
     "parse_config",
 ]
@@ -84,35 +98,11 @@ class TrainerConfig(Section):
     seed: int = 0
 
 
-class RunConfig(Section):
-    """What every model's run config has besides its ``[model]`` section."""
-
-    name: str
-    run_dir: str | None = Field(None, description="checkpoints and logs; default runs/<name>")
-    export_dir: str | None = Field(None, description="shippable folder; default <run_dir>/export")
-    init_from: str | None = Field(None, description="parent checkpoint (name or folder) to start from")
-    data: DataConfig = DataConfig()
-    optim: OptimConfig = OptimConfig()
-    trainer: TrainerConfig
-
-    @model_validator(mode="after")
-    def _default_dirs(self):
-        if self.run_dir is None:
-            self.run_dir = str(Path("runs") / self.name)
-        if self.export_dir is None:
-            self.export_dir = str(Path(self.run_dir) / "export")
-        return self
-
-
-class GPTModelConfig(Section):
-    n_layer: int = Field(4, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(256, ge=8)
-    n_kv_head: int | None = Field(None, ge=1, description="key/value heads shared by groups of query heads; None = n_head")
-    block_size: int = Field(128, ge=8, description="longest SMILES in tokens, <bos> and <eos> included")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    bias: bool = True
-    cond_dim: int = Field(0, ge=0)
+#: what a run does: start from random weights, from a parent checkpoint (``init_from``), or learn
+#: from a teacher (``[distill]``)
+TASKS = ("pretrain", "finetune", "distill")
+# names kept for the next wings, refused until they exist
+_LATER = {"property": "property-head training", "rl": "reinforcement learning against the prior"}
 
 
 class DistillConfig(Section):
@@ -124,44 +114,138 @@ class DistillConfig(Section):
     temperature: float = Field(1.0, gt=0, description="softens both distributions; the soft loss is scaled by T^2")
 
 
-class GPTRunConfig(RunConfig):
-    model_type: Literal["gpt"]
-    model: GPTModelConfig = GPTModelConfig()
-    distill: DistillConfig = DistillConfig()
+class RunConfig(Section):
+    """What every model's run config has besides its ``[model]`` section (each model's subclass,
+    registered in :mod:`molgen.train`, narrows ``model_type`` and adds ``model``)."""
+
+    model_type: str
+    name: str
+    task: str | None = Field(None, description="pretrain | finetune | distill; left out: the one the content implies")
+    run_dir: str | None = Field(None, description="checkpoints and logs; default runs/<name>")
+    export_dir: str | None = Field(None, description="shippable folder; default <run_dir>/export")
+    init_from: str | None = Field(None, description="parent checkpoint (name or folder) to start from")
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig
+
+    def teacher(self) -> str | None:
+        """The checkpoint this run distils from; ``None`` for models without a ``[distill]`` section."""
+        return None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str | None) -> str | None:
+        if task is None or task in TASKS:
+            return task
+        if task in _LATER:
+            raise ValueError(f"{task!r} is not available yet ({_LATER[task]} comes later); "
+                             f"this molgen trains {', '.join(TASKS)}")  # fmt: skip
+        raise ValueError(f"must be one of {', '.join(TASKS)}, got {task!r}")
+
+    @model_validator(mode="after")
+    def _task_fits(self):
+        teacher = self.teacher()
+        implied = "distill" if teacher else "finetune" if self.init_from else "pretrain"
+        if self.task is None:  # a file from before the task axis
+            self.task = implied
+        elif self.task == "pretrain" and implied != "pretrain":
+            has = f"distill.teacher = {teacher!r}" if teacher else f"init_from = {self.init_from!r}"
+            raise ValueError(f"task = 'pretrain' starts from random weights, but the config has {has}: "
+                             f"set task = {implied!r} or remove it")  # fmt: skip
+        elif self.task == "finetune" and teacher:
+            raise ValueError(f"task = 'finetune', but the config has distill.teacher = {teacher!r}: that is "
+                             "task = 'distill' (a student may also start from init_from)")  # fmt: skip
+        elif self.task == "finetune" and not self.init_from:
+            raise ValueError("task = 'finetune' needs init_from, the checkpoint (name or folder) to start from")
+        elif self.task == "distill" and not teacher:
+            raise ValueError("task = 'distill' needs distill.teacher, the checkpoint (name or folder) to learn from")
+        return self
+
+    @model_validator(mode="after")
+    def _default_dirs(self):
+        if self.run_dir is None:
+            self.run_dir = str(Path("runs") / self.name)
+        if self.export_dir is None:
+            self.export_dir = str(Path(self.run_dir) / "export")
+        return self
 
 
-class GraphVAEModelConfig(Section):
-    latent: int = Field(56, ge=1)
-    hidden: int = Field(256, ge=8, description="encoder width")
-    enc_layers: int = Field(5, ge=1)
-    dec_hidden: int = Field(384, ge=8, description="decoder GRU width")
-    dec_layers: int = Field(2, ge=1)
-    window: int = Field(12, ge=1, description="bonds span at most this many atoms in BFS order")
-    max_atoms: int = Field(38, ge=2)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    beta: float = Field(1.0, ge=0, description="KL weight after annealing")
-    kl_anneal_steps: int = Field(5000, ge=0, description="linear KL warm-up from 0 to beta")
-    free_bits: float = Field(0.0, ge=0, description="nats per latent dimension not penalised")
+class ModelSection(Section):
+    """A run config's ``[model]`` table, made by :func:`model_section` from a model's config dataclass.
+
+    A subclass passed as ``base`` adds training-only keys (e.g. the graph-VAE's KL weight), which
+    :meth:`shape` leaves out.
+    """
+
+    shape_class: ClassVar[type]
+    set_by_task: ClassVar[tuple[str, ...]] = ()
+
+    def shape(self, **set_by_task: Any):
+        """The model's config dataclass from this table and ``set_by_task`` (e.g. ``vocab_size`` from the data)."""
+        names = {f.name for f in dataclasses.fields(self.shape_class)}
+        return self.shape_class(**{k: v for k, v in self.model_dump().items() if k in names}, **set_by_task)
+
+    @model_validator(mode="after")
+    def _shape_fits(self):
+        if hasattr(type(self), "shape_class"):
+            self.shape()  # the dataclass's own checks (n_embd a multiple of n_head, ...) when the file is read
+        return self
 
 
-class GraphVAERunConfig(RunConfig):
-    model_type: Literal["graph_vae"]
-    model: GraphVAEModelConfig = GraphVAEModelConfig()
+def model_section(
+    shape_class: type,
+    *,
+    name: str | None = None,
+    set_by_task: tuple[str, ...] = (),
+    limits: dict[str, FieldInfo] | None = None,
+    base: type[ModelSection] = ModelSection,
+) -> type[ModelSection]:
+    """The pydantic ``[model]`` table of a config dataclass: every field with its type and default,
+    so a field added to the dataclass is a key of the run config with no other edit.
 
-
-# model_type -> run config class; each model adds its own here
-RUN_CONFIGS: dict[str, type[RunConfig]] = {"gpt": GPTRunConfig, "graph_vae": GraphVAERunConfig}
+    Args:
+        shape_class: the model's config dataclass (its ``config_class``).
+        name: the class name (default ``<dataclass>Section``).
+        set_by_task: fields that are not keys of the file: the training task fills them in (the
+            vocabulary size from the data) or leaves them at their defaults (a prior fitted later).
+        limits: bounds by field name, e.g. ``{"n_layer": Field(ge=1)}``.
+        base: a :class:`ModelSection` subclass with training-only keys.
+    """
+    limits = dict(limits or {})
+    names = [f.name for f in dataclasses.fields(shape_class)]
+    stray = sorted((set(limits) | set(set_by_task)) - set(names))
+    if stray:
+        raise TypeError(f"{shape_class.__name__} has no field {', '.join(stray)}")
+    hints = typing.get_type_hints(shape_class, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(shape_class):
+        if f.name in set_by_task:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        kind = Annotated[hints[f.name], limits[f.name]] if f.name in limits else hints[f.name]
+        fields[f.name] = (kind, default)
+    section = create_model(name or f"{shape_class.__name__}Section", __base__=base, **fields)
+    section.shape_class, section.set_by_task = shape_class, tuple(set_by_task)
+    return section
 
 
 def parse_config(data: dict, source: str = "<config>") -> RunConfig:
     """Validate a config dict; ``source`` (e.g. the file name) starts every error message."""
+    from molgen.train import run_configs  # each model's run config is registered with its training task
+
+    known = run_configs()
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in RUN_CONFIGS:
+    if model_type not in known:
         raise ConfigError(
-            f"{source}: model_type must be one of {sorted(RUN_CONFIGS)} at the top of the file, got {model_type!r}"
+            f"{source}: model_type must be one of {sorted(known)} at the top of the file, got {model_type!r}"
         )
     try:
-        return RUN_CONFIGS[model_type].model_validate(data)
+        return known[model_type].model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in err.errors())) from None
 
@@ -194,6 +278,9 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 def _describe(error: dict) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "value_error":  # our own checks: their message says what to do
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+        return f"{where}: {message}" if error["loc"] else message
     if error["type"] == "extra_forbidden":
         return f"unknown key {where!r} (check the spelling)"
     if error["type"] == "missing":

@@ -1,9 +1,10 @@
 """Splitting molecule tables into train / validation / test, the same way for the same seed.
 
-Both splitters return three DataFrames that keep the input's index (so a row can be traced back)
+Two splitters, :func:`random_split` and :func:`scaffold_split` (chemprop's balanced Bemis-Murcko
+split); each returns three DataFrames that keep the input's index (so a row can be traced back)
 and together hold every input row exactly once; invalid SMILES are split like any other row.
-Datasets, collate functions and LightningDataModules for the models live here too, next to the
-splits they use.
+The training data of each model (token arrays, graph batches, LightningDataModules) lives with its
+task in :mod:`molgen.train.gpt` and :mod:`molgen.train.graph_vae`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import molgen as mg
 from molgen.datasets import moses_smiles
 from molgen.featurize import featurize_smiles, graph_to_mol
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
-from molgen.models.graph_vae_train import collate_arrays
+from molgen.train.graph_vae import collate_arrays
 
 
 def machine() -> dict:

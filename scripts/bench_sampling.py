@@ -70,7 +70,7 @@ def decode_only(model, n: int, use_cache: bool, device: str) -> float:
 def training(model, batch_size: int, steps: int, device: str) -> dict:
     """Tokens per second of training steps on real MOSES batches."""
     from molgen.datasets import moses_smiles
-    from molgen.models.gpt_train import collate
+    from molgen.train.gpt import collate
 
     smiles = moses_smiles("train", nrows=20_000)
     ids = model.tokenizer.encode_batch(smiles)

@@ -1,7 +1,9 @@
-"""Pretraining: tiny runs learn, export, resume at the saved step; configs fail clearly; DDP on CPU."""
+"""Training: tiny runs learn, export, resume at the saved step, fine-tune and distil; configs say their
+task and fail clearly; every shipped config loads; DDP on CPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -13,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 import torch
 
 import molgen as mg
 from molgen import chem
-from molgen.config import load_config, parse_config, tomllib
+from molgen.config import load_config, model_section, parse_config, tomllib
 from molgen.errors import ConfigError
-from molgen.train import cosine_schedule, pretrain, resume_checkpoint, shuffle_generator
+from molgen.train import cosine_schedule, pretrain, resume_checkpoint, run_configs, shuffle_generator
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +85,7 @@ def test_fine_tuning_start_extends_the_vocabulary(tiny_run, tmp_path):
     table = tmp_path / "new.csv"
     pd.DataFrame({"smiles": ["CC[Se]C", "BrCC[Se]CCBr", "CCO"] * 10 + ["not a molecule"]}).to_csv(table, index=False)
     data = tiny_config(tmp_path, max_steps=3, val_every_steps=3, batch_size=8)
-    data.update(init_from=str(export), data={"dataset": str(table), "val_size": 2})
+    data.update(task="finetune", init_from=str(export), data={"dataset": str(table), "val_size": 2})
     out = pretrain(parse_config(data, "finetune"))
     model = mg.load_pretrained(out, device="cpu")
     assert "[Se]" in model.tokenizer.stoi and model.config.vocab_size == len(model.tokenizer)
@@ -94,7 +97,7 @@ def test_an_aromatic_parent_fine_tuned_to_write_kekule_smiles(tiny_run, tmp_path
 
     _, _, export = tiny_run
     data = tiny_config(tmp_path, max_steps=3, val_every_steps=3, batch_size=8)
-    data.update(init_from=str(export), data=dict(data["data"], kekule=True))
+    data.update(task="finetune", init_from=str(export), data=dict(data["data"], kekule=True))
     model = mg.load_pretrained(pretrain(parse_config(data, "kekule")), device="cpu")
     parent = mg.load_pretrained(export, device="cpu")
     assert model.tokenizer.kekule and not parent.tokenizer.kekule
@@ -126,7 +129,7 @@ def test_distillation_teaches_a_smaller_student_what_the_teacher_says_not_what_t
     students = {}
     for alpha in (0.0, 1.0):
         data = tiny_config(tmp_path / str(alpha), max_steps=30, val_every_steps=30, batch_size=8)
-        data.update(model={"n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 32, "block_size": 64},
+        data.update(task="distill", model={"n_layer": 1, "n_head": 2, "n_kv_head": 1, "n_embd": 32, "block_size": 64},
                     data={"dataset": str(table), "val_size": 2}, distill={"teacher": str(export), "alpha": alpha})  # fmt: skip
         out = pretrain(parse_config(data, "student"))
         ckpt = torch.load(tmp_path / str(alpha) / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -147,7 +150,7 @@ def test_a_student_refuses_data_or_a_smiles_form_its_teacher_never_saw(tiny_run,
     table = tmp_path / "se.csv"
     pd.DataFrame({"smiles": ["CC[Se]C", "CCO"] * 10}).to_csv(table, index=False)
     data = tiny_config(tmp_path, max_steps=2)
-    data.update(distill={"teacher": str(export)}, data={"dataset": str(table), "val_size": 2})
+    data.update(task="distill", distill={"teacher": str(export)}, data={"dataset": str(table), "val_size": 2})
     with pytest.raises(ConfigError, match=r"teacher .* knows \d+ tokens; the training data also has \['\[Se\]'\]"):
         pretrain(parse_config(data, "student"))
     data["data"] = {"dataset": "moses", "limit": 50, "kekule": True}
@@ -253,9 +256,132 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues_from(tmp_path):
     assert f"interrupted at step {again['global_step']}: checkpoint {stopped};" in proc.stderr
 
 
+CONFIGS = ROOT / "scripts" / "configs"
+# every config in scripts/configs: (model_type, task)
+KNOWN_CONFIGS = {
+    "distill_gpt_cpu_small.toml": ("gpt", "distill"),
+    "pretrain_gpt.toml": ("gpt", "pretrain"),
+    "pretrain_gpt_cpu.toml": ("gpt", "pretrain"),
+    "pretrain_gpt_cpu_kekule.toml": ("gpt", "finetune"),
+    "pretrain_gpt_cpu_m.toml": ("gpt", "pretrain"),
+    "pretrain_gpt_tiny.toml": ("gpt", "pretrain"),
+    "pretrain_vae.toml": ("graph_vae", "pretrain"),
+    "pretrain_vae_cpu.toml": ("graph_vae", "pretrain"),
+    "pretrain_vae_cpu_ft.toml": ("graph_vae", "finetune"),
+}
+
+
 def test_shipped_configs_are_valid():
-    for path in (ROOT / "scripts" / "configs").glob("pretrain_gpt*.toml"):
-        assert load_config(path).model_type == "gpt"
+    paths = sorted(CONFIGS.glob("*.toml"))
+    assert set(KNOWN_CONFIGS) <= {p.name for p in paths}, "a known config is missing from scripts/configs"
+    for path in paths:
+        config = load_config(path)
+        assert tomllib.loads(path.read_text())["task"] == config.task, f"{path.name} says its task"
+        if path.name in KNOWN_CONFIGS:
+            assert (config.model_type, config.task) == KNOWN_CONFIGS[path.name]
+        if path.name.startswith("pretrain_gpt"):
+            assert config.model_type == "gpt"
+
+
+@pytest.mark.parametrize(
+    "config, shipped",
+    [
+        ("distill_gpt_cpu_small.toml", "smiles-gpt-moses-small"),
+        ("pretrain_gpt_cpu_m.toml", "smiles-gpt-moses"),  # its shape; the Kekulé leg (init_from) kept it
+        ("pretrain_vae_cpu.toml", "graph-vae-moses"),
+    ],
+)
+def test_the_configs_that_trained_shipped_models_have_their_shape(config, shipped):
+    meta = json.loads((ROOT / "molgen" / "pretrained" / shipped / "config.json").read_text())
+    model = load_config(CONFIGS / config).model
+    # what the task sets (vocabulary size, fitted prior, ...) comes from the shipped folder; the rest from the file
+    shape = dataclasses.asdict(model.shape(**{k: meta["config"][k] for k in model.set_by_task if k in meta["config"]}))
+    assert {k: shape[k] for k in meta["config"]} == meta["config"]
+    recorded = meta["provenance"].get("train_config", {})
+    if recorded.get("name") == load_config(CONFIGS / config).name:  # the run itself: the file repeats it
+        assert {k: model.model_dump()[k] for k in recorded["model"]} == recorded["model"]
+        assert recorded.get("distill") in (None, load_config(CONFIGS / config).model_dump().get("distill"))
+
+
+def _tiny_raw(**changes) -> dict:
+    data = tomllib.loads(TINY.read_text())
+    data.pop("task")
+    for key, value in changes.items():
+        data[key] = dict(data.get(key, {}), **value) if isinstance(value, dict) else value
+    return data
+
+
+@pytest.mark.parametrize(
+    "changes, task",
+    [({}, "pretrain"), ({"init_from": "smiles-gpt-moses"}, "finetune"), ({"distill": {"teacher": "smiles-gpt-moses"}}, "distill"),
+     ({"init_from": "smiles-gpt-moses", "distill": {"teacher": "smiles-gpt-moses"}}, "distill")],  # fmt: skip
+)
+def test_a_config_without_a_task_gets_the_one_its_content_implies(changes, task):
+    config = parse_config(_tiny_raw(**changes), "old.toml")
+    assert config.task == task and config.model_dump()["task"] == task  # recorded in the provenance
+    assert parse_config(_tiny_raw(task=task, **changes), "new.toml") == config
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task": "rl"}, r"bad\.toml: task: 'rl' is not available yet \(reinforcement learning"),
+        ({"task": "property"}, r"task: 'property' is not available yet"),
+        ({"task": "train"}, r"task: must be one of pretrain, finetune, distill, got 'train'"),
+        ({"task": "pretrain", "distill": {"teacher": "smiles-gpt-moses"}},
+         r"bad\.toml: task = 'pretrain' starts from random weights, but the config has distill\.teacher = 'smiles-gpt-moses': set task = 'distill'"),
+        ({"task": "pretrain", "init_from": "p"}, r"but the config has init_from = 'p': set task = 'finetune'"),
+        ({"task": "finetune"}, r"task = 'finetune' needs init_from"),
+        ({"task": "finetune", "init_from": "p", "distill": {"teacher": "t"}}, r"that is task = 'distill'"),
+        ({"task": "distill"}, r"task = 'distill' needs distill\.teacher"),
+        ({"model": {"cond_dim": 4}}, r"model\.cond_dim = 4: conditional training is not available yet"),
+        ({"model": {"n_layer": 0}}, r"model\.n_layer: Input should be greater than or equal to 1"),
+        ({"model": {"n_embd": 100, "n_head": 3}}, r"model: n_embd \(100\) must be a multiple of n_head \(3\)"),
+        ({"model": {"vocab_size": 30}}, r"unknown key 'model\.vocab_size'"),  # the data sets it
+    ],
+)  # fmt: skip
+def test_task_and_shape_errors_are_one_clear_config_error(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_tiny_raw(**changes), "bad.toml")
+
+
+def test_a_conditional_parent_is_refused_until_conditional_training_exists(tmp_path):
+    from molgen.models.gpt import GPTConfig, SmilesGPT
+    from molgen.models.hub import save_pretrained
+    from molgen.tokenize import SmilesTokenizer
+
+    tokenizer = SmilesTokenizer.from_smiles(["CCO", "c1ccccc1"])
+    parent = SmilesGPT(GPTConfig(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16, block_size=16, cond_dim=3))
+    parent.tokenizer = tokenizer
+    save_pretrained(parent, tmp_path / "cond")
+    data = _tiny_raw(task="finetune", init_from=str(tmp_path / "cond"), run_dir=str(tmp_path / "run"),
+                     data={"limit": 20, "val_size": 5}, trainer={"max_steps": 1})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"is conditional \(cond_dim = 3\); conditional training is not available yet"):
+        pretrain(parse_config(data, "cond"))
+
+
+def test_a_model_type_is_one_registration_and_its_table_is_its_dataclass():
+    from molgen.models.hub import model_class
+
+    @dataclasses.dataclass
+    class Shape:
+        width: int = 8
+        depth: int = 2
+        vocab: int = 10
+
+    section = model_section(Shape, set_by_task=("vocab",), limits={"depth": pydantic.Field(ge=1)})
+    assert list(section.model_fields) == ["width", "depth"] and section(width=4).shape(vocab=3) == Shape(4, 2, 3)
+    for bad in ({"depth": 0}, {"vocab": 3}):
+        with pytest.raises(pydantic.ValidationError):
+            section(**bad)
+    with pytest.raises(TypeError, match="has no field depht"):
+        model_section(Shape, limits={"depht": pydantic.Field(ge=1)})
+    assert set(run_configs()) == {"gpt", "graph_vae"}
+    for model_type, run_config in run_configs().items():
+        table = run_config.model_fields["model"].annotation
+        config_class = model_class(model_type).config_class
+        assert table.shape_class is config_class  # every field of the dataclass is a key, bar what the task sets
+        assert {f.name for f in dataclasses.fields(config_class)} - set(table.set_by_task) <= set(table.model_fields)
 
 
 def test_cosine_schedule():
@@ -278,7 +404,7 @@ def test_a_resumed_run_reshuffles_instead_of_replaying_the_epoch():
 
 
 def test_token_cache_is_built_once_and_memory_mapped(tmp_path, monkeypatch, real_smiles):
-    from molgen.models.gpt_train import tokenized_file
+    from molgen.train.gpt import tokenized_file
 
     monkeypatch.setenv("MOLGEN_CACHE", str(tmp_path / "cache"))
     src = tmp_path / "mols.csv.gz"

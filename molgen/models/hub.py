@@ -7,14 +7,14 @@ steps, tokens seen, parent checkpoint). A folder whose config does not fit the c
 :class:`~molgen.errors.ConfigError` saying what differs.
 
 A model class takes part by having ``model_type`` and ``config_class`` (a dataclass) attributes
-and calling :func:`register_model` when its module is imported; :data:`_MODULES` says which
-module to import for a ``model_type`` so that loading works without importing it first.
+and calling :func:`register_model` when its module is imported; loading a checkpoint imports the
+shipped model modules first (:func:`_import_shipped_models`), so it works without importing them.
+Training registers separately, one layer up (``molgen.train.register_task``): models never import it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 from pathlib import Path
@@ -31,16 +31,21 @@ __all__ = ["save_pretrained", "from_pretrained", "register_model", "shipped_mode
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, CARD_NAME = "config.json", "model.safetensors", "vocab.json", "README.md"
 
-_REGISTRY: dict[str, type] = {}
-# model_type -> module whose import registers it
-_MODULES = {"gpt": "molgen.models.gpt", "graph_vae": "molgen.models.graph_vae"}
+_REGISTRY: dict[str, type] = {}  # model_type -> model class
 
 
 def register_model(model_type: str, cls: type) -> None:
     """Make ``from_pretrained`` build ``cls`` for checkpoints of this ``model_type``."""
     if not dataclasses.is_dataclass(getattr(cls, "config_class", None)):
         raise TypeError(f"{cls.__name__} needs a dataclass `config_class` attribute to be registered")
+    if getattr(cls, "model_type", model_type) != model_type:
+        raise TypeError(f"{cls.__name__}.model_type is {cls.model_type!r}, registered as {model_type!r}")
     _REGISTRY[model_type] = cls
+
+
+def _import_shipped_models() -> None:
+    """Import the model modules molgen ships; each registers its class on import."""
+    from molgen.models import gpt, graph_vae  # noqa: F401
 
 
 def shipped_models() -> list[str]:
@@ -116,11 +121,11 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def model_class(model_type: str) -> type:
-    if model_type not in _REGISTRY and model_type in _MODULES:
-        importlib.import_module(_MODULES[model_type])
+    """The registered model class for ``model_type`` (the shipped ones need no import first)."""
     if model_type not in _REGISTRY:
-        known = ", ".join(sorted(set(_REGISTRY) | set(_MODULES)))
-        raise ConfigError(f"unknown model_type {model_type!r}; this molgen knows: {known}")
+        _import_shipped_models()
+    if model_type not in _REGISTRY:
+        raise ConfigError(f"unknown model_type {model_type!r}; this molgen knows: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[model_type]
 
 

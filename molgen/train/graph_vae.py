@@ -1,4 +1,4 @@
-"""GraphVAE pretraining task for :func:`molgen.train.pretrain`: LightningModule + DataModule.
+"""GraphVAE training task for :func:`molgen.train.pretrain`: run config, LightningModule, DataModule.
 
 Graphs come from the memory-mapped cache of :func:`molgen.featurize.graph_cache`, so SMILES are
 parsed once per data set, never per epoch. A batch is gathered straight from the flat arrays
@@ -10,21 +10,49 @@ latent dimension unpenalised.
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
 from molgen.cache import sha256_file, sha256_strings
-from molgen.config import GraphVAERunConfig
+from molgen.config import ModelSection, RunConfig, model_section
 from molgen.errors import InputError
 from molgen.featurize import GraphArrays, graph_cache
 from molgen.models.graph_vae import PRIOR_BUFFERS, GraphVAE, GraphVAEConfig
-from molgen.train import PretrainModule, register_task, shuffle_generator
+from molgen.train.base import PretrainModule, register_task, shuffle_generator
 
-__all__ = ["GraphVAETask", "GraphDataModule", "collate_arrays", "usable", "load_graphs"]
+__all__ = ["GraphVAEModelConfig", "GraphVAERunConfig", "GraphVAETask", "GraphDataModule", "collate_arrays",
+           "usable", "load_graphs"]  # fmt: skip
+
+
+class _ELBO(ModelSection):
+    """The [model] table's training-only keys: the loss, not the network."""
+
+    beta: float = Field(1.0, ge=0, description="KL weight after annealing")
+    kl_anneal_steps: int = Field(5000, ge=0, description="linear KL warm-up from 0 to beta")
+    free_bits: float = Field(0.0, ge=0, description="nats per latent dimension not penalised")
+
+
+# the [model] table: GraphVAEConfig's fields less molgen's graph vocabulary, the prior fitted after
+# training (GraphVAE.fit_prior) and the ring rules of generation, plus the loss's keys
+GraphVAEModelConfig = model_section(
+    GraphVAEConfig,
+    name="GraphVAEModelConfig",
+    base=_ELBO,
+    set_by_task=("atom_vocab", "atom_valence", "fitted_prior", "prior_components", "max_ring", "ring_rules"),
+    limits={"latent": Field(ge=1), "hidden": Field(ge=8), "enc_layers": Field(ge=1), "dec_hidden": Field(ge=8),
+            "dec_layers": Field(ge=1), "window": Field(ge=1), "max_atoms": Field(ge=2), "dropout": Field(ge=0, lt=1)},  # fmt: skip
+)
+
+
+class GraphVAERunConfig(RunConfig):
+    model_type: Literal["graph_vae"]
+    model: GraphVAEModelConfig = GraphVAEModelConfig()
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -160,10 +188,7 @@ class GraphVAETask(PretrainModule):
 
     def __init__(self, config: GraphVAERunConfig, datamodule: GraphDataModule):
         super().__init__(config)
-        m = config.model
-        fields = {k: getattr(m, k) for k in ("latent", "hidden", "enc_layers", "dec_hidden", "dec_layers",
-                                             "window", "max_atoms", "dropout")}  # fmt: skip
-        self.model = GraphVAE(GraphVAEConfig(**fields))
+        self.model = GraphVAE(config.model.shape())
         if config.init_from:
             from molgen.models.hub import load_state_into
 
@@ -195,4 +220,4 @@ def build(config: GraphVAERunConfig):
     return GraphVAETask(config, datamodule), datamodule
 
 
-register_task("graph_vae", build)
+register_task(GraphVAE, GraphVAERunConfig, build)

@@ -1,29 +1,31 @@
-"""Pretraining through Lightning: the only place in molgen where a ``Trainer`` is built.
+"""Training through Lightning: the one Trainer builder, checkpoints, resume and interrupts.
 
-:func:`pretrain` takes a run config (``molgen.config``), asks the task registered for its
-``model_type`` for a LightningModule and a LightningDataModule, and trains with AdamW, linear
-warmup + cosine decay, gradient clipping, bf16 autocast on CUDA, step-based validation,
-a resumable checkpoint every few minutes and a shippable export folder
+:func:`pretrain` takes a run config (``molgen.config``) of any task (pretrain, finetune, distill),
+asks the task registered for its ``model_type`` for a LightningModule and a LightningDataModule,
+and trains with AdamW, linear warmup + cosine decay, gradient clipping, bf16 autocast on CUDA,
+step-based validation, a resumable checkpoint every few minutes and a shippable export folder
 (:func:`molgen.models.hub.save_pretrained`). Lightning's ``.ckpt`` files (pickle) stay in the
 run directory; only the export folder is ever shipped. Ctrl-C or SIGTERM writes
 ``checkpoints/interrupted.ckpt`` of the step reached and raises :class:`TrainingInterrupted`;
 ``resume=True`` continues from the newer of it and the periodic ``last.ckpt``.
 
-A model joins by subclassing :class:`PretrainModule` (implement ``step_loss``) and registering a
-builder with :func:`register_task`; :data:`_TASK_MODULES` names the module to import for a
-``model_type``. DDP needs no code change: set ``strategy = "ddp"`` and launch with ``torchrun``.
+A model type becomes trainable with one :func:`register_task` call in its module under
+``molgen/train/`` (model class, run config, builder); the builder returns a subclass of
+:class:`PretrainModule` (implement ``step_loss``). DDP needs no code change: set
+``strategy = "ddp"`` and launch with ``torchrun``.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import shutil
 import signal
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,27 +39,56 @@ from molgen.config import RunConfig, load_config
 from molgen.errors import ConfigError
 from molgen.files import atomic_path
 
-__all__ = ["pretrain", "register_task", "PretrainModule", "export", "cosine_schedule", "shuffle_generator",
-           "TrainingInterrupted", "resume_checkpoint"]  # fmt: skip
+__all__ = ["pretrain", "register_task", "run_configs", "PretrainModule", "export", "cosine_schedule", "shuffle_generator",
+           "TrainingInterrupted", "resume_checkpoint", "build_trainer"]  # fmt: skip
 
 LAST_CKPT, INTERRUPT_CKPT = "last.ckpt", "interrupted.ckpt"  # under <run_dir>/checkpoints
 
-_TASKS: dict[str, Callable] = {}
-# model_type -> module whose import registers its task
-_TASK_MODULES = {"gpt": "molgen.models.gpt_train", "graph_vae": "molgen.models.graph_vae_train"}
+@dataclass(frozen=True)
+class Trainable:
+    """A model type's training: its network class, run config and ``build(config) -> (module, datamodule)``."""
+
+    model: type
+    run_config: type[RunConfig]
+    build: Callable
 
 
-def register_task(model_type: str, build: Callable) -> None:
-    """``build(config) -> (PretrainModule, LightningDataModule)`` trains models of ``model_type``."""
-    _TASKS[model_type] = build
+_TASKS: dict[str, Trainable] = {}
+
+
+def register_task(model: type, run_config: type[RunConfig], build: Callable) -> None:
+    """Make a model type trainable: the one registration that ``molgen pretrain``, the run-config
+    check (:func:`molgen.config.parse_config`) and every task (pretrain, finetune, distill) use.
+
+    Args:
+        model: the network class, with ``model_type`` and ``config_class`` (its config dataclass);
+            it registers itself for loading with :func:`molgen.models.hub.register_model`.
+        run_config: a :class:`~molgen.config.RunConfig` with ``model_type: Literal[<model_type>]``
+            and a ``model`` section made by :func:`molgen.config.model_section` from ``model.config_class``.
+        build: ``build(config) -> (PretrainModule, LightningDataModule)``.
+    """
+    from molgen.models.hub import model_class
+
+    if model_class(model.model_type) is not model:
+        raise TypeError(f"{model.__name__} is not the model registered for {model.model_type!r} (hub.register_model)")
+    fields = run_config.model_fields
+    section = fields["model"].annotation if "model" in fields else None
+    if getattr(section, "shape_class", None) is not model.config_class:
+        raise TypeError(f"{run_config.__name__}.model must be model_section({model.config_class.__name__})")
+    if typing.get_args(fields["model_type"].annotation) != (model.model_type,):
+        raise TypeError(f"{run_config.__name__}.model_type must be Literal[{model.model_type!r}]")
+    _TASKS[model.model_type] = Trainable(model, run_config, build)
+
+
+def run_configs() -> dict[str, type[RunConfig]]:
+    """``model_type`` -> run config class, for every trainable model type."""
+    return {name: t.run_config for name, t in _TASKS.items()}
 
 
 def _task(model_type: str) -> Callable:
-    if model_type not in _TASKS and model_type in _TASK_MODULES:
-        importlib.import_module(_TASK_MODULES[model_type])
     if model_type not in _TASKS:
         raise ConfigError(f"no training task for model_type {model_type!r}; known: {sorted(_TASKS)}")
-    return _TASKS[model_type]
+    return _TASKS[model_type].build
 
 
 def shuffle_generator(datamodule: L.LightningDataModule) -> torch.Generator:
@@ -328,7 +359,8 @@ def build_trainer(config: RunConfig, on_interrupt: _SaveOnInterrupt | None = Non
 
 
 def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
-    """Train a model from a run config (or its TOML path); returns the export folder.
+    """Train a model from a run config (or its TOML path), whatever its task: pretrain, finetune
+    (``init_from``) or distill (``[distill]``); returns the export folder.
 
     Args:
         config: a validated config or the path of a TOML file.
@@ -365,7 +397,7 @@ def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
             run_dir.mkdir(parents=True, exist_ok=True)
             if source is not None and source.resolve() != (run_dir / "config.toml").resolve():
                 shutil.copyfile(source, run_dir / "config.toml")
-        print(f"training {config.model_type} '{config.name}' -> {run_dir}" + (f" (resuming from {start})" if resume else ""),
+        print(f"training {config.model_type} ({config.task}) '{config.name}' -> {run_dir}" + (f" (resuming from {start})" if resume else ""),
               file=sys.stderr, flush=True)  # fmt: skip
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if resume else None)
     except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)

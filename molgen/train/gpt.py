@@ -1,4 +1,5 @@
-"""Training task for SmilesGPT: tokenised data on disk, the LightningDataModule, the LightningModule.
+"""Training task for SmilesGPT: its run config, tokenised data on disk, the LightningDataModule and the
+LightningModule (next-token cross-entropy, with a teacher's soft targets when distilling).
 
 The training set is tokenised once into a memory-mapped ``(N, L)`` uint8 array under
 ``molgen.cache.cache_dir("smiles_tokens", key)``, keyed by the sha256 of the source file and the
@@ -13,22 +14,51 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 
 from molgen.cache import cache_dir, sha256_file, sha256_strings
-from molgen.config import GPTRunConfig
+from molgen.config import DistillConfig, RunConfig, model_section
 from molgen.errors import ConfigError, InputError
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.tokenize import SmilesTokenizer, tokenize
-from molgen.train import PretrainModule, register_task, shuffle_generator
+from molgen.train.base import PretrainModule, register_task, shuffle_generator
 
-__all__ = ["TokenizedSmiles", "tokenized_file", "GPTDataModule", "GPTTask"]
+__all__ = ["GPTModelConfig", "GPTRunConfig", "TokenizedSmiles", "tokenized_file", "GPTDataModule", "GPTTask"]
+
+# the [model] table: GPTConfig's fields less those the data sets (the vocabulary and its special ids)
+GPTModelConfig = model_section(
+    GPTConfig,
+    name="GPTModelConfig",
+    set_by_task=("vocab_size", "pad_id", "bos_id", "eos_id"),
+    limits={"n_layer": Field(ge=1), "n_head": Field(ge=1), "n_embd": Field(ge=8), "n_kv_head": Field(ge=1),
+            "block_size": Field(ge=8), "dropout": Field(ge=0, lt=1), "cond_dim": Field(ge=0)},  # fmt: skip
+)
+
+
+class GPTRunConfig(RunConfig):
+    model_type: Literal["gpt"]
+    model: GPTModelConfig = GPTModelConfig()
+    distill: DistillConfig = DistillConfig()
+
+    def teacher(self) -> str | None:
+        return self.distill.teacher
+
+    @model_validator(mode="after")
+    def _unconditional(self):
+        if self.model.cond_dim:
+            raise ValueError(
+                f"model.cond_dim = {self.model.cond_dim}: conditional training is not available yet (no condition "
+                "reaches the training loss); leave cond_dim at 0"
+            )
+        return self
 
 _CHUNK = 100_000
 
@@ -244,11 +274,13 @@ class GPTTask(PretrainModule):
             from molgen.models.hub import from_pretrained
 
             self.model = from_pretrained(config.init_from, device="cpu", model_type="gpt").train()
+            if self.model.config.cond_dim:  # no condition would reach the loss
+                raise ConfigError(f"init_from {config.init_from!r} is conditional (cond_dim = {self.model.config.cond_dim}); "
+                                  "conditional training is not available yet: start from an unconditional model")  # fmt: skip
             if len(tokenizer) > self.model.config.vocab_size:
                 self.model.resize_vocab(len(tokenizer))
         else:
-            fields = config.model.model_dump()
-            self.model = SmilesGPT(GPTConfig(vocab_size=len(tokenizer), **fields))
+            self.model = SmilesGPT(config.model.shape(vocab_size=len(tokenizer)))
         self.model.tokenizer = tokenizer
 
     def step_loss(self, batch):
@@ -294,7 +326,7 @@ def teacher_record(name_or_dir: str) -> dict:
 
 
 def build(config: GPTRunConfig):
-    """The GPT task and its data for a run config (registered for ``model_type = "gpt"``)."""
+    """The GPT task and its data for a run config of any task (registered for ``model_type = "gpt"``)."""
     from molgen.models.hub import VOCAB_NAME, resolve
 
     # keep a parent's ids (new tokens in the data are appended); a student speaks its teacher's vocabulary
@@ -316,4 +348,4 @@ def build(config: GPTRunConfig):
     return module, datamodule
 
 
-register_task("gpt", build)
+register_task(SmilesGPT, GPTRunConfig, build)
