@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from molgen.errors import InputError, MolgenError
 
@@ -41,11 +42,11 @@ def friendly(fn):
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return fn(*args, **kwargs)
-        except MolgenError as err:
-            console.print(f"[bold red]error:[/] {err}")
+        except MolgenError as err:  # escaped: a message may hold brackets ([distill], [Na+]) that are not markup
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as err:
-            console.print(f"[bold yellow]{err or 'interrupted'}[/]")
+            console.print(f"[bold yellow]{escape(str(err) or 'interrupted')}[/]")
             raise typer.Exit(130) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -203,7 +204,6 @@ def pretrain_cmd(
     Ctrl-C or SIGTERM saves a checkpoint of the step reached and exits 130 (143 for SIGTERM);
     ``--resume`` continues from it.
     """
-    from rich.markup import escape
 
     from molgen.train import TrainingInterrupted, pretrain
 
@@ -389,6 +389,21 @@ def experiment_transfer_cmd(
     results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out)
     console.print(f"[green]{len(results):,} runs[/]; table in {out / 'results.md'}, curve in {out / 'learning_curve.png'}")
     Console().print((out / "results.md").read_text(), markup=False, highlight=False)
+
+
+@app.command("report")
+@friendly
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder: a demo run, a transfer experiment, an optimisation or training run."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file (default RUN_DIR/report.html)."),
+    scaffold: str | None = typer.Option(None, "--scaffold", help="SMARTS or SMILES of a substructure to highlight in the grids."),
+    top: int = typer.Option(12, "--top", min=1, help="Molecules per grid."),
+) -> None:
+    """One self-contained HTML page of a run folder: tables, molecule grids, distributions, curves."""
+    from molgen.report import report
+
+    path = report(run_dir, out, scaffold=scaffold, top=top)
+    console.print(f"[green]wrote[/] {path}")
 
 
 def _whole_number(text: str, option: str) -> int:

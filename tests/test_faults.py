@@ -438,3 +438,18 @@ def test_every_writing_command_refused_leaves_an_existing_file_as_it_was(tmp_pat
         assert "Traceback" not in output
     assert out.read_text() == EARLIER and js.read_text() == '{"earlier": 1}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "m.json", "out.csv"]
+
+
+def test_an_error_message_with_brackets_is_printed_whole(capsys):
+    import typer
+
+    from molgen.cli import friendly
+    from molgen.errors import InputError
+
+    @friendly
+    def fails():
+        raise InputError("[distill] teacher is missing; [Na+] stays")
+
+    with pytest.raises(typer.Exit):
+        fails()
+    assert "[distill] teacher is missing; [Na+] stays" in " ".join(capsys.readouterr().err.split())
