@@ -22,6 +22,7 @@ _LAZY_FUNCTIONS = {
     "load_pretrained": "molgen.models",
     "sample": "molgen.sample",
     "evaluate": "molgen.metrics",
+    "report": "molgen.report",
 }
 
 

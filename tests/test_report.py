@@ -1,0 +1,133 @@
+"""molgen.report: one self-contained HTML page of a run folder, checked as text and in a headless browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from molgen.demo import REFERENCE_ROW, SUMMARY_KEYS
+from molgen.errors import InputError
+from molgen.report import find, report
+
+_IMG = re.compile(r'<img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A demo-like run by hand (real scored molecules, fake metrics), a tiny transfer experiment,
+    an optimisation log and a Lightning training log."""
+    from molgen.datasets import load
+    from molgen.experiment import experiment
+    from molgen.score import score
+
+    root = tmp_path_factory.mktemp("run")
+    smiles = load("chembl_drugs")["smiles"].iloc[::60].head(30).tolist() + ["not a smiles"]
+    scored = score(smiles)
+    rows = []
+    for k, source in enumerate(("smiles-gpt-moses", REFERENCE_ROW)):
+        (root / source).mkdir()
+        scored.iloc[k::2].to_csv(root / source / "molecules.csv", index=False)
+        metrics = {key: 0.5 + 0.1 * k for key in SUMMARY_KEYS} | {"QED": 0.01, "n": 16,
+                                                                  "caveats": ["FCD on <script>16</script> molecules"]}
+        (root / source / "metrics.json").write_text(json.dumps(metrics))
+        rows.append({"source": source, "n": 16, **{key: metrics[key] for key in SUMMARY_KEYS},
+                     "mean QED": 0.6, "mean SA": 3.0, "seconds": 1.5})
+    pd.DataFrame(rows).to_csv(root / "summary.csv", index=False)
+    experiment("freesolv", target="expt", sizes=(20,), seeds=(0,), methods=("ecfp+ridge",),
+               out=root / "transfer", progress=False)
+    (root / "opt").mkdir()
+    pd.DataFrame({"step": np.repeat(np.arange(5), 6), "oracle_call": np.arange(30), "smiles": smiles[:30],
+                  "score": np.random.default_rng(0).random(30)}).to_csv(root / "opt" / "optimize.csv", index=False)
+    log = root / "opt" / "logs" / "version_0"
+    log.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 0, 1, 1], "step": [10, 10, 20, 20], "train_loss": [2.0, np.nan, 1.5, np.nan],
+                  "val_nll": [np.nan, 1.9, np.nan, 1.6]}).to_csv(log / "metrics.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(run_dir):
+    path = report(run_dir, scaffold="c1ccccc1")
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_find_names_every_kind(run_dir):
+    found = find(run_dir)
+    assert {p.name for p in found["sources"]} == {"smiles-gpt-moses", REFERENCE_ROW}
+    assert [p.parent.name for p in found["transfer"]] == ["transfer"]
+    assert [p.name for p in found["optimize"]] == ["optimize.csv"]
+    assert [p.name for p in found["training"]] == ["metrics.csv"]
+
+
+def test_page_is_self_contained(page, run_dir):
+    path, text = page
+    assert path == run_dir / "report.html"
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert "@import" not in text and "url(" not in text
+    assert "<script>16</script>" not in text and "&lt;script&gt;16&lt;/script&gt;" in text  # escaped
+
+
+def test_page_has_tables_grids_and_images(page):
+    _, text = page
+    for heading in ("Metrics", "Best molecules by QED", "Property distributions", "Transfer experiment: expt",
+                    "Optimisation", "Training curves"):
+        assert heading in text
+    for metric in ("FCD/Test", "mean QED", "smiles-gpt-moses", REFERENCE_ROW):
+        assert f"<th>{metric}</th>" in text or f"<td>{metric}</td>" in text
+    assert re.search(r"<td>ecfp\+ridge</td><td><b>\d+\.\d+</b></td>", text)  # one seed: no sd
+    assert text.count("<svg") == 3  # two sources, one optimisation
+    assert text.count("<summary>SMILES and scores</summary>") == 3  # a copyable table under each grid
+    assert "#FF7F7F" in text  # the benzene highlight
+    images = _IMG.findall(text)
+    assert len(images) == 4  # distributions, learning curve, optimisation curve, training curves
+    for data in images:
+        raw = base64.b64decode(data, validate=True)
+        assert raw.startswith(b"\x89PNG\r\n\x1a\n")
+        Image.open(io.BytesIO(raw)).verify()
+
+
+def test_errors_and_cli(tmp_path, run_dir):
+    from molgen.cli import app
+
+    with pytest.raises(InputError, match="nothing to report"):
+        report(tmp_path)
+    with pytest.raises(InputError, match="no such folder"):
+        report(tmp_path / "missing")
+    with pytest.raises(InputError, match="scaffold"):
+        report(run_dir / "transfer", out=tmp_path / "x.html", scaffold="c1cc(")
+    out = tmp_path / "t.html"
+    result = CliRunner().invoke(app, ["report", str(run_dir / "transfer"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Transfer experiment" in out.read_text() and "Metrics" not in out.read_text()
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "missing")]).exit_code == 2
+
+
+def test_page_in_a_headless_browser(page, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("chromium not installed: the browser check is skipped")
+        pytest.skip("chromium not installed (apt-get install chromium): browser check skipped")
+    path, text = page
+    flags = [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+             "--virtual-time-budget=5000", "--window-size=1280,2000"]
+    dom = subprocess.run([*flags, "--dump-dom", path.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    n_images = len(_IMG.findall(text))
+    assert f'data-images="{n_images}"' in dom, dom[:300]
+    assert 'data-broken-images="0"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", path.resolve().as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        assert np.asarray(im.convert("L")).std() > 10  # something drawn, not a blank page
