@@ -39,6 +39,7 @@ from molgen.chem import quiet, to_mol
 from molgen.errors import InputError
 from molgen.files import atomic_path
 from molgen.parallel import run_ordered
+from molgen.tokenize import parse_bracket
 
 __all__ = [
     "ATOM_VOCAB",
@@ -47,6 +48,7 @@ __all__ = [
     "GraphArrays",
     "mol_to_graph",
     "graph_to_mol",
+    "dense_to_smiles",
     "build_mol",
     "arrays_to_graph",
     "featurize_smiles",
@@ -74,20 +76,17 @@ _RDKIT_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondTyp
 _S = Chem.SanitizeFlags
 _LITE_SANITIZE = _S.SANITIZE_CLEANUP | _S.SANITIZE_PROPERTIES | _S.SANITIZE_KEKULIZE
 _ATOM_TOKEN = re.compile(r"\[[^\]]+\]|Br|Cl|[BCNOPSFIbcnops]")
-_BRACKET = re.compile(r"\[\d*([A-Z][a-z]?|[a-z][a-z]?)[^\]+-]*([+-]\d*|[+-]+)?\]")
 
 
 def _token_type(token: str) -> int:
     """Atom type index of one SMILES atom token, -1 outside the vocabulary."""
     if token[0] != "[":
         return _TYPE_OF.get((_PT.GetAtomicNumber(token.capitalize()), 0), -1)
-    m = _BRACKET.fullmatch(token)
-    if m is None:
+    atom = parse_bracket(token)
+    if atom is None or atom.symbol == "*":
         return -1
-    sym, q = m.group(1).capitalize(), m.group(2) or ""
-    charge = 0 if not q else (int(q[1:]) if q[1:].isdigit() else len(q)) * (1 if q[0] == "+" else -1)
     try:
-        return _TYPE_OF.get((_PT.GetAtomicNumber(sym), charge), -1)
+        return _TYPE_OF.get((_PT.GetAtomicNumber(atom.element), atom.charge), -1)
     except RuntimeError:  # not an element symbol
         return -1
 
@@ -233,7 +232,7 @@ def arrays_to_graph(types: np.ndarray, bonds: np.ndarray) -> Data:
     return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, num_nodes=len(x))
 
 
-def graph_to_mol(graph: Data, sanitize: bool = True) -> Chem.Mol:
+def graph_to_mol(graph: Data, sanitize: bool = True, vocab=ATOM_VOCAB) -> Chem.Mol:
     """The molecule of a graph: atoms from the vocabulary, kekulised bonds, implicit hydrogens.
 
     Raises ``Chem.MolSanitizeException`` only for graphs that break an atom's bond budget,
@@ -241,11 +240,35 @@ def graph_to_mol(graph: Data, sanitize: bool = True) -> Chem.Mol:
     """
     ei, ea = graph.edge_index.tolist(), graph.edge_attr.tolist()
     bonds = [(a, b, BOND_ORDERS[c]) for a, b, c in zip(ei[0], ei[1], ea, strict=True) if a < b]
-    return build_mol(graph.x.tolist(), bonds, sanitize=sanitize)
+    return build_mol(graph.x.tolist(), bonds, vocab, sanitize)
+
+
+def dense_to_smiles(types: np.ndarray, band: np.ndarray, n_atoms: np.ndarray, vocab=ATOM_VOCAB) -> list[str | None]:
+    """Canonical SMILES of the graph decoder's dense output, through :func:`build_mol`.
+
+    ``band[b, i, k]`` is the order of the bond between atoms ``i`` and ``i - k - 1`` of graph ``b``
+    (0: none; see :mod:`molgen.models.graph_decoder`). Every decoded graph sanitises by construction;
+    a failure would be a bug and shows as ``None`` (``valid`` False), never as a dropped row.
+
+    Shapes:
+        types: (B, N); band: (B, N, W); n_atoms: (B,); returns B SMILES.
+    """
+    _block = quiet()  # noqa: F841
+    out = []
+    for b in range(len(n_atoms)):
+        n = int(n_atoms[b])
+        ii, kk = np.nonzero(band[b, :n])
+        bonds = zip(ii.tolist(), (ii - kk - 1).tolist(), band[b, ii, kk].tolist(), strict=True)
+        try:
+            out.append(Chem.MolToSmiles(build_mol(types[b, :n].tolist(), bonds, vocab)))
+        except Chem.MolSanitizeException:
+            out.append(None)
+    return out
 
 
 def build_mol(types, bonds, vocab=ATOM_VOCAB, sanitize: bool = True) -> Chem.Mol:
-    """A molecule from atom type indices and ``(i, j, order)`` bonds (order 1, 2 or 3).
+    """A molecule from atom type indices and ``(i, j, order)`` bonds (order 1, 2 or 3): the one place
+    a graph becomes a molecule (:func:`graph_to_mol`, :func:`dense_to_smiles`).
 
     Args:
         types: atom type indices into ``vocab``; bonds: each bond once.

@@ -25,13 +25,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from molgen.errors import ConfigError, InputError
 from molgen.files import atomic_path
 
-__all__ = ["SmilesTokenizer", "tokenize", "PAD", "BOS", "EOS", "SPECIAL_TOKENS"]
+__all__ = ["SmilesTokenizer", "tokenize", "BracketAtom", "parse_bracket", "PAD", "BOS", "EOS", "SPECIAL_TOKENS"]
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2 in every vocabulary
@@ -40,6 +41,50 @@ SMILES_REGEX = re.compile(
     r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])"
 )
 _FORMAT = "molgen.SmilesTokenizer/1"
+# [isotope] symbol [chirality] [H count] [charge] [:map], OpenSMILES order
+_BRACKET = re.compile(r"\[(\d*)([A-Za-z][a-z]?|\*)(@[A-Z]{2}\d*|@{1,2})?(H\d*)?([+-]\d*|[+-]+)?(?::(\d+))?\]")
+
+
+class BracketAtom(NamedTuple):
+    """The parts of a bracket atom token such as ``[13CH3+:1]``.
+
+    ``symbol`` is as written (lowercase for an aromatic atom, ``*`` for a wildcard); ``hs`` the
+    explicit hydrogen count; ``charge`` the formal charge; ``isotope`` and ``atom_map`` ``None`` when absent.
+    """
+
+    isotope: int | None
+    symbol: str
+    chirality: str
+    hs: int
+    charge: int
+    atom_map: int | None
+
+    @property
+    def element(self) -> str:
+        """The element symbol capitalised as the periodic table writes it (``n`` -> ``N``, ``se`` -> ``Se``)."""
+        return self.symbol.capitalize()
+
+    @property
+    def aromatic(self) -> bool:
+        return self.symbol[0].islower()
+
+
+def parse_bracket(token: str) -> BracketAtom | None:
+    """The parts of one bracket atom token; ``None`` for a token that is not one.
+
+    The one parser of bracket atoms: the graph featuriser reads types off it, the sampling grammar
+    valences and aromaticity. Whether the element exists is the caller's question (RDKit's table).
+    """
+    m = _BRACKET.fullmatch(token)
+    if m is None:
+        return None
+    iso, symbol, chirality, hs, sign, amap = m.groups()
+    digits = (sign or "").lstrip("+-")
+    charge = (int(digits) if digits else len(sign or "")) * (-1 if sign and sign[0] == "-" else 1)
+    return BracketAtom(
+        isotope=int(iso) if iso else None, symbol=symbol, chirality=chirality or "",
+        hs=int(hs[1:] or 1) if hs else 0, charge=charge, atom_map=int(amap) if amap else None,
+    )  # fmt: skip
 
 
 def tokenize(smiles: str) -> list[str]:

@@ -12,6 +12,7 @@ from molgen.errors import InputError
 from molgen.featurize import (
     ATOM_VALENCE,
     ATOM_VOCAB,
+    dense_to_smiles,
     featurize_smiles,
     graph_cache,
     graph_to_mol,
@@ -45,6 +46,35 @@ def test_round_trip_moses(moses_head):
     assert [Chem.MolToSmiles(graph_to_mol(mol_to_graph(s))) for s in moses_head] == [
         _flat(s) for s in moses_head
     ]
+
+
+def test_dense_decoder_arrays_become_the_same_molecules_as_graphs(moses_head):
+    """The decoder's dense form (types + band of bonds to the previous atoms) and a graph go through
+    the one builder: both give the molecule back."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from molgen.models.graph_decoder import dense_targets
+
+    graphs = [mol_to_graph(s) for s in moses_head[:50]]
+    batch = Batch.from_data_list(graphs)
+    types, band, n_atoms = dense_targets(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.ptr, 12)
+    smiles = dense_to_smiles(types.numpy(), band.numpy(), n_atoms.numpy())
+    assert smiles == [Chem.MolToSmiles(graph_to_mol(g)) for g in graphs] == [_flat(s) for s in moses_head[:50]]
+    broken = torch.zeros(1, 2, 12, dtype=torch.long)
+    broken[0, 1, 0] = 3  # F#F breaks fluorine's budget: None, not an exception or a dropped row
+    assert dense_to_smiles(np.array([[3, 3]]), broken.numpy(), np.array([2])) == [None]
+
+
+def test_bracket_atoms_are_typed_by_element_and_charge():
+    from molgen.featurize import _token_type
+
+    index = {t: i for i, t in enumerate(ATOM_VOCAB)}
+    assert _token_type("[nH]") == _token_type("[NH2]") == _token_type("N") == index[("N", 0)]
+    assert _token_type("[NH3+:1]") == _token_type("[N+]") == index[("N", 1)]
+    assert _token_type("[O-]") == index[("O", -1)] and _token_type("[13CH3]") == index[("C", 0)]
+    assert _token_type("[se]") == index[("Se", 0)]
+    assert -1 == _token_type("[Pt]") == _token_type("[*]") == _token_type("[N+2]") == _token_type("[X]")
 
 
 def test_kekulised_bonds_and_charges():

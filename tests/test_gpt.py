@@ -78,11 +78,16 @@ def test_workers_and_start_batch_do_not_change_the_molecules(tok):
 def test_rows_stop_at_their_own_end_token(tok):
     model = tiny(tok)
     ids, logp, finished = model.generate(64, generator=torch.Generator().manual_seed(0))
+    ends = []
     for row, done in zip(ids.tolist(), finished.tolist(), strict=True):
         if done:
             end = row.index(tok.eos_id)
             assert all(t == tok.pad_id for t in row[end + 1 :])
             assert tok.pad_id not in row[:end]
+            ends.append(end)
+        else:  # ran to the context without an end: every position written
+            assert tok.eos_id not in row and tok.pad_id not in row
+    assert len(ends) >= 32 and len(set(ends)) >= 10  # most rows end, each at its own length
 
 
 def test_sampled_logp_is_the_model_likelihood(tok):
@@ -95,7 +100,9 @@ def test_sampled_logp_is_the_model_likelihood(tok):
 
 
 def test_bf16_sampling_is_seeded_and_its_logp_close_to_the_float32_likelihood(tok, real_smiles, monkeypatch):
-    import molgen.sample as sampling
+    import importlib
+
+    sampling = importlib.import_module("molgen.sample")  # the module: molgen.sample is also mg.sample, the function
 
     model = tiny(tok).train()  # briefly trained, so that sampled molecules end
     ids = torch.as_tensor(tok.encode_batch(real_smiles))
@@ -171,7 +178,16 @@ def test_conditional_model_needs_and_uses_its_condition(tok):
     a, _ = model(ids, condition=torch.tensor([[0.0, 0.0]]))
     b, _ = model(ids, condition=torch.tensor([[5.0, -5.0]]))
     assert not torch.allclose(a, b)
-    assert len(mg.sample(model, 3, condition=[1.0, 2.0])) == 3
+    # sampling passes the condition to the model: it changes the draws' likelihoods, which are the
+    # model's likelihoods under that condition and not under another
+    one, other, again = (mg.sample(model, 32, condition=c, seed=0) for c in ([1.0, 2.0], [5.0, -5.0], [1.0, 2.0]))
+    assert one.equals(again) and len(one) == 32
+    assert not np.allclose(one.log_likelihood, other.log_likelihood)
+    ended = one[one.valid]
+    assert len(ended) >= 3
+    under = {c: model.log_likelihood(ended.smiles.tolist(), condition=list(c)) for c in ((1.0, 2.0), (5.0, -5.0))}
+    np.testing.assert_allclose(ended.log_likelihood, under[(1.0, 2.0)], rtol=1e-4, atol=1e-3)
+    assert not np.allclose(ended.log_likelihood, under[(5.0, -5.0)], rtol=1e-4, atol=1e-3)
 
 
 def test_sample_without_tokenizer_is_a_clear_error(tok):

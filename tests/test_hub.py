@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,7 +11,14 @@ import torch
 import molgen as mg
 from molgen.errors import ConfigError
 from molgen.models.gpt import GPTConfig, SmilesGPT
-from molgen.models.hub import from_pretrained, save_pretrained, shipped_models
+from molgen.models.hub import (
+    from_pretrained,
+    load_partial,
+    load_state_into,
+    save_partial,
+    save_pretrained,
+    shipped_models,
+)
 from molgen.tokenize import SmilesTokenizer
 
 torch.set_num_threads(1)
@@ -81,14 +89,32 @@ def test_unknown_name_lists_the_shipped_models(tmp_path):
 
 
 def test_weights_are_safetensors_not_pickle(saved):
-    head = (saved[1] / "model.safetensors").read_bytes()[:16]
-    assert not head.startswith(b"\x80")  # pickle protocol marker
-    header_len = int.from_bytes(head[:8], "little")
-    header = json.loads((saved[1] / "model.safetensors").read_bytes()[8 : 8 + header_len])
+    raw = (saved[1] / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")  # safetensors: header length, JSON header, tensors
+    header = json.loads(raw[8 : 8 + header_len])
     assert "blocks.0.attn.c_attn.weight" in header and header["__metadata__"]["model_type"] == "gpt"
 
 
+@pytest.mark.parametrize("zipped", [True, False], ids=["torch.save", "bare-pickle"])
+def test_a_pickled_weights_file_is_refused_not_unpickled(saved, zipped, monkeypatch):
+    model, folder = saved
+    torch.save(model.state_dict(), folder / "model.safetensors", _use_new_zipfile_serialization=zipped)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("molgen unpickled a weights file")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    with pytest.raises(ConfigError, match="is a pickle .*never unpickles"):
+        from_pretrained(folder)
+    with pytest.raises(ConfigError, match="is a pickle"):
+        load_state_into(model, folder)
+
+
+SHIPPED = ["graph-vae-moses", "smiles-gpt-moses", "smiles-gpt-moses-small"]
+
+
 def test_shipped_checkpoints_are_small_and_loadable():
+    assert shipped_models() == SHIPPED
     for name in shipped_models():
         folder = from_pretrained(name, device="cpu").checkpoint_dir
         for f in folder.iterdir():
@@ -97,8 +123,84 @@ def test_shipped_checkpoints_are_small_and_loadable():
 
 def test_each_shipped_card_describes_the_weights_beside_it():
     """The card's step count is the one in config.json: weights are never shipped under a stale card."""
+    assert shipped_models() == SHIPPED
     for name in shipped_models():
         folder = from_pretrained(name, device="cpu").checkpoint_dir
         steps = json.loads((folder / "config.json").read_text())["provenance"]["steps"]
         card = (folder / "README.md").read_text()
         assert f"{steps:,}" in card, f"{name}: card does not mention step {steps:,}"
+
+
+# -- partial states: a head that names its base by weights sha256 --------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return from_pretrained("graph-vae-moses", device="cpu")
+
+
+def _head(vae):
+    from molgen.models.heads import PropertyHead, PropertyHeadConfig
+
+    torch.manual_seed(0)
+    return PropertyHead(PropertyHeadConfig(in_dim=vae.embed_dim, out_dim=2, hidden=32))
+
+
+def test_a_property_head_round_trips_and_finds_its_shipped_base(tmp_path, vae, real_smiles):
+    from molgen.cache import sha256_file
+    from molgen.models.heads import PropertyHead
+
+    head = _head(vae).eval()
+    folder = save_partial(head, tmp_path / "logp-head", base=vae, kind="head", provenance={"target": "logP"})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    meta = json.loads((folder / "config.json").read_text())
+    shipped_sha = sha256_file(vae.checkpoint_dir / "model.safetensors")
+    assert meta["partial"] == "head" and meta["class"] == "molgen.models.heads.PropertyHead"
+    assert meta["base"] == {"name": "graph-vae-moses", "model_type": "graph_vae", "shipped": True,
+                            "weights_sha256": shipped_sha}
+    assert meta["config"]["out_dim"] == 2 and meta["provenance"]["target"] == "logP"
+    x = vae.embed(real_smiles)
+    for base in (None, "graph-vae-moses", vae):
+        loaded, base_model = load_partial(folder, base=base, device="cpu")
+        assert isinstance(loaded, PropertyHead) and not loaded.training
+        assert type(base_model).__name__ == "GraphVAE"
+        torch.testing.assert_close(loaded(x), head(x), atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="partial state .*load_partial"):
+        from_pretrained(folder)
+
+
+def test_a_head_on_other_weights_is_refused(tmp_path, vae):
+    folder = save_partial(_head(vae), tmp_path / "head", base="graph-vae-moses")
+    with pytest.raises(ConfigError, match="fits only the weights it was trained on"):
+        load_partial(folder, base="smiles-gpt-moses")
+    other = from_pretrained("graph-vae-moses", device="cpu")
+    with torch.no_grad():
+        other.encoder.mu.bias.add_(0.1)  # fine-tuned, say
+    with pytest.raises(ConfigError, match="differ from .*model.safetensors"):
+        load_partial(folder, base=other)
+    with pytest.raises(ConfigError, match="differ from"):
+        save_partial(_head(vae), tmp_path / "head2", base=other)
+    save_pretrained(other, tmp_path / "tuned")
+    with pytest.raises(ConfigError, match="fits only the weights it was trained on"):
+        load_partial(folder, base=tmp_path / "tuned")
+    # a head saved on a local checkpoint finds it by its folder; a changed file there is refused
+    local = save_partial(_head(vae), tmp_path / "head3", base=tmp_path / "tuned")
+    assert load_partial(local, device="cpu")[1].checkpoint_dir == tmp_path / "tuned"
+    save_pretrained(vae, tmp_path / "tuned")
+    with pytest.raises(ConfigError, match="fits only the weights"):
+        load_partial(local)
+
+
+def test_partial_states_need_a_named_base_and_safetensors(tmp_path, vae):
+    fresh = copy.deepcopy(vae)
+    del fresh.checkpoint_dir
+    with pytest.raises(ConfigError, match="not loaded from a checkpoint folder"):
+        save_partial(_head(vae), tmp_path / "h", base=fresh)
+    with pytest.raises(ConfigError, match="kind must be one of head, adapter"):
+        save_partial(_head(vae), tmp_path / "h", base=vae, kind="decoder")
+    folder = save_partial(_head(vae), tmp_path / "h", base=vae)
+    torch.save(_head(vae).state_dict(), folder / "model.safetensors")
+    with pytest.raises(ConfigError, match="is a pickle"):
+        load_partial(folder)
+    with pytest.raises(ConfigError, match="not a partial state"):
+        load_partial(vae.checkpoint_dir)

@@ -155,3 +155,14 @@ def test_a_row_near_the_end_of_its_context_may_only_close_what_is_open(tok):
     assert allowed_after[-2] == {")"}
     assert allowed_after[-1] == {"<eos>"}
     assert "C" in allowed_after[-4]  # one more token to spare: an atom still fits
+
+
+@pytest.mark.parametrize(
+    "token, capacity, aromatic",
+    [("C", 4, False), ("c", 4, True), ("[nH]", 2, True), ("[NH3+]", 1, False), ("[O-]", 1, False),
+     ("[C@@H]", 3, False), ("[se]", 6, True), ("[13CH3]", 1, False), ("[*]", 99, False), ("[Xx]", 99, False)],
+)
+def test_atom_tokens_capacity_and_aromaticity_from_the_shared_bracket_parser(token, capacity, aromatic):
+    from molgen.models.smiles_grammar import _atom_capacity, is_aromatic
+
+    assert (_atom_capacity(token), is_aromatic(token)) == (capacity, aromatic)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from molgen import chem
 from molgen.errors import ConfigError, InputError
-from molgen.tokenize import SmilesTokenizer, tokenize
+from molgen.tokenize import BracketAtom, SmilesTokenizer, parse_bracket, tokenize
 
 
 def test_tokens_cover_every_character(real_smiles):
@@ -112,3 +112,28 @@ def test_kekule_vocabulary_spells_rings_without_aromatic_atoms(tmp_path, real_sm
     assert "kekule" not in aromatic.to_dict() and aromatic != SmilesTokenizer(aromatic.itos[3:], kekule=True)
     with pytest.raises(InputError, match=r"'C1CC' does not parse.*Kekulé"):
         tok.encode("C1CC")
+
+
+@pytest.mark.parametrize(
+    "token, parts",
+    [
+        ("[nH]", BracketAtom(None, "n", "", 1, 0, None)),
+        ("[C@@H]", BracketAtom(None, "C", "@@", 1, 0, None)),
+        ("[13CH3]", BracketAtom(13, "C", "", 3, 0, None)),
+        ("[NH3+:1]", BracketAtom(None, "N", "", 3, 1, 1)),
+        ("[O-2]", BracketAtom(None, "O", "", 0, -2, None)),
+        ("[N++]", BracketAtom(None, "N", "", 0, 2, None)),
+        ("[Fe+3]", BracketAtom(None, "Fe", "", 0, 3, None)),
+        ("[se]", BracketAtom(None, "se", "", 0, 0, None)),
+        ("[C@TH1]", BracketAtom(None, "C", "@TH1", 0, 0, None)),
+        ("[*]", BracketAtom(None, "*", "", 0, 0, None)),
+    ],
+)
+def test_bracket_atoms_parse_into_their_parts(token, parts):
+    assert parse_bracket(token) == parts
+    assert parts.element == parts.symbol.capitalize() and parts.aromatic == parts.symbol[0].islower()
+
+
+@pytest.mark.parametrize("token", ["C", "[", "[]", "[CH@]", "[C+H]", "[12]", "[C]]"])
+def test_what_is_not_a_bracket_atom_parses_to_none(token):
+    assert parse_bracket(token) is None

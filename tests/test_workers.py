@@ -15,7 +15,11 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 def test_runs_with_neighbouring_seeds_share_no_batch_seed():
     seeds = {(s, i): batch_seed(s, i) for s in range(20) for i in range(50)}
     assert len(set(seeds.values())) == len(seeds)  # seed + index would make (0, 1) and (1, 0) equal
-    assert batch_seed(3, 4) == batch_seed(3, 4)
+    # pinned: every seeded file (molgen generate --seed S) is drawn from these, so a change in how
+    # they are derived changes every user's molecules and must be a deliberate one
+    assert [batch_seed(0, 0), batch_seed(3, 4), batch_seed(0, 1), batch_seed(1, 0)] == [
+        2968811710, 2746448868, 3964924996, 1835504127,
+    ]
 
 
 def test_worker_count_rules(monkeypatch):

@@ -365,6 +365,97 @@ class SmilesGPT(nn.Module):
             out.append(self.sequence_log_prob(ids, c).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
+    # --- embedding ------------------------------------------------------------------------------
+
+    POOLINGS = ("mean", "last", "max")
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`embed`'s vectors."""
+        return self.config.n_embd
+
+    def _check_pooling(self, pooling: str) -> None:
+        if pooling not in self.POOLINGS:
+            raise InputError(f"pooling must be one of {', '.join(self.POOLINGS)}, not {pooling!r}")
+
+    def pool(self, ids: torch.Tensor, pooling: str = "mean", condition=None) -> torch.Tensor:
+        """Pooled final hidden states of padded sequences, with gradients (see :meth:`embed`).
+
+        Shapes:
+            ids: (B, L) ``<bos>`` ... ``<eos>`` then ``<pad>``; condition: (B, cond_dim); returns (B, C).
+        """
+        self._check_pooling(pooling)
+        h = self._hidden(ids, condition)  # (B, L, C)
+        # the molecule's tokens and <eos>; <bos> is left out: causal, its state is the same for every molecule
+        real = (ids != self.config.pad_id) & (ids != self.config.bos_id)  # (B, L)
+        if pooling == "last":  # the state at <eos>, which has read the whole molecule
+            return h[torch.arange(len(ids), device=ids.device), real.sum(1)]
+        if pooling == "max":
+            return h.masked_fill(~real[..., None], float("-inf")).amax(1)
+        return (h * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+
+    def embed(self, smiles, pooling: str = "mean", batch_size: int = 256, errors: str = "nan",
+              canonical: bool = True, condition=None, grad: bool = False) -> torch.Tensor:  # fmt: skip
+        """Vectors for molecules: the final hidden states pooled over each molecule's tokens.
+
+        Args:
+            smiles: SMILES strings (or RDKit Mols; one string counts as a list of one).
+            pooling: ``"mean"`` over the molecule's tokens and ``<eos>`` (default: the best of the
+                three at predicting logP from MOSES molecules with a ridge regression), ``"last"``
+                (the state at ``<eos>``, the only one that has read the whole molecule), ``"max"``.
+            canonical: rewrite each molecule as RDKit's canonical SMILES without stereo first (as
+                MOSES writes them), so that the same molecule gives the same vector however it is
+                written; the tokenizer then spells it as the model does (Kekulé form).
+            errors: ``"nan"``: a molecule that does not parse, has a token outside the vocabulary or
+                more tokens than the context (``block_size``) is a row of NaN, with one warning
+                naming the rows; ``"raise"``: an :class:`~molgen.errors.InputError` for the first.
+            condition: for a conditional model, as in :meth:`log_likelihood`.
+            grad: keep gradients and the current train/eval mode (fine-tuning through the
+                embedding); by default eval mode under ``torch.no_grad()``, deterministic.
+
+        Shapes:
+            n molecules -> (n, n_embd) float32.
+        """
+        from molgen.chem import to_smiles
+        from molgen.models.heads import check_errors, embedding, report_failures
+
+        check_errors(errors)
+        self._check_pooling(pooling)
+        tok = self._need_tokenizer()
+        items = [smiles] if isinstance(smiles, str) else list(smiles)
+        conds = condition_rows(condition, len(items), self.config.cond_dim)
+        encoded, failed = {}, {}
+        for row, s in enumerate(items):
+            text = to_smiles(s, isomeric=False) if canonical else s
+            try:
+                if not isinstance(text, str):
+                    raise InputError(f"{s!r} is not a valid molecule")
+                ids = tok.encode(text)
+            except InputError as err:
+                failed[row] = str(err)
+                continue
+            if len(ids) > self.config.block_size:
+                failed[row] = (f"{text!r} has {len(ids)} tokens with <bos>/<eos>, more than the model's "
+                               f"context of {self.config.block_size}")  # fmt: skip
+            else:
+                encoded[row] = ids
+        report_failures(failed, errors, len(items))
+        out = torch.full((len(items), self.config.n_embd), float("nan"), device=self.device)
+        rows = list(encoded)
+        with embedding(self, grad):
+            parts = []
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                width = max(len(encoded[r]) for r in chunk)
+                ids = torch.full((len(chunk), width), self.config.pad_id, dtype=torch.long)
+                for i, r in enumerate(chunk):
+                    ids[i, : len(encoded[r])] = torch.as_tensor(encoded[r])
+                c = None if conds is None else torch.as_tensor(conds[chunk], device=self.device)
+                parts.append(self.pool(ids.to(self.device), pooling, c).float())
+            if rows:
+                out = out.index_put((torch.as_tensor(rows, device=self.device),), torch.cat(parts))
+        return out
+
     def resize_vocab(self, new_size: int) -> None:
         """Grow the vocabulary to ``new_size``; new rows start at the mean embedding.
 

@@ -16,15 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from rdkit import Chem
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 from torch_geometric.utils import scatter
 
-from molgen.chem import quiet
 from molgen.errors import InputError
-from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, build_mol, mol_to_graph
+from molgen.featurize import ATOM_VALENCE, ATOM_VOCAB, BOND_ORDERS, dense_to_smiles, mol_to_graph
 from molgen.models.graph_decoder import MAX_REM, GraphDecoder, dense_targets
 
 
@@ -251,6 +249,47 @@ class GraphVAE(nn.Module):
         z = torch.cat(mus) if mus else torch.zeros(0, self.config.latent, device=self.device)
         return z[0] if single else z
 
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`embed`'s vectors: the latent size."""
+        return self.config.latent
+
+    def embed(self, smiles, batch_size: int = 512, errors: str = "nan", grad: bool = False) -> Tensor:
+        """Vectors for molecules: the posterior means (what :meth:`encode` gives), the input of a property head.
+
+        Args:
+            smiles: SMILES strings (or RDKit Mols; one string counts as a list of one).
+            errors: ``"nan"``: a molecule that does not parse or has an atom outside the model's atom
+                vocabulary (:data:`~molgen.featurize.ATOM_VOCAB`) is a row of NaN, with one warning
+                naming the rows; ``"raise"``: an :class:`~molgen.errors.InputError` for the first.
+            grad: keep gradients and the current train/eval mode (fine-tuning through the
+                encoder); by default eval mode under ``torch.no_grad()``, deterministic.
+
+        Shapes:
+            n molecules -> (n, latent) float32.
+        """
+        from molgen.models.heads import check_errors, embedding, report_failures
+
+        check_errors(errors)
+        items = [smiles] if isinstance(smiles, str) else list(smiles)
+        graphs, failed = {}, {}
+        for row, s in enumerate(items):
+            try:
+                graphs[row] = mol_to_graph(s)
+            except InputError as err:
+                failed[row] = str(err)
+        report_failures(failed, errors, len(items))
+        out = torch.full((len(items), self.config.latent), float("nan"), device=self.device)
+        rows = list(graphs)
+        with embedding(self, grad):
+            parts = [
+                self.encode_graphs(Batch.from_data_list([graphs[r] for r in rows[i : i + batch_size]]).to(self.device))[0]
+                for i in range(0, len(rows), batch_size)
+            ]
+            if rows:
+                out = out.index_put((torch.as_tensor(rows, device=self.device),), torch.cat(parts).float())
+        return out
+
     @torch.no_grad()
     def decode(
         self, z: Tensor, temperature: float = 0.0, seed: int | None = None, batch_size: int = 1024
@@ -266,20 +305,9 @@ class GraphVAE(nn.Module):
         return out
 
     def dense_to_smiles(self, types: Tensor, band: Tensor, n_atoms: Tensor) -> list[str | None]:
-        """Canonical SMILES of decoder output. Every graph sanitises by construction; a failure
-        would be a bug and shows as ``None`` (``valid`` False), never as a dropped row."""
-        types, band, n_atoms = types.cpu().numpy(), band.cpu().numpy(), n_atoms.cpu().numpy()
-        _block = quiet()  # noqa: F841
-        out = []
-        for b in range(len(n_atoms)):
-            n = int(n_atoms[b])
-            ii, kk = np.nonzero(band[b, :n])
-            bonds = zip(ii.tolist(), (ii - kk - 1).tolist(), band[b, ii, kk].tolist(), strict=True)
-            try:
-                out.append(Chem.MolToSmiles(build_mol(types[b, :n].tolist(), bonds, self._vocab)))
-            except Chem.MolSanitizeException:
-                out.append(None)
-        return out
+        """Canonical SMILES of decoder output in this model's atom vocabulary
+        (:func:`molgen.featurize.dense_to_smiles`)."""
+        return dense_to_smiles(types.cpu().numpy(), band.cpu().numpy(), n_atoms.cpu().numpy(), self._vocab)
 
     @torch.no_grad()
     def blocked(self, smiles: str | list[str], max_ring: int | None = None, ring_rules: bool | None = None,

@@ -26,7 +26,8 @@ from safetensors.torch import load_file, load_model, save_model
 from molgen.errors import ConfigError
 from molgen.files import atomic_path
 
-__all__ = ["save_pretrained", "from_pretrained", "register_model", "shipped_models", "PRETRAINED_DIR"]
+__all__ = ["save_pretrained", "from_pretrained", "register_model", "shipped_models", "PRETRAINED_DIR",
+           "save_partial", "load_partial", "weights_sha256"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, CARD_NAME = "config.json", "model.safetensors", "vocab.json", "README.md"
@@ -114,6 +115,10 @@ def read_config(directory: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"cannot read {path}: {err}") from None
+    if isinstance(meta, dict) and "partial" in meta:
+        base = meta.get("base", {}).get("name", "?")
+        raise ConfigError(f"{path.parent} holds a partial state (a {meta['partial']} of {base}), not a model: "
+                          "load it with molgen.models.hub.load_partial")  # fmt: skip
     missing = [k for k in ("model_type", "config") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise ConfigError(f"{path} lacks {', '.join(missing)}; it was not written by molgen's save_pretrained")
@@ -179,6 +184,7 @@ def from_pretrained(name_or_dir: str | os.PathLike, device: str = "auto", model_
             raise ConfigError(
                 f"{directory}: {VOCAB_NAME} has {len(model.tokenizer)} tokens but the config says vocab_size={vocab_size}"
             )
+    _refuse_pickle(directory / WEIGHTS_NAME)
     try:
         load_model(model, str(directory / WEIGHTS_NAME), strict=True, device="cpu")
     except (RuntimeError, SafetensorError, FileNotFoundError, OSError) as err:
@@ -199,6 +205,7 @@ def load_state_into(model: torch.nn.Module, directory: str | os.PathLike, skip: 
     directory = resolve(directory)
     device = str(next(model.parameters()).device)
     path = str(directory / WEIGHTS_NAME)
+    _refuse_pickle(path)
     try:
         with safe_open(path, "pt") as f:  # reads the header only
             skipping = any(k in skip for k in f.keys())
@@ -209,3 +216,171 @@ def load_state_into(model: torch.nn.Module, directory: str | os.PathLike, skip: 
             load_model(model, path, strict=True, device=device)
     except (RuntimeError, SafetensorError) as err:
         raise ConfigError(f"{directory / WEIGHTS_NAME} does not fit this model: {err}") from None
+
+
+# --- pickles -------------------------------------------------------------------------------------
+
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a bare pickle's protocol opcode
+
+
+def _refuse_pickle(path: str | os.PathLike) -> None:
+    """A clear error for a weights file that is a pickle (``torch.save``), never unpickled."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return  # missing: the loader says so
+    # safetensors: an 8-byte header length, then the JSON header; its first byte may well be 0x80
+    if head[8:9] != b"{" and head.startswith(_PICKLE_MAGIC):
+        raise ConfigError(
+            f"{path} is a pickle (torch.save) file, not safetensors: molgen never unpickles weights, which "
+            "can run code. Convert it where you trust it: safetensors.torch.save_model(model, 'model.safetensors')"
+        )
+
+
+# --- partial states: a head or an adapter that names its base ------------------------------------
+
+PARTIAL_KINDS = ("head", "adapter")
+
+
+def weights_sha256(base) -> str:
+    """sha256 of a checkpoint's ``model.safetensors``: a folder, a shipped name, or a model loaded
+    from one whose weights in memory are still that file's (checked; a fine-tuned one is refused)."""
+    from molgen.cache import sha256_file
+
+    return sha256_file(_base_dir(base) / WEIGHTS_NAME)
+
+
+def _base_dir(base) -> Path:
+    """The checkpoint folder a base model, folder or shipped name stands for."""
+    if not isinstance(base, torch.nn.Module):
+        return resolve(base)
+    directory = getattr(base, "checkpoint_dir", None)
+    if directory is None:
+        raise ConfigError(f"this {type(base).__name__} was not loaded from a checkpoint folder, so nothing can "
+                          "name it: save it with save_pretrained(dir), load it from there and pass that")  # fmt: skip
+    path = Path(directory) / WEIGHTS_NAME
+    stored = load_file(str(path))
+    state = base.state_dict()
+    if any(k not in state or not torch.equal(v, state[k].detach().cpu()) for k, v in stored.items()):
+        raise ConfigError(f"the base model's weights differ from {path} (changed since it was loaded): "
+                          "save it with save_pretrained(dir), load it from there and pass that")  # fmt: skip
+    return Path(directory)
+
+
+def _base_record(base) -> dict:
+    directory = _base_dir(base)
+    shipped = directory.resolve().parent == PRETRAINED_DIR.resolve()
+    record = {"name": directory.name, "model_type": read_config(directory)["model_type"], "shipped": shipped,
+              "weights_sha256": weights_sha256(directory)}  # fmt: skip
+    if not shipped:
+        record["path"] = str(directory.resolve())
+    return record
+
+
+def save_partial(module: torch.nn.Module, directory: str | os.PathLike, base, kind: str = "head",
+                 provenance: dict | None = None) -> Path:  # fmt: skip
+    """Write a partial state, a module trained on top of a base model, naming the base by its weights.
+
+    Writes ``config.json`` (``partial``: the kind; ``class``; the module's ``config``; ``base``: its
+    name, ``model_type``, whether it is shipped, its folder when not, and ``weights_sha256`` of its
+    ``model.safetensors``) and ``model.safetensors`` with the module's own weights only (safetensors,
+    never pickle).
+
+    Args:
+        module: an ``nn.Module`` of molgen (e.g. :class:`~molgen.models.heads.PropertyHead`) whose
+            only constructor argument is its dataclass ``config``.
+        base: the model it was trained on (loaded from a checkpoint folder and unchanged since),
+            that folder, or a shipped name.
+        kind: ``"head"`` or ``"adapter"``.
+
+    Raises:
+        ConfigError: a base that no checkpoint file holds (save it first), an unknown kind.
+    """
+    from molgen import __version__
+
+    if kind not in PARTIAL_KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(PARTIAL_KINDS)}, not {kind!r}")
+    cls = type(module)
+    if not cls.__module__.startswith("molgen.") or not dataclasses.is_dataclass(getattr(module, "config", None)):
+        raise ConfigError(f"{cls.__name__} cannot be saved as a partial state: it needs to be a molgen module "
+                          "whose only constructor argument is a dataclass `config`")  # fmt: skip
+    meta = {"partial": kind, "class": f"{cls.__module__}.{cls.__qualname__}", "molgen_version": __version__,
+            "config": dataclasses.asdict(module.config), "base": _base_record(base), "provenance": provenance or {}}  # fmt: skip
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_model(module, str(tmp), metadata={"partial": kind})
+    with atomic_path(directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+    return directory
+
+
+def load_partial(directory: str | os.PathLike, base=None, device: str = "auto"):
+    """Load a partial state written by :func:`save_partial`, with the base it names.
+
+    Args:
+        directory: the partial state's folder.
+        base: ``None`` finds the base by name (shipped with molgen, or the folder it was saved from);
+            a model, folder or shipped name is checked instead. Either way the base's
+            ``model.safetensors`` must have the recorded sha256: a head trained on other weights
+            would predict nonsense, so a mismatch is refused.
+        device: where both go (``"auto"``: CUDA when present); a base model passed in stays where it is.
+
+    Returns:
+        ``(module, base_model)``, the module in eval mode.
+
+    Raises:
+        ConfigError: not a partial state, a base that cannot be found, a base with other weights,
+            a config or weights file that does not fit the module's class.
+    """
+    import importlib
+
+    from molgen.models import resolve_device
+
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    if not isinstance(meta, dict) or "partial" not in meta or not isinstance(meta.get("base"), dict):
+        raise ConfigError(f"{path} is not a partial state written by save_partial (a full model loads with from_pretrained)")
+    rec = meta["base"]
+    want, name = rec.get("weights_sha256", ""), rec.get("name", "?")
+    if base is None:
+        candidates = [PRETRAINED_DIR / name] if rec.get("shipped") else []
+        candidates += [Path(rec["path"])] if rec.get("path") else []
+        found = next((d for d in candidates if (d / CONFIG_NAME).is_file()), None)
+        if found is None:
+            raise ConfigError(f"{directory} is a {meta['partial']} of {name} (weights sha256 {want[:12]}...), which is not "
+                              f"shipped with this molgen{' nor at ' + rec['path'] if rec.get('path') else ''}: pass base=")  # fmt: skip
+        base_dir = found
+    else:
+        base_dir = _base_dir(base)
+    got = weights_sha256(base_dir)
+    if got != want:
+        raise ConfigError(
+            f"{directory} is a {meta['partial']} of {name} with weights sha256 {want[:12]}..., but the base given "
+            f"({base_dir}) has {got[:12]}...: a {meta['partial']} fits only the weights it was trained on. "
+            "Pass that base, or train it again on this one"
+        )
+    qualname = str(meta.get("class", ""))
+    module_name, _, class_name = qualname.rpartition(".")
+    if not module_name.startswith("molgen."):
+        raise ConfigError(f"{path}: class {qualname!r} is not a molgen class; refusing to import it")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"{path}: this molgen has no class {qualname!r}; use the molgen version that wrote it") from None
+    module = cls(build_config(cls, meta.get("config", {}), path))
+    _refuse_pickle(directory / WEIGHTS_NAME)
+    try:
+        load_model(module, str(directory / WEIGHTS_NAME), strict=True, device="cpu")
+    except (RuntimeError, SafetensorError, FileNotFoundError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{directory / WEIGHTS_NAME} does not fit {class_name} built from its config: {first}") from None
+    module.provenance, module.base = meta.get("provenance", {}), rec
+    dev = resolve_device(device)
+    base_model = base if isinstance(base, torch.nn.Module) else from_pretrained(base_dir, device=str(dev))
+    return module.to(dev).eval(), base_model

@@ -33,6 +33,8 @@ import re
 
 import torch
 
+from molgen.tokenize import parse_bracket
+
 __all__ = ["SmilesGrammar", "GrammarState"]
 
 START, ATOM, BOND, OPEN, CLOSE, RING, DOT, EOS, OTHER, BRANCH_BOND = range(10)
@@ -55,7 +57,6 @@ _FOLLOW = {
 
 # bond order of each bond symbol, aromatic ":" counted 1 (0 = no symbol: single or aromatic, counted 1)
 _BOND_ORDER = {"-": 1, "=": 2, "#": 3, "$": 4, ":": 1, "/": 1, "\\": 1, "~": 1}
-_BRACKET = re.compile(r"^\[\d*([A-Za-z][a-z]?|\*)(?:@[A-Z]{2}\d*|@{1,2})?(H\d*)?([+-]\d*|[+-]+)?(?::\d+)?\]$")
 
 
 def _atom_capacity(token: str) -> int:
@@ -63,12 +64,9 @@ def _atom_capacity(token: str) -> int:
     isoelectronic element for ions) less explicit Hs; 99 = no limit."""
     from rdkit import Chem
 
-    match = _BRACKET.match(token) if token.startswith("[") else None
-    if match:
-        symbol, hs, sign = match.groups()
-        h = int(hs[1:] or 1) if hs else 0
-        digits = (sign or "").lstrip("+-")
-        charge = (int(digits) if digits else len(sign or "")) * (-1 if sign and sign[0] == "-" else 1)
+    atom = parse_bracket(token) if token.startswith("[") else None
+    if atom:
+        symbol, h, charge = atom.symbol, atom.hs, atom.charge
     elif token.startswith("[") or token == "*":
         return 99
     else:
@@ -86,8 +84,8 @@ def is_aromatic(token: str) -> bool:
     """An aromatic atom (``c``, ``[nH]``, ``[se]``) or the aromatic bond ``:``."""
     if token == ":" or token in {"b", "c", "n", "o", "s", "p"}:
         return True
-    match = _BRACKET.match(token) if token.startswith("[") else None
-    return bool(match) and match.group(1)[0].islower()
+    atom = parse_bracket(token) if token.startswith("[") else None
+    return atom is not None and atom.aromatic
 
 
 def token_class(token: str, eos_token: str = "<eos>") -> int:
