@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.molgen-installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-slow install lint bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# everything, the slow checks too (MOSES sanity evaluations, the notebooks): about 15 more minutes
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check molgen tests scripts
