@@ -406,6 +406,23 @@ def report_cmd(
     console.print(f"[green]wrote[/] {path}")
 
 
+@app.command("optimize")
+@friendly
+def optimize_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Optimize config TOML (scripts/configs/optimize_*.toml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's out folder; nothing in its optimize.csv is scored again."),
+) -> None:
+    """Reinforcement learning against the prior (REINVENT / Augmented Hill-Climb) on an objective,
+    within a budget of oracle calls; writes optimize.csv, steps.csv, checkpoints/ and agent/."""
+    from molgen.guide.rl import optimize
+
+    result = optimize(config, resume=resume, log=lambda line: console.print(escape(line), soft_wrap=True, highlight=False))
+    best = result.top(1)
+    if len(best):
+        console.print(f"[green]best[/] {best['score'].iloc[0]:.3f} {escape(best['smiles'].iloc[0])}  "
+                      f"({result.calls_used:,} oracle calls; molgen report {result.out})", soft_wrap=True, highlight=False)
+
+
 def _whole_number(text: str, option: str) -> int:
     try:
         return int(text)

@@ -1,0 +1,545 @@
+"""Reinforcement learning against the prior: REINVENT with Augmented Hill-Climb.
+
+The agent starts as a copy of the prior SmilesGPT and learns to make the molecules an objective
+likes while the prior keeps it on chemistry the prior knows (Olivecrona et al. 2017, "Molecular
+de-novo design through deep reinforcement learning", J. Cheminform. 9:48; REINVENT 2.0, Blaschke
+et al. 2020, J. Chem. Inf. Model. 60:5918). For each sampled sequence ``x`` with score ``S(x)``
+in [0, 1]::
+
+    augmented(x) = log P_prior(x) + sigma * S(x)
+    loss         = mean over x of (log P_agent(x) - augmented(x)) ** 2
+
+Augmented Hill-Climb (Thomas et al. 2022, J. Cheminform. 14:68) keeps only the best ``topk``
+fraction of each batch by score in that mean, which they measured to reach high scores in far
+fewer oracle calls; ``topk = 1`` is plain REINVENT. Defaults ``sigma = 60``, ``topk = 0.5`` are
+those of the AHC reference code (SMILES-RNN). Each step also replays a few of the best molecules
+so far (experience replay, Olivecrona et al. 2017), and the rewards pass through REINVENT 2.0's
+identical-scaffold diversity filter (:mod:`molgen.guide.memory`).
+
+:func:`rl_loss` is the pure loss. :func:`optimize` runs the loop from a TOML config
+(:class:`OptimizeConfig`, ``scripts/configs/optimize_qed.toml``) and writes to ``out``:
+
+- ``optimize.csv``: one row per oracle call, in the order of the calls: ``step, oracle_call,
+  smiles`` (canonical), ``score``, each component's raw value and desirability, ``scaffold``;
+  whole steps are appended and flushed, so a kill loses at most the step in flight.
+- ``steps.csv``: one row per step (calls used, valid, unique, new, best, top-10 mean, loss, ...).
+- ``checkpoints/step-NNNNNN/``: the agent (a checkpoint folder: safetensors, loadable with
+  ``molgen.load_pretrained``), Adam's state (safetensors) and ``state.json``, every
+  ``checkpoint_every`` steps; ``checkpoints/latest.json`` names the newest, written last.
+- ``agent/``: the final agent.
+
+Resuming (``resume=True``) rebuilds the oracle's cache and call count from ``optimize.csv`` (no
+molecule in it is scored or counted again), loads the agent and Adam from the newest checkpoint
+(step ``s``), rebuilds the diversity filter and replay buffer from the rows of steps up to ``s``,
+and runs on from step ``s + 1``. Every step samples with its own seed, so steps ``s + 1 ...`` that
+the killed run had already done draw the same molecules again, now from the cache: on one
+machine a resumed run writes the same ``optimize.csv`` as an uninterrupted one.
+
+The run stops when the budget is spent, after ``stop.max_steps``, or when sampling has collapsed:
+over the last ``stop.window`` steps, under ``stop.min_new`` of the sampled molecules were new
+(valid and never sampled before in this run). A collapsed agent would otherwise sample repeats,
+which cost no oracle calls, for ever.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from molgen.chem import canonicalize, scaffold
+from molgen.errors import ConfigError, InputError
+from molgen.files import atomic_path, write_json
+from molgen.guide.memory import DiversityFilter, ReplayBuffer
+from molgen.guide.objectives import Objective, Oracle
+from molgen.guide.transforms import describe_error
+from molgen.parallel import batch_seed
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["OptimizeConfig", "OptimizeResult", "rl_loss", "optimize"]
+
+CSV_NAME, STEPS_NAME = "optimize.csv", "steps.csv"
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DiversityFilterConfig(_Section):
+    enabled: bool = True
+    bucket_size: int = Field(25, ge=1, description="molecules of one scaffold rewarded; the next ones get 0")
+    min_score: float = Field(0.4, ge=0, le=1, description="score at which a molecule enters the filter's memory")
+
+
+class ReplayConfig(_Section):
+    size: int = Field(100, ge=0, description="best molecules kept")
+    sample: int = Field(10, ge=0, description="replayed into each step's loss")
+
+
+class StopConfig(_Section):
+    window: int = Field(5, ge=1, description="steps over which the new fraction is averaged")
+    min_new: float = Field(0.1, ge=0, le=1, description="stop when the new fraction falls below this")
+    max_steps: int | None = Field(None, ge=1)
+
+
+class OptimizeConfig(_Section):
+    """One RL run (``molgen optimize --config FILE``); see ``scripts/configs/optimize_qed.toml``."""
+
+    prior: str = Field("smiles-gpt-moses-small", description="a SmilesGPT: shipped name or checkpoint folder")
+    objective: Path = Field(description="objective TOML (molgen.guide.Objective.from_toml)")
+    budget: int = Field(ge=1, description="oracle calls: distinct valid molecules scored")
+    out: Path = Field(description="run folder")
+    batch_size: int = Field(64, ge=2)
+    sigma: float = Field(60.0, gt=0, description="weight of the score in the augmented likelihood")
+    topk: float = Field(0.5, gt=0, le=1, description="fraction of each batch in the loss (AHC); 1 = REINVENT")
+    lr: float = Field(1e-4, gt=0)
+    seed: int = 0
+    temperature: float = Field(1.0, gt=0)
+    device: str = "auto"
+    checkpoint_every: int = Field(5, ge=1)
+    diversity_filter: DiversityFilterConfig = DiversityFilterConfig()
+    replay: ReplayConfig = ReplayConfig()
+    stop: StopConfig = StopConfig()
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> OptimizeConfig:
+        """Read and check a run file. ``objective`` (and ``prior`` when it is a folder there) are
+        relative to the file's folder; ``out`` is relative to the current folder."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a folder: pass an optimize TOML file (scripts/configs/optimize_*.toml)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8)") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        base = path.resolve().parent
+        if isinstance(data.get("objective"), str):
+            data["objective"] = str(base / data["objective"])
+        if isinstance(data.get("prior"), str) and (base / data["prior"] / "config.json").is_file():
+            data["prior"] = str(base / data["prior"])
+        return cls.parse(data, source=str(path))
+
+    @classmethod
+    def parse(cls, data, source: str = "<config>") -> OptimizeConfig:
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in err.errors())) from None
+
+
+# --- the loss ------------------------------------------------------------------------------------
+
+
+def rl_loss(agent_logp: torch.Tensor, prior_logp: torch.Tensor, scores: torch.Tensor, sigma: float,
+            topk: float = 1.0, n_replay: int = 0) -> torch.Tensor:  # fmt: skip
+    """REINVENT's loss, with Augmented Hill-Climb's selection (see the module docstring).
+
+    The last ``n_replay`` rows are replayed molecules: they always count; ``topk`` keeps the best
+    ``ceil(topk * n)`` of the other ``n`` rows by score (ties: the earlier row).
+
+    Shapes:
+        agent_logp (with gradients), prior_logp, scores: (B,); returns a scalar.
+    """
+    augmented = prior_logp.detach() + sigma * scores.to(agent_logp.dtype)
+    per = (agent_logp - augmented) ** 2  # (B,)
+    n = per.numel() - n_replay
+    if topk < 1.0 and n > 0:
+        keep = torch.argsort(scores[:n], descending=True, stable=True)[: max(1, math.ceil(topk * n))]
+        per = torch.cat([per[:n][keep], per[n:]])
+    return per.mean()
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimizeResult:
+    """What a run leaves: its folder, the scored molecules (``optimize.csv``), the step log."""
+
+    out: Path
+    molecules: pd.DataFrame
+    steps: pd.DataFrame
+    stop_reason: str
+
+    @property
+    def calls_used(self) -> int:
+        return len(self.molecules)
+
+    def top(self, n: int = 10) -> pd.DataFrame:
+        return self.molecules.sort_values("score", ascending=False, kind="stable").head(n)
+
+
+class _Run:
+    """The state of one run: models, optimiser, oracle, memories, files."""
+
+    def __init__(self, cfg: OptimizeConfig, log: Callable[[str], None] | None):
+        from molgen.models import load_pretrained
+        from molgen.models.smiles_grammar import SmilesGrammar
+
+        self.cfg, self.log = cfg, log or (lambda _: None)
+        self.out = Path(cfg.out)
+        self.objective = Objective.from_toml(cfg.objective)
+        self.oracle = Oracle(self.objective, cfg.budget)
+        torch.manual_seed(cfg.seed)
+        self.prior = load_pretrained(cfg.prior, device=cfg.device)
+        if getattr(self.prior, "model_type", None) != "gpt" or self.prior.config.cond_dim:
+            raise ConfigError(f"prior {cfg.prior!r} must be an unconditional SmilesGPT")
+        self.prior.eval().requires_grad_(False)
+        self.agent = copy.deepcopy(self.prior).requires_grad_(True)
+        self.agent.tokenizer = self.prior.tokenizer
+        self.tok, self.dev = self.prior.tokenizer, self.prior.device
+        self.grammar = SmilesGrammar(self.tok.itos, size=self.prior.config.vocab_size, aromatic=not self.tok.kekule)
+        self.optim = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr)
+        df = cfg.diversity_filter
+        self.filter = DiversityFilter(df.bucket_size, df.min_score) if df.enabled else None
+        self.replay = ReplayBuffer(cfg.replay.size)
+        self.seen: set[str] = set()  # valid molecules sampled so far
+        self.found: dict[str, float] = {}  # those scored, with their score: what the progress shows
+        self.new_fraction: list[float] = []
+        self.scaffolds: dict[str, str] = {}
+        self.step = self.checkpointed = 0
+        self.last_logged_step = 0  # the last step already in optimize.csv when the run (re)started
+        self.columns = ["step", "oracle_call", "smiles", *self.objective.columns, "scaffold"]
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def sample(self, step: int):
+        gen = torch.Generator(device=self.dev).manual_seed(batch_seed(self.cfg.seed, step))
+        self.agent.eval()
+        ids, _, finished = self.agent.generate(self.cfg.batch_size, self.cfg.temperature, generator=gen,
+                                               grammar=self.grammar)  # fmt: skip
+        raw = self.tok.decode_batch(ids.cpu().numpy())
+        # a row cut at the context is invalid even when its start parses
+        canon = [canonicalize(s) if ok else None for s, ok in zip(raw, finished.tolist(), strict=True)]
+        raw = [s if c is not None else None for s, c in zip(raw, canon, strict=True)]
+        seq = torch.cat([torch.full((len(ids), 1), self.prior.config.bos_id, device=self.dev), ids], 1)
+        return seq[:, : int((seq != self.prior.config.pad_id).sum(1).max())], raw, canon
+
+    def score(self, raw: list[str | None], canon: list[str | None]) -> pd.DataFrame:
+        # the sampled spelling goes in: the oracle's key is canonicalize(raw), the very string in `canon`
+        if self.oracle.exhausted:  # nothing new can be scored: cached molecules keep their scores
+            table = self.oracle([r if c in self.oracle.cache else None for r, c in zip(raw, canon, strict=True)])
+            unscored = np.array([c is not None and c not in self.oracle.cache for c in canon])
+            table.loc[unscored, "valid"], table.loc[unscored, "scored"] = True, False
+            table.loc[unscored, self.objective.columns] = np.nan
+            return table
+        return self.oracle(raw)
+
+    def scaffold_of(self, smi: str) -> str:
+        if smi not in self.scaffolds:
+            self.scaffolds[smi] = scaffold(smi) or ""
+        return self.scaffolds[smi]
+
+    def remember(self, canon: list[str | None], scores: np.ndarray) -> np.ndarray:
+        """Rewards through the diversity filter; the replay buffer and the seen set updated."""
+        scaffolds = [None if c is None else self.scaffold_of(c) for c in canon]
+        rewards = self.filter(canon, scaffolds, scores) if self.filter else np.nan_to_num(scores, nan=0.0)
+        self.replay.add(canon, rewards)
+        first = [c for c in dict.fromkeys(canon) if c is not None and c not in self.seen]
+        self.new_fraction.append(len(first) / len(canon))
+        self.seen.update(first)
+        self.found.update((c, self.oracle.cache[c][0]) for c in first if c in self.oracle.cache)
+        return rewards
+
+    def train(self, seq: torch.Tensor, rewards: np.ndarray, step: int) -> float:
+        rng = np.random.default_rng([self.cfg.seed, step])
+        replay, replay_rewards = self.replay.sample(self.cfg.replay.sample, rng)
+        ids, keep = self._encode(replay)
+        self.agent.train()
+        agent_logp = self.agent.sequence_log_prob(seq)
+        with torch.no_grad():
+            prior_logp = self.prior.sequence_log_prob(seq)
+        scores = torch.as_tensor(rewards, dtype=torch.float32, device=self.dev)
+        if ids is not None:
+            agent_logp = torch.cat([agent_logp, self.agent.sequence_log_prob(ids)])
+            with torch.no_grad():
+                prior_logp = torch.cat([prior_logp, self.prior.sequence_log_prob(ids)])
+            scores = torch.cat([scores, torch.as_tensor(replay_rewards[keep], dtype=torch.float32, device=self.dev)])
+        loss = rl_loss(agent_logp, prior_logp, scores, self.cfg.sigma, self.cfg.topk, n_replay=len(keep))
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        return float(loss.detach())
+
+    def _encode(self, smiles: list[str]):
+        rows, keep = [], []
+        for i, s in enumerate(smiles):
+            try:
+                ids = self.tok.encode(s)
+            except InputError:  # a canonical spelling the vocabulary lacks: not replayed
+                continue
+            if len(ids) <= self.prior.config.block_size:
+                rows.append(ids)
+                keep.append(i)
+        if not rows:
+            return None, []
+        out = np.full((len(rows), max(map(len, rows))), self.prior.config.pad_id, dtype=np.int64)
+        for r, ids in enumerate(rows):
+            out[r, : len(ids)] = ids
+        return torch.as_tensor(out, device=self.dev), keep
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def append_rows(self, table: pd.DataFrame, canon: list[str | None], step: int, calls_before: int) -> None:
+        new = table[table["new"].to_numpy()]
+        if new.empty:
+            return
+        rows = pd.DataFrame({"step": step, "oracle_call": np.arange(calls_before + 1, calls_before + 1 + len(new)),
+                             "smiles": [canon[i] for i in new.index]})  # fmt: skip
+        for col in self.objective.columns:
+            rows[col] = new[col].to_numpy()
+        rows["scaffold"] = [self.scaffold_of(s) for s in rows["smiles"]]
+        _append(self.out / CSV_NAME, rows, self.columns)
+
+    def checkpoint(self, step: int) -> None:
+        from safetensors.torch import save_file
+
+        folder = self.out / "checkpoints" / f"step-{step:06d}"
+        self.checkpointed = step
+        self.save_agent(folder, step)
+        sd = self.optim.state_dict()
+        tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+        with atomic_path(folder / "optimizer.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        write_json(folder / "state.json", {"step": step, "calls_used": self.oracle.calls_used,
+                                           "param_groups": sd["param_groups"]})  # fmt: skip
+        write_json(self.out / "checkpoints" / "latest.json", {"step": step, "folder": folder.name})
+        for old in (self.out / "checkpoints").glob("step-*"):  # the pointer moved: older ones can go
+            if old.name != folder.name and old.is_dir():
+                for f in old.iterdir():
+                    f.unlink()
+                old.rmdir()
+
+    def save_agent(self, folder: Path, step: int) -> None:
+        from molgen.models.hub import save_pretrained
+
+        prov = {"parent": self.cfg.prior, "task": "rl", "objective": str(self.cfg.objective), "step": step,
+                "oracle_calls": self.oracle.calls_used, "seed": self.cfg.seed}  # fmt: skip
+        card = (f"# RL agent, step {step}\n\nFine-tuned from `{self.cfg.prior}` by molgen optimize "
+                f"(REINVENT / Augmented Hill-Climb) against `{self.cfg.objective}` after "
+                f"{self.oracle.calls_used} oracle calls. Its molecules are biased toward that objective.\n")
+        save_pretrained(self.agent, folder, provenance=prov, card=card)
+
+    def load_checkpoint(self) -> int:
+        from safetensors.torch import load_file
+        from safetensors.torch import load_model as load_weights
+
+        latest = self.out / "checkpoints" / "latest.json"
+        if not latest.is_file():
+            return 0
+        pointer = json.loads(latest.read_text())
+        folder = self.out / "checkpoints" / pointer["folder"]
+        load_weights(self.agent, str(folder / "model.safetensors"), strict=True, device=str(self.dev))
+        state = json.loads((folder / "state.json").read_text())
+        flat = load_file(str(folder / "optimizer.safetensors"), device=str(self.dev))
+        per: dict[int, dict] = {}
+        for key, value in flat.items():
+            i, name = key.split(".", 1)
+            per.setdefault(int(i), {})[name] = value.cpu() if name == "step" else value
+        self.optim.load_state_dict({"state": per, "param_groups": state["param_groups"]})
+        return int(pointer["step"])
+
+    # -- resuming ---------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        rows = _read_csv(self.out / CSV_NAME, self.columns)
+        if rows["oracle_call"].tolist() != list(range(1, len(rows) + 1)):
+            raise ConfigError(f"{self.out / CSV_NAME}: oracle_call does not run 1, 2, 3, ...: not a file this run wrote")
+        for smi, values, scaf in zip(rows["smiles"], rows[self.objective.columns].to_numpy(np.float64),
+                                     rows["scaffold"], strict=True):  # fmt: skip
+            self.oracle.cache[smi] = values
+            self.scaffolds[smi] = scaf
+        self.oracle.calls_used = len(rows)
+        self.step = self.checkpointed = self.load_checkpoint()
+        self.last_logged_step = int(rows["step"].max()) if len(rows) else 0
+        # the memories as they were after step `self.step`: its rows, in oracle order, step by step
+        done = rows[rows["step"] <= self.step]
+        by_step = dict(tuple(done.groupby("step", sort=True)))
+        for step in range(1, self.step + 1):
+            part = by_step.get(step)
+            canon = [] if part is None else part["smiles"].tolist()
+            if self.filter is not None and canon:
+                self.replay.add(canon, self.filter(canon, part["scaffold"].tolist(), part["score"].to_numpy()))
+            elif canon:
+                self.replay.add(canon, np.nan_to_num(part["score"].to_numpy(), nan=0.0))
+            self.new_fraction.append(len(canon) / self.cfg.batch_size)
+            self.seen.update(canon)
+            if canon:
+                self.found.update(zip(canon, part["score"].to_numpy(np.float64), strict=True))
+        steps = self.out / STEPS_NAME
+        if steps.is_file():
+            kept = pd.read_csv(steps)
+            kept = kept[kept["step"] <= self.step]
+            with atomic_path(steps) as tmp:
+                kept.to_csv(tmp, index=False)
+        self.log(f"resuming at step {self.step + 1}: {len(rows):,} molecules already scored "
+                 f"({self.oracle.remaining:,} calls left), agent from step {self.step}")
+
+
+def optimize(config: OptimizeConfig | dict | str | os.PathLike, resume: bool = False,
+             log: Callable[[str], None] | None = print) -> OptimizeResult:  # fmt: skip
+    """Run RL against the prior until the budget is spent or sampling collapses (module docstring).
+
+    Args:
+        config: an :class:`OptimizeConfig`, its dict, or a TOML path.
+        resume: continue the run in ``config.out`` (a missing run starts afresh).
+        log: called with one progress line per step; ``None`` for silence.
+
+    Raises:
+        ConfigError: a bad config, or ``out`` holds a run and ``resume`` is False, or a run with
+            other settings (only ``budget``, ``stop``, ``device`` and ``checkpoint_every`` may change).
+    """
+    cfg = OptimizeConfig.from_toml(config) if isinstance(config, (str, os.PathLike)) else OptimizeConfig.parse(config)
+    out = Path(cfg.out)
+    csv = out / CSV_NAME
+    if csv.exists() and not resume:
+        raise ConfigError(f"{out} holds an optimisation run ({csv}); continue it with --resume "
+                          "(resume=True) or choose another out")  # fmt: skip
+    run = _Run(cfg, log)
+    settings = _settings(cfg, run.objective)
+    if resume and csv.exists():
+        _check_same(out, settings)
+        run.restore()
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / STEPS_NAME, out / "checkpoints" / "latest.json"):
+            stale.unlink(missing_ok=True)
+        _append(csv, pd.DataFrame(columns=run.columns), run.columns, header=True)
+    write_json(out / "config.json", settings)
+    try:
+        reason = _loop(run)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted in step {run.step + 1}: {run.oracle.calls_used:,} molecules scored in "
+                                f"{csv}; continue with --resume") from None  # fmt: skip
+    if run.checkpointed != run.step:
+        run.checkpoint(run.step)
+    run.save_agent(out / "agent", run.step)
+    molecules = _read_csv(csv, run.columns)
+    steps = pd.read_csv(out / STEPS_NAME) if (out / STEPS_NAME).is_file() else pd.DataFrame()
+    run.log(f"stopped after step {run.step}: {reason}; {len(molecules):,} molecules in {csv}, agent in {out / 'agent'}")
+    return OptimizeResult(out, molecules, steps, reason)
+
+
+def _loop(run: _Run) -> str:
+    cfg = run.cfg
+    while True:
+        # checked before each step, so a resumed run that had already stopped stops again at once
+        if run.oracle.exhausted and run.step >= run.last_logged_step:
+            return f"budget of {cfg.budget:,} oracle calls spent"
+        recent = run.new_fraction[-cfg.stop.window:]
+        if len(recent) == cfg.stop.window and np.mean(recent) < cfg.stop.min_new:
+            return (f"sampling collapsed: {np.mean(recent):.1%} of the molecules of the last {cfg.stop.window} "
+                    f"steps were new (stop.min_new = {cfg.stop.min_new:g})")
+        if cfg.stop.max_steps is not None and run.step >= cfg.stop.max_steps:
+            return f"max_steps ({cfg.stop.max_steps}) reached"
+        step, start = run.step + 1, time.perf_counter()
+        seq, raw, canon = run.sample(step)
+        calls_before = run.oracle.calls_used
+        table = run.score(raw, canon)
+        run.append_rows(table, canon, step, calls_before)
+        rewards = run.remember(canon, table["score"].to_numpy(np.float64))
+        loss = run.train(seq, rewards, step)
+        run.step = step
+        _log_step(run, step, canon, table, loss, time.perf_counter() - start)
+        if step % cfg.checkpoint_every == 0:
+            run.checkpoint(step)
+
+
+def _log_step(run: _Run, step: int, canon, table: pd.DataFrame, loss: float, seconds: float) -> None:
+    # from the molecules this run has sampled up to this step (a resumed run's cache also holds
+    # the rows of the steps it is redoing), so steps.csv reads the same with or without a kill
+    top = np.sort(np.fromiter(run.found.values(), np.float64, len(run.found)))[::-1]
+    valid = [c for c in canon if c is not None]
+    batch_scores = table.loc[table["scored"], "score"].to_numpy(np.float64)  # past the budget: left out
+    n_scaffolds = len({run.scaffolds.get(s, "") for s in run.found})
+    rec = {"step": step, "calls_used": len(run.found), "valid": len(valid) / len(canon),
+           "unique": len(set(valid)) / len(canon), "new": run.new_fraction[-1], "mean_score": batch_scores.mean() if len(batch_scores) else math.nan,
+           "best": top[0] if len(top) else math.nan, "top10_mean": top[:10].mean() if len(top) else math.nan,
+           "scaffolds": n_scaffolds, "loss": loss, "seconds": round(seconds, 3)}  # fmt: skip
+    _append(run.out / STEPS_NAME, pd.DataFrame([rec]), list(rec), header=not (run.out / STEPS_NAME).exists())
+    budget = f"{len(run.found):,}/{run.cfg.budget:,}"
+    run.log(f"step {step:4d}  calls {budget}  best {rec['best']:.3f}  top-10 {rec['top10_mean']:.3f}  "
+            f"batch {rec['mean_score']:.3f}  valid {rec['valid']:.0%}  unique {rec['unique']:.0%}  "
+            f"new {rec['new']:.0%}  scaffolds {n_scaffolds:,}  loss {loss:.1f}  {seconds:.1f} s")
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _append(path: Path, rows: pd.DataFrame, columns: list[str], header: bool = False) -> None:
+    """Append whole rows in one write, flushed to disk (a kill leaves whole steps, or a torn last line)."""
+    buf = io.StringIO()
+    rows[columns].to_csv(buf, index=False, header=header, lineterminator="\n")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    """``optimize.csv`` without a torn last line (a kill during a write); the file is cut back to match."""
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(len(whole))
+    if not whole:
+        raise ConfigError(f"{path} is empty: not a file molgen optimize wrote; remove it or choose another out")
+    text = io.StringIO(whole.decode("utf-8"))
+    numeric = [c for c in columns if c not in ("smiles", "scaffold")]
+    table = pd.read_csv(text, dtype={"smiles": str, "scaffold": str}, keep_default_na=False,
+                        na_values={c: [""] for c in numeric})  # fmt: skip
+    if list(table.columns) != columns:
+        raise ConfigError(f"{path} has columns {list(table.columns)}, but this objective writes {columns}: "
+                          "a run of another objective; choose another out")  # fmt: skip
+    return table.astype({"step": np.int64, "oracle_call": np.int64})
+
+
+_MAY_CHANGE = ("budget", "stop", "device", "checkpoint_every", "out")
+
+
+def _settings(cfg: OptimizeConfig, objective: Objective) -> dict:
+    import hashlib
+
+    settings = cfg.model_dump(mode="json")
+    settings["objective_sha256"] = hashlib.sha256(Path(cfg.objective).read_bytes()).hexdigest()
+    settings["objective_columns"] = objective.columns
+    return settings
+
+
+def _check_same(out: Path, settings: dict) -> None:
+    path = out / "config.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ConfigError(f"{out} has an optimize.csv but no readable config.json: not a run to resume") from None
+    differ = [k for k in settings if k not in _MAY_CHANGE and before.get(k) != settings[k]]
+    if differ:
+        what = ", ".join(f"{k} ({before.get(k)!r} -> {settings[k]!r})" for k in differ)
+        raise ConfigError(f"{out} was run with other settings: {what}; only {', '.join(_MAY_CHANGE[:-1])} "
+                          "may change on --resume")  # fmt: skip
