@@ -27,7 +27,8 @@ from molgen import io
 from molgen.cache import sha256_file, sha256_strings
 from molgen.errors import InputError, MissingDependencyError
 
-__all__ = ["DATA_DIR", "SHA256", "list", "load", "info", "verify", "moses_dir", "moses_path", "moses_smiles"]
+__all__ = ["DATA_DIR", "SHA256", "list", "load", "info", "verify", "data_file", "moses_dir", "moses_path",
+           "moses_smiles"]
 
 DATA_DIR = Path(__file__).resolve().parent / "_data"
 MOSES_SPLITS = ("train", "test", "test_scaffolds")
@@ -42,6 +43,8 @@ SHA256 = {
     "CHEMBL2321810_act.csv": "e74db717fa4704befa07eb41ad4845fa437bf3c12eb2b6a854576dbd2e8819fa",
     "cmet_ligands.sdf": "10ba1afb8ce7210d284312f23bf0505dd878d2ebdea76babb6ea641d46903258",
     "chembl_drugs.csv": "673813db8822a17a78adc05146d60bcf796bbe6161c1b991eabb86e63c71cdd4",
+    "moses_mcf.csv": "f4a2bfacb4cb8877295eb2a4b4e61ec9770a26388f1331e5dc9c193d22dd5f89",
+    "moses_wehi_pains.csv": "d762e5420ec70f06d7e41d336cae6f67e2feb0eddf05c6171192a332726d296f",
     "moses/train.csv.gz": "786f0313aa6b9ba5514df685f885742a70ea8d86f1a4fa48115f7f80a634265c",
     "moses/test.csv.gz": "f896fbf3764f88d94670b9959e5872c600c12152a18233823e820761b7a791b2",
     "moses/test_scaffolds.csv.gz": "adffb2192c1bfe31ab0e13154d4af19a37dc18bdbf3cd7b4491e04405128adde",
@@ -219,6 +222,13 @@ def _path(file: str) -> Path:
     if file.startswith("moses/"):
         return moses_dir() / file.split("/", 1)[1]
     return DATA_DIR / file
+
+
+def data_file(name: str) -> Path:
+    """The path of a shipped data file of :data:`SHA256` (e.g. the MOSES filter SMARTS), its sha256 checked."""
+    path = _path(name)
+    _verified(path, name)
+    return path
 
 
 def _verified(path: Path, key: str) -> str:

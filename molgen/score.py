@@ -54,7 +54,7 @@ from rdkit.Chem import FilterCatalog as FC
 from rdkit.Chem import rdMolDescriptors as rdmd
 
 from molgen.chem import quiet, to_mol, to_smiles
-from molgen.datasets import moses_dir
+from molgen.datasets import data_file
 from molgen.errors import InputError, MissingDependencyError
 from molgen.io import computed_names
 from molgen.parallel import parallel_map, progress_bar  # noqa: F401  (re-exported: molgen.score.parallel_map)
@@ -180,9 +180,9 @@ class AlertSet:
 
 @lru_cache(maxsize=1)
 def _alerts() -> dict[str, AlertSet]:
-    metrics = moses_dir().parent.parent / "metrics"  # mcf.csv, wehi_pains.csv beside MOSES code
-    mcf = pd.read_csv(metrics / "mcf.csv")
-    pains = pd.read_csv(metrics / "wehi_pains.csv", names=["smarts", "names"])
+    # MOSES's filter SMARTS (MCF, Baell's wehi PAINS), copied from the molsets wheel into molgen/_data
+    mcf = pd.read_csv(data_file("moses_mcf.csv"))
+    pains = pd.read_csv(data_file("moses_wehi_pains.csv"), names=["smarts", "names"])
     # wehi names look like "<regId=ene_rhod_A(235)>"; keep the id
     pains_names = pains["names"].str.strip().str.removeprefix("<regId=").str.removesuffix(">")
     alerts = {

@@ -48,7 +48,7 @@ from molgen.metrics.reference import (
     train_hashes,
 )
 from molgen.metrics.similarity import cosine_similarity, internal_diversity, snn
-from molgen.score import progress_bar
+from molgen.parallel import progress_bar
 
 __all__ = ["evaluate", "prepare_moses", "MOSES_KEYS", "EXTRA_KEYS", "fraction_valid", "fraction_unique",
            "novelty"]

@@ -18,7 +18,8 @@ from rdkit import Chem
 
 from molgen.chem import morgan_fp, quiet, scaffold, to_mol, to_smiles
 from molgen.metrics.similarity import N_BITS, pack
-from molgen.score import MolScores, parallel_map
+from molgen.parallel import parallel_map
+from molgen.score import MolScores
 
 __all__ = ["PROPS", "Features", "features", "smiles_hashes"]
 

@@ -15,7 +15,7 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from scipy.stats import entropy, gaussian_kde
 
 from molgen.chem import quiet, to_mol, to_smiles
-from molgen.score import parallel_map
+from molgen.parallel import parallel_map
 
 __all__ = ["KL_SAMPLE", "DESCRIPTORS", "kl_sample", "kl_descriptors", "kl_score"]
 

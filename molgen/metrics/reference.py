@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import pickle
 import time
 import zipfile
@@ -35,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from molgen.cache import cache_dir, sha256_file, sha256_strings
+from molgen.files import atomic_path
 from molgen.metrics import fcd, kl
 from molgen.metrics.features import PROPS, features, smiles_hashes
 from molgen.metrics.similarity import N_BITS, sorted_by_popcount
-from molgen.score import progress_bar
+from molgen.parallel import progress_bar
 
 __all__ = ["ReferenceStats", "reference_stats", "moses_reference", "official_reference", "train_hashes",
            "moses_train_hashes", "prepare_moses"]
@@ -154,9 +154,8 @@ def _cached(path: Path, build: Callable, save: Callable, load: Callable):
             return load(path)
         start = time.perf_counter()
         value = build()
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
-        save(value, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save(value, tmp)
         log.info("built %s in %.0f s", path, time.perf_counter() - start)
         return value
 
