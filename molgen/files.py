@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_json", "strict_json", "same_file"]
+__all__ = ["atomic_path", "write_json", "strict_json", "same_file", "read_toml"]
 
 
 @contextlib.contextmanager
@@ -69,3 +69,34 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def read_toml(path: str | os.PathLike, what: str, example: str) -> tuple[dict, str]:
+    """``(data, text)`` of a TOML file, or one :class:`~molgen.errors.ConfigError` line that says why not.
+
+    ``what`` names the kind of file in the messages ("run config"), ``example`` where one is found
+    ("scripts/configs/*.toml"): a folder, a missing or unreadable file, a binary file and bad TOML
+    each get their own sentence, never a traceback.
+    """
+    import sys
+
+    from molgen.errors import ConfigError
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(text), text
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder: pass a {what} TOML file ({example})") from None
+    except OSError as err:
+        raise ConfigError(f"{what} file {path} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8); pass a {what} such as {example}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None

@@ -21,7 +21,12 @@ import torch
 
 import molgen as mg
 from molgen import chem
-from molgen.config import load_config, model_section, parse_config, tomllib
+from molgen.config import load_config, model_section, parse_config
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from molgen.errors import ConfigError
 from molgen.train import cosine_schedule, pretrain, resume_checkpoint, run_configs, shuffle_generator
 

@@ -56,15 +56,16 @@ from rdkit import Chem
 
 from molgen.chem import canonicalize, quiet, to_mol, to_smiles
 from molgen.errors import ConfigError, InputError, MolgenError
+from molgen.files import read_toml
 from molgen.guide.components import COMPONENTS, Component
 from molgen.guide.transforms import describe_error, parse_transform
 from molgen.parallel import parallel_map
 from molgen.score import MolScores
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # Python 3.10
-    import tomli as tomllib
+    pass
 
 __all__ = ["Objective", "Oracle", "BudgetExhausted", "RESERVED"]
 
@@ -149,19 +150,7 @@ class Objective:
                 names the file and, for each problem, the line, the component and the field.
         """
         path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-            data = tomllib.loads(text)
-        except FileNotFoundError:
-            raise ConfigError(f"objective file {path} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path} is a folder: pass an objective TOML file (scripts/configs/objective_*.toml)") from None
-        except OSError as err:
-            raise ConfigError(f"objective file {path} cannot be read: {err.strerror or err}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8)") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        data, text = read_toml(path, "objective", "scripts/configs/objective_*.toml")
         return cls.from_dict(data, base_dir=path.resolve().parent, source=str(path), text=text)
 
     @classmethod
