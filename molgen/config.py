@@ -42,6 +42,7 @@ __all__ = [
     "OptimConfig",
     "TrainerConfig",
     "DistillConfig",
+    "FinetuneConfig",
     "RunConfig",
     "ModelSection",
     "model_section",
@@ -58,12 +59,20 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: str = Field("moses", description="'moses' or a .csv/.smi/.parquet file with a SMILES column")
+    dataset: str = Field(
+        "moses", description="'moses', a .csv/.smi/.sdf/.parquet file with a SMILES column, or (GPT) a named data set of molgen.datasets"
+    )
     split: str = Field("train", description="MOSES split to train on")
     val_split: str = Field("test", description="MOSES split for validation NLL")
     val_size: int = Field(10_000, ge=1, description="validation subsample (seeded) of val_split, for speed")
+    val_fraction: float = Field(
+        0.05, gt=0, lt=1, description="a file's training molecules held out (seeded) for validation, at most val_size"
+    )
     limit: int | None = Field(None, ge=1, description="train on the first `limit` molecules only (tiny runs)")
-    augment: float = Field(0.0, ge=0.0, le=1.0, description="probability of a randomised SMILES per sample")
+    augment: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="probability of a randomised SMILES per sample; None: 0.5 when fine-tuning on fewer than 1,000 molecules, else 0",
+    )
     kekule: bool | None = Field(
         None,
         description="GPT: write SMILES in Kekulé form (no aromatic atoms); None keeps the parent's form, aromatic from scratch",
@@ -96,6 +105,12 @@ class TrainerConfig(Section):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
     progress_bar: bool = True
     seed: int = 0
+    patience: int | None = Field(
+        None, ge=1,
+        description="early stopping: stop after this many validations without val_nll improving by min_delta, and "
+        "export the best validation's weights; None = train to max_steps",
+    )
+    min_delta: float = Field(0.0, ge=0, description="the least fall of val_nll that counts as an improvement")
 
 
 #: what a run does: start from random weights, from a parent checkpoint (``init_from``), or learn
@@ -114,6 +129,26 @@ class DistillConfig(Section):
     temperature: float = Field(1.0, gt=0, description="softens both distributions; the soft loss is scaled by T^2")
 
 
+class FinetuneConfig(Section):
+    """How a parent (``init_from``) is adapted: which parts stay frozen, its dropout, its context, and
+    the target split that ``molgen finetune`` reports on (:mod:`molgen.finetune`)."""
+
+    freeze: str = Field("none", description="none | first_k | head_only | encoder (molgen.train.freeze.FreezePolicy)")
+    k: int | None = Field(None, ge=0, description="with freeze = 'first_k': how many of the first layers stay frozen")
+    dropout: float | None = Field(None, ge=0, lt=1, description="the parent's dropout during fine-tuning; None keeps it")
+    max_block_size: int = Field(
+        256, ge=8,
+        description="GPT: the context is extended to fit the longest training molecule up to this many tokens; "
+        "longer molecules are skipped and counted",
+    )
+    n_train: int | None = Field(
+        None, ge=2,
+        description="train on a seeded n_train molecules of the data (validation taken from them) and hold out the "
+        "rest for molgen finetune's report; None = all",
+    )
+    eval_samples: int = Field(1000, ge=10, description="molgen finetune: molecules sampled before and after for the report")
+
+
 class RunConfig(Section):
     """What every model's run config has besides its ``[model]`` section (each model's subclass,
     registered in :mod:`molgen.train`, narrows ``model_type`` and adds ``model``)."""
@@ -127,6 +162,7 @@ class RunConfig(Section):
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig
+    finetune: FinetuneConfig = FinetuneConfig()
 
     def teacher(self) -> str | None:
         """The checkpoint this run distils from; ``None`` for models without a ``[distill]`` section."""
@@ -159,6 +195,8 @@ class RunConfig(Section):
             raise ValueError("task = 'finetune' needs init_from, the checkpoint (name or folder) to start from")
         elif self.task == "distill" and not teacher:
             raise ValueError("task = 'distill' needs distill.teacher, the checkpoint (name or folder) to learn from")
+        if self.finetune.freeze != "none" and not self.init_from:
+            raise ValueError(f"finetune.freeze = {self.finetune.freeze!r} keeps a parent's layers: it needs init_from")
         return self
 
     @model_validator(mode="after")

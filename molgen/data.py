@@ -18,7 +18,7 @@ import pandas as pd
 from molgen import chem
 from molgen.errors import InputError
 
-__all__ = ["random_split", "scaffold_split"]
+__all__ = ["random_split", "scaffold_split", "target_split"]
 
 Frac = Sequence[float]
 
@@ -50,6 +50,16 @@ def random_split(
     order = np.random.default_rng(seed).permutation(n)
     n_train, n_valid = int(f_train * n), int(f_valid * n)
     return _take(df, [order[:n_train], order[n_train : n_train + n_valid], order[n_train + n_valid :]])
+
+
+def target_split(n: int, n_train: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, held_out)`` of a fine-tuning target set: a seeded ``n_train`` of ``n``
+    rows to train on and every other row held out (both sorted); the training task and
+    :mod:`molgen.finetune`'s report cut the same rows for the same seed."""
+    if not 1 <= n_train < n:
+        raise InputError(f"n_train = {n_train} must be at least 1 and fewer than the {n} molecules, so some are held out")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
 def scaffold_split(

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -122,6 +123,17 @@ class PretrainModule(L.LightningModule):
         self.tokens_seen = 0
         self.data_info: dict = {}
         self.last_val: dict | None = None  # {"step", "val_nll"} of the latest validation, kept in the provenance
+        self.frozen: list[torch.nn.Module] = []  # parts a freeze policy keeps in eval mode (molgen.train.freeze)
+        # with early stopping: {"step", "val_nll", "state"} of the best validation, the weights export() writes
+        self.best: dict | None = None
+
+    def train(self, mode: bool = True):
+        # Lightning switches the whole module to training at the start and after each validation;
+        # frozen parts stay in eval mode (no dropout, no running statistics)
+        super().train(mode)
+        for part in self.frozen:
+            part.eval()
+        return self
 
     def step_loss(self, batch) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
@@ -143,6 +155,10 @@ class PretrainModule(L.LightningModule):
         val = self.trainer.callback_metrics.get("val_nll")
         if val is not None and not self.trainer.sanity_checking:
             self.last_val = {"step": int(self.global_step), "val_nll": round(float(val), 5)}
+            tc = self.config.trainer
+            if tc.patience and (self.best is None or float(val) < self.best["val_nll"] - tc.min_delta):
+                state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self.best = {"step": int(self.global_step), "val_nll": float(val), "state": state}
 
     def configure_optimizers(self):
         opt = self.config.optim
@@ -158,11 +174,13 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["molgen"] = {"tokens_seen": self.tokens_seen, "config": self.config.model_dump(), "last_val": self.last_val}
+        checkpoint["molgen"] = {"tokens_seen": self.tokens_seen, "config": self.config.model_dump(), "last_val": self.last_val,
+                                "best": self.best}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint):
         self.tokens_seen = int(checkpoint.get("molgen", {}).get("tokens_seen", 0))
         self.last_val = checkpoint.get("molgen", {}).get("last_val")
+        self.best = checkpoint.get("molgen", {}).get("best")
 
     def provenance(self) -> dict:
         return {
@@ -171,7 +189,9 @@ class PretrainModule(L.LightningModule):
             "steps": int(self.global_step),
             "tokens_seen": int(self.tokens_seen),
             # travels with the weights (the run's logs stay on the machine that trained it)
-            "validation": self.last_val,
+            "validation": self.last_val if self.best is None else {"step": self.best["step"], "val_nll": round(self.best["val_nll"], 5)},
+            **({"early_stopping": {"best_step": self.best["step"], "last_step": int(self.global_step),
+                                   "patience": self.config.trainer.patience}} if self.best else {}),  # fmt: skip
             "parent": self.config.init_from,
             "run": self.config.name,
             "train_config": self.config.model_dump(),
@@ -179,13 +199,22 @@ class PretrainModule(L.LightningModule):
 
 
 def export(module: PretrainModule, directory: str | Path | None = None) -> Path:
-    """Write the module's model as a shippable checkpoint folder (keeps an existing card)."""
+    """Write the module's model as a shippable checkpoint folder (keeps an existing card); with early
+    stopping (``trainer.patience``), the weights of the best validation so far."""
     from molgen.models.hub import save_pretrained
 
     directory = Path(directory or module.config.export_dir)
-    was_training = module.model.training
-    path = save_pretrained(module.model.eval(), directory, module.provenance())
-    module.model.train(was_training)
+    was_training = module.training
+    current = None
+    if module.best is not None:
+        current = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        module.model.load_state_dict(module.best["state"])
+    try:
+        path = save_pretrained(module.model.eval(), directory, module.provenance())
+    finally:
+        if current is not None:
+            module.model.load_state_dict(current)
+        module.train(was_training)
     return path
 
 
@@ -335,6 +364,9 @@ def build_trainer(config: RunConfig, on_interrupt: _SaveOnInterrupt | None = Non
     ]
     if tc.export_on_checkpoint:
         callbacks.append(_ExportOnCheckpoint())
+    if tc.patience:  # counted in validations (every val_every_steps), not epochs
+        callbacks.append(EarlyStopping("val_nll", min_delta=tc.min_delta, patience=tc.patience, mode="min",
+                                       check_on_train_epoch_end=False))  # fmt: skip
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=tc.accelerator,
@@ -399,7 +431,9 @@ def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
                 shutil.copyfile(source, run_dir / "config.toml")
         print(f"training {config.model_type} ({config.task}) '{config.name}' -> {run_dir}" + (f" (resuming from {start})" if resume else ""),
               file=sys.stderr, flush=True)  # fmt: skip
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if resume else None)
+        with warnings.catch_warnings():  # a freeze policy's parts are in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if resume else None)
     except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
         if saver.signum is None and not isinstance(err, KeyboardInterrupt):
             raise

@@ -30,6 +30,7 @@ from molgen.errors import ConfigError, InputError
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.tokenize import SmilesTokenizer, tokenize
 from molgen.train.base import PretrainModule, register_task, shuffle_generator
+from molgen.train.freeze import FreezePolicy, apply_freeze, check_policy, set_dropout
 
 __all__ = ["GPTModelConfig", "GPTRunConfig", "TokenizedSmiles", "tokenized_file", "GPTDataModule", "GPTTask"]
 
@@ -50,6 +51,11 @@ class GPTRunConfig(RunConfig):
 
     def teacher(self) -> str | None:
         return self.distill.teacher
+
+    @model_validator(mode="after")
+    def _policy_fits(self):
+        check_policy("gpt", FreezePolicy.parse(self.finetune))
+        return self
 
     @model_validator(mode="after")
     def _unconditional(self):
@@ -197,8 +203,35 @@ class GPTDataModule(L.LightningDataModule):
         elif added := tokenizer.extend(smiles):  # fine-tuning data with new tokens: grow on purpose
             print(f"{name}: added {len(added)} tokens to the parent vocabulary: {added}")
         self.tokenizer = tokenizer
+        smiles, too_long = self._within_reach(smiles, name)
+        if not smiles:
+            raise InputError(f"{name}: every molecule is longer than {self.max_tokens()} tokens; raise "
+                             f"{'finetune.max_block_size' if self.config.init_from else 'model.block_size'}")  # fmt: skip
         self.train_ids = self.tokenizer.encode_batch(smiles).astype(np.uint8)
         self.info = {"name": name, "sha256": sha256_strings(smiles), "n_molecules": len(smiles)}
+        if too_long:
+            self.info["too_long_skipped"] = too_long
+
+    def max_tokens(self) -> int:
+        """The longest row (with ``<bos>``/``<eos>``) a model of this run can read: a parent's context
+        grows up to ``finetune.max_block_size``; a model from scratch has ``model.block_size``."""
+        return self.config.finetune.max_block_size if self.config.init_from else self.config.model.block_size
+
+    def _within_reach(self, smiles: list[str], what: str) -> tuple[list[str], int]:
+        """The molecules of at most :meth:`max_tokens` tokens, and how many were longer (reported)."""
+        limit = self.max_tokens()
+        keep = [s for s in smiles if len(self.tokenizer.tokens(s)) + 2 <= limit]
+        if len(keep) < len(smiles):
+            print(f"{what}: skipped {len(smiles) - len(keep)} of {len(smiles)} molecules longer than {limit} tokens")
+        return keep, len(smiles) - len(keep)
+
+    def augment(self) -> float:
+        """The chance of a randomised SMILES per training row: ``data.augment``, or when unset 0.5 for a
+        fine-tuning set of fewer than 1,000 molecules (so few are learnt, not memorised) and 0 otherwise."""
+        d = self.config.data
+        if d.augment is not None:
+            return d.augment
+        return 0.5 if self.config.task == "finetune" and len(self.train_ids) < 1000 else 0.0
 
     def _moses_val(self, path: Path) -> np.ndarray:
         smiles = pd.read_csv(path, usecols=["SMILES"])["SMILES"]
@@ -206,18 +239,23 @@ class GPTDataModule(L.LightningDataModule):
         return self._encode_known(smiles.iloc[np.sort(take)].tolist(), f"{path.name} (validation)")
 
     def _setup_from_file(self, path: Path, tokenizer) -> None:
-        from molgen.io import read_table
-
-        df = read_table(path)
+        df = read_molecules(str(path))
         smiles = df.loc[df["valid"], "smiles"].tolist()
         if not smiles:
             raise InputError(f"{path}: no valid SMILES to train on")
-        order = np.random.default_rng(self.config.trainer.seed).permutation(len(smiles))
-        n_val = max(1, min(self.config.data.val_size, len(smiles) // 20))
+        n_train, seed = self.config.finetune.n_train, self.config.trainer.seed
+        if n_train:  # the rest is held out for molgen finetune's report (molgen.finetune), never seen here
+            from molgen.data import target_split
+
+            smiles = [smiles[i] for i in target_split(len(smiles), n_train, seed)[0]]
+        order = np.random.default_rng(seed).permutation(len(smiles))
+        n_val = max(1, min(self.config.data.val_size, int(len(smiles) * self.config.data.val_fraction)))
         val = [smiles[i] for i in order[:n_val]]
         train = [smiles[i] for i in order[n_val:]][: self.config.data.limit]
         self._setup_in_memory(train, tokenizer, path.name)
         self.info["invalid_skipped"] = int((~df["valid"]).sum())
+        if n_train:
+            self.info["target_split"] = {"n_train": n_train, "held_out": int(df["valid"].sum()) - n_train, "seed": seed}
         self.val_ids = self._encode_known(val, f"{path.name} (validation)")
 
     def _encode_known(self, smiles: list[str], what: str) -> np.ndarray:
@@ -227,12 +265,13 @@ class GPTDataModule(L.LightningDataModule):
             keep = [s for s in smiles if not any(t not in self.tokenizer.stoi for t in self.tokenizer.tokens(s))]
             print(f"{what}: skipped {len(smiles) - len(keep)} molecules with tokens outside the vocabulary {dict(missing)}")
             smiles = keep
+        smiles, _ = self._within_reach(smiles, what)
         return self.tokenizer.encode_batch(smiles).astype(np.uint8)
 
     def train_dataloader(self):
         d = self.config.data
         return DataLoader(
-            _Rows(self.train_ids, self.tokenizer, d.augment),
+            _Rows(self.train_ids, self.tokenizer, self.augment()),
             batch_size=self.config.trainer.batch_size,
             shuffle=True,
             generator=shuffle_generator(self),
@@ -245,6 +284,71 @@ class GPTDataModule(L.LightningDataModule):
         return DataLoader(_Rows(self.val_ids, self.tokenizer), batch_size=self.config.trainer.batch_size, collate_fn=collate)
 
 
+def read_molecules(name_or_path: str) -> pd.DataFrame:
+    """A molecule table (``smiles``, ``valid``) from a file or a named data set of :mod:`molgen.datasets`."""
+    from molgen import datasets
+    from molgen.io import read_table
+
+    if not Path(name_or_path).exists() and name_or_path in datasets.list()["name"].tolist():
+        return datasets.load(name_or_path)
+    return read_table(name_or_path)
+
+
+# element families: a new atom token starts from a known relative's row (I from Br, Se from S)
+_FAMILIES = (("F", "Cl", "Br", "I"), ("O", "S", "Se", "Te"), ("N", "P", "As"), ("C", "Si", "Ge"), ("B", "Al"))
+
+
+def related_token(token: str, known: dict[str, int]) -> str | None:
+    """A known token to start a new token's embedding from: a bracket atom's plain element
+    (``[C@@H]`` -> ``C``, ``[nH+]`` -> ``n``), else the nearest element of its family that is known
+    (``I`` -> ``Br``), a two-digit ring label from the highest known one; ``None`` when nothing is related."""
+    from molgen.tokenize import parse_bracket
+
+    if token.startswith("%") and token[1:].isdigit():
+        labels = [t for t in known if t.isdigit() or (t.startswith("%") and t[1:].isdigit())]
+        return max(labels, key=lambda t: int(t.lstrip("%")), default=None)
+    atom = parse_bracket(token) if token.startswith("[") else None
+    symbol = atom.symbol if atom else token
+    if atom and symbol in known:
+        return symbol
+    for family in _FAMILIES:
+        plain = symbol.capitalize()
+        if plain in family:
+            i = family.index(plain)
+            for j in sorted(range(len(family)), key=lambda j: (abs(j - i), -j)):
+                near = family[j] if symbol[0].isupper() else family[j].lower()
+                if j != i and near in known:
+                    return near
+    return None
+
+
+def relate_new_tokens(model: SmilesGPT, tokenizer: SmilesTokenizer, first_new: int) -> dict[str, str]:
+    """Start each token added for fine-tuning (ids from ``first_new``) at a related known token's
+    embedding (:func:`related_token`); tokens with no relative keep ``resize_vocab``'s mean row. The
+    output layer is the same matrix, so a new token starts as likely as its relative wherever that fits."""
+    known = {t: i for t, i in tokenizer.stoi.items() if i < first_new}
+    chosen = {}
+    with torch.no_grad():
+        for token in tokenizer.itos[first_new:]:
+            source = related_token(token, known)
+            if source is not None:
+                model.wte.weight[tokenizer.stoi[token]] = model.wte.weight[known[source]]
+                chosen[token] = source
+    return chosen
+
+
+def fit_context(model: SmilesGPT, longest: int, limit: int) -> dict | None:
+    """Extend ``model``'s context on purpose when training rows are longer than it (``longest`` tokens
+    with ``<bos>``/``<eos>``): to the longest row plus an eighth, for samples a little longer than the
+    data, rounded up to a multiple of 8, at most ``limit``. Returns what changed, or ``None``."""
+    old = model.config.block_size
+    if longest <= old:
+        return None
+    new = min(limit, -(-int(longest * 1.125) // 8) * 8)
+    model.extend_context(new)
+    return {"from": old, "to": new}
+
+
 class GPTTask(PretrainModule):
     """Next-token cross-entropy on SMILES; ``val_nll`` is nats per token.
 
@@ -253,8 +357,10 @@ class GPTTask(PretrainModule):
     cross-entropy on the validation molecules, comparable with a model trained without a teacher.
     """
 
-    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer):
+    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer, rows: list[np.ndarray] | None = None):
         super().__init__(config)
+        self.context: dict | None = None  # {"from", "to", "rows_longer"} when fine-tuning extended the context
+        self.new_tokens: dict[str, str] = {}  # token added for fine-tuning -> the known token its row started from
         self.teacher = None
         if config.distill.teacher:
             from molgen.models.hub import from_pretrained
@@ -278,7 +384,20 @@ class GPTTask(PretrainModule):
                 raise ConfigError(f"init_from {config.init_from!r} is conditional (cond_dim = {self.model.config.cond_dim}); "
                                   "conditional training is not available yet: start from an unconditional model")  # fmt: skip
             if len(tokenizer) > self.model.config.vocab_size:
+                first_new = self.model.config.vocab_size
                 self.model.resize_vocab(len(tokenizer))
+                self.new_tokens = relate_new_tokens(self.model, tokenizer, first_new)
+            lengths = np.concatenate([(r != tokenizer.pad_id).sum(1) for r in rows or []] or [np.zeros(0, int)])
+            parent_block = self.model.config.block_size
+            self.context = fit_context(self.model, int(lengths.max(initial=0)), config.finetune.max_block_size)
+            if self.context is not None:
+                self.context["rows_longer"] = int((lengths > parent_block).sum())
+                print(f"context extended from {parent_block} to {self.context['to']} tokens: "
+                      f"{self.context['rows_longer']} of {len(lengths)} training and validation molecules are longer "
+                      f"than the parent's {parent_block}")  # fmt: skip
+            if config.finetune.dropout is not None:
+                set_dropout(self.model, config.finetune.dropout)
+            self.frozen = apply_freeze(self.model, FreezePolicy.parse(config.finetune))
         else:
             self.model = SmilesGPT(config.model.shape(vocab_size=len(tokenizer)))
         self.model.tokenizer = tokenizer
@@ -299,6 +418,9 @@ class GPTTask(PretrainModule):
 
     def provenance(self) -> dict:
         prov = super().provenance()
+        if self.config.init_from:
+            prov["finetune"] = {"freeze": str(FreezePolicy.parse(self.config.finetune)), "context": self.context,
+                                "new_tokens": self.new_tokens}  # fmt: skip
         if self.teacher is not None:  # a name like "smiles-gpt-moses" may later hold other weights
             prov["teacher"] = self.teacher_info
         return prov
@@ -343,7 +465,7 @@ def build(config: GPTRunConfig):
     if tokenizer is not None and kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
         tokenizer.kekule = kekule
     datamodule = GPTDataModule(config, tokenizer)
-    module = GPTTask(config, datamodule.tokenizer)
+    module = GPTTask(config, datamodule.tokenizer, [datamodule.train_ids, datamodule.val_ids])
     module.data_info = datamodule.info
     return module, datamodule
 

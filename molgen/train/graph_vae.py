@@ -15,7 +15,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
@@ -25,6 +25,7 @@ from molgen.errors import InputError
 from molgen.featurize import GraphArrays, graph_cache
 from molgen.models.graph_vae import PRIOR_BUFFERS, GraphVAE, GraphVAEConfig
 from molgen.train.base import PretrainModule, register_task, shuffle_generator
+from molgen.train.freeze import FreezePolicy, apply_freeze, check_policy
 
 __all__ = ["GraphVAEModelConfig", "GraphVAERunConfig", "GraphVAETask", "GraphDataModule", "collate_arrays",
            "usable", "load_graphs"]  # fmt: skip
@@ -53,6 +54,14 @@ GraphVAEModelConfig = model_section(
 class GraphVAERunConfig(RunConfig):
     model_type: Literal["graph_vae"]
     model: GraphVAEModelConfig = GraphVAEModelConfig()
+
+    @model_validator(mode="after")
+    def _finetune_fits(self):
+        check_policy("graph_vae", FreezePolicy.parse(self.finetune), self.model.enc_layers)
+        f = self.finetune
+        if f.n_train is not None or f.dropout is not None:
+            raise ValueError("finetune.n_train and finetune.dropout are for the GPT so far; leave them out for a graph_vae")
+        return self
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -195,6 +204,7 @@ class GraphVAETask(PretrainModule):
             # the parent's fitted prior describes the parent's latent space; once the encoder moves it
             # is stale, so the child starts without one (refit it: GraphVAE.fit_prior)
             load_state_into(self.model, config.init_from, skip=PRIOR_BUFFERS)
+            self.frozen = apply_freeze(self.model, FreezePolicy.parse(config.finetune))
         self._datamodule = datamodule
 
     def setup(self, stage: str) -> None:

@@ -1,0 +1,126 @@
+"""Freeze policies: which parts of a pretrained model stay as they are while the rest fine-tunes.
+
+A frozen part gets ``requires_grad_(False)`` (no gradient, so the optimiser, which only takes
+trainable parameters, never touches it: no update, no weight decay) and ``.eval()`` (no dropout, no
+running statistics), as chemprop freezes its message passing. :class:`~molgen.train.base.PretrainModule`
+puts the frozen parts back in eval mode whenever Lightning switches the model to training.
+
+What each policy freezes:
+
+========== ====================================================== ==========================================
+policy     SmilesGPT                                              GraphVAE
+========== ====================================================== ==========================================
+none       nothing                                                nothing
+first_k    the first ``k`` transformer blocks                     the first ``k`` GINE blocks of the encoder
+head_only  all but the final LayerNorm and the output layer       refused (the decoder has no single head)
+encoder    refused (a GPT has no separate encoder)                the whole encoder (GNN, readout, mu, logvar)
+========== ====================================================== ==========================================
+
+The GPT's output layer is tied to its token embedding (one matrix), so ``head_only`` trains that
+matrix (both the input and the output side of every token), ``ln_f``, and nothing else; the position
+embedding and every block stay frozen. ``first_k`` leaves the embeddings trainable for the same reason
+and because rows added on purpose (new tokens, a longer context) must learn. Freezing the graph-VAE's
+encoder keeps its latent space the parent's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from molgen.errors import ConfigError
+
+__all__ = ["FreezePolicy", "KINDS", "apply_freeze", "frozen_parts", "set_dropout", "check_policy"]
+
+KINDS = ("none", "first_k", "head_only", "encoder")
+_SUPPORTED = {"gpt": ("none", "first_k", "head_only"), "graph_vae": ("none", "first_k", "encoder")}
+
+
+@dataclass(frozen=True)
+class FreezePolicy:
+    """Which parts of a model stay frozen: ``kind`` (one of :data:`KINDS`) and, for ``first_k``, ``k``."""
+
+    kind: str = "none"
+    k: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"freeze must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.kind == "first_k" and (self.k is None or self.k < 1):
+            raise ConfigError("freeze = 'first_k' needs k >= 1, the number of first layers kept frozen")
+        if self.kind != "first_k" and self.k is not None:
+            raise ConfigError(f"k = {self.k} is for freeze = 'first_k', not {self.kind!r}")
+
+    @classmethod
+    def parse(cls, policy) -> FreezePolicy:
+        """A policy from itself, ``"head_only"``, ``("first_k", 2)``, ``"first_k:2"`` or a config's ``[finetune]``."""
+        if isinstance(policy, FreezePolicy):
+            return policy
+        if policy is None:
+            return cls()
+        if isinstance(policy, str):
+            kind, _, k = policy.partition(":")
+            return cls(kind, int(k) if k else None)
+        if isinstance(policy, tuple):
+            return cls(*policy)
+        return cls(policy.freeze, policy.k)  # a FinetuneConfig section
+
+    def __str__(self) -> str:
+        return f"first_k:{self.k}" if self.kind == "first_k" else self.kind
+
+
+def check_policy(model_type: str, policy: FreezePolicy, n_layers: int | None = None) -> None:
+    """Refuse a policy the model type has no parts for (and a ``k`` beyond its layers)."""
+    allowed = _SUPPORTED.get(model_type, ("none",))
+    if policy.kind not in allowed:
+        raise ConfigError(f"freeze = {policy.kind!r} does not apply to a {model_type} model; use one of {', '.join(allowed)}")
+    if policy.kind == "first_k" and n_layers is not None and policy.k > n_layers:
+        raise ConfigError(f"freeze = 'first_k' with k = {policy.k}, but the model has {n_layers} layers")
+
+
+def _layers(model) -> nn.ModuleList:
+    return model.blocks if model.model_type == "gpt" else model.encoder.blocks
+
+
+def frozen_parts(model: nn.Module, policy: FreezePolicy) -> list[nn.Module]:
+    """The submodules ``policy`` freezes in ``model`` (a SmilesGPT or a GraphVAE)."""
+    check_policy(model.model_type, policy, len(_layers(model)))
+    if policy.kind == "none":
+        return []
+    if policy.kind == "first_k":
+        return list(_layers(model)[: policy.k])
+    if policy.kind == "encoder":
+        return [model.encoder]
+    # head_only (GPT): everything but ln_f and the tied wte / lm_head matrix
+    parts = [model.wpe, *model.blocks]
+    return parts + ([model.cond_proj] if model.cond_proj is not None else [])
+
+
+def apply_freeze(model: nn.Module, policy) -> list[nn.Module]:
+    """Freeze what ``policy`` says in ``model`` (in place) and return the frozen submodules.
+
+    Returns:
+        the frozen submodules; the caller keeps them in eval mode while training (PretrainModule does).
+    """
+    policy = FreezePolicy.parse(policy)
+    parts = frozen_parts(model, policy)
+    for part in parts:
+        part.requires_grad_(False)
+        part.eval()
+    if parts and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"freeze = {policy} leaves nothing to train")
+    return parts
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout of a SmilesGPT to ``p`` (its ``nn.Dropout`` layers and the attention's own
+    rate) and record it in its config, so the exported folder says how it was trained."""
+    if model.model_type != "gpt":
+        raise ConfigError(f"finetune.dropout is for the GPT; a {model.model_type} model keeps its own")
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif hasattr(module, "resid_dropout"):  # CausalSelfAttention: the rate it passes to SDPA
+            module.dropout = p
+    model.config.dropout = p

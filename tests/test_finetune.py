@@ -1,0 +1,173 @@
+"""Generative fine-tuning: freeze policies freeze exactly what they say, early stopping stops and exports
+the best weights, a longer context keeps the old scores and samples past 64 tokens, and new token
+rows start from related tokens."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import molgen as mg
+from molgen.config import parse_config
+from molgen.datasets import load, moses_smiles
+from molgen.errors import ConfigError
+from molgen.models.hub import WEIGHTS_NAME, from_pretrained, resolve
+from molgen.train import pretrain
+from molgen.train.freeze import FreezePolicy, apply_freeze
+
+torch.set_num_threads(1)
+SMALL = "smiles-gpt-moses-small"
+
+
+def trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.fixture(scope="module")
+def moses_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "moses60.csv"
+    pd.DataFrame({"smiles": moses_smiles("test")[:60]}).to_csv(path, index=False)
+    return path
+
+
+def finetune_raw(tmp_path, data, freeze="none", k=None, **trainer) -> dict:
+    return {
+        "model_type": "gpt", "task": "finetune", "name": "ft", "run_dir": str(tmp_path / "run"), "init_from": SMALL,
+        "data": {"dataset": str(data), "augment": 0.0, "val_fraction": 0.2},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "trainer": {"max_steps": 2, "batch_size": 16, "val_every_steps": 1, "progress_bar": False, **trainer},
+        "finetune": {"freeze": freeze, "k": k},
+    }  # fmt: skip
+
+
+# --- freeze policies ------------------------------------------------------------------------------
+
+
+def test_each_policy_sets_requires_grad_on_exactly_its_parts():
+    gpt = lambda: mg.load_pretrained(SMALL, device="cpu").train()  # noqa: E731
+    model = gpt()
+    everything = trainable(model)
+    assert apply_freeze(model, "none") == [] and trainable(model) == everything
+    model = gpt()
+    apply_freeze(model, FreezePolicy("first_k", 2))
+    assert trainable(model) == {n for n in everything if not n.startswith(("blocks.0.", "blocks.1."))}
+    assert not model.blocks[1].training and model.blocks[2].training
+    model = gpt()
+    apply_freeze(model, "head_only")  # the output layer is the token embedding (tied): both train, with ln_f
+    assert trainable(model) == {"wte.weight", "ln_f.weight", "ln_f.bias"}
+    assert model.lm_head.weight is model.wte.weight
+    with pytest.raises(ConfigError, match="does not apply to a gpt"):
+        apply_freeze(gpt(), "encoder")
+    with pytest.raises(ConfigError, match="k = 5, but the model has 4 layers"):
+        apply_freeze(gpt(), "first_k:5")
+    vae = mg.load_pretrained("graph-vae-moses", device="cpu")
+    apply_freeze(vae, "encoder")
+    assert trainable(vae) and not any(n.startswith("encoder.") for n in trainable(vae))
+    assert all(n.startswith("decoder.") for n in trainable(vae))
+    with pytest.raises(ConfigError, match="does not apply to a graph_vae"):
+        apply_freeze(mg.load_pretrained("graph-vae-moses", device="cpu"), "head_only")
+
+
+def test_policy_errors_are_config_errors(tmp_path, moses_file):
+    with pytest.raises(ConfigError, match="needs k >= 1"):
+        parse_config(finetune_raw(tmp_path, moses_file, "first_k"), "ft.toml")
+    with pytest.raises(ConfigError, match="ft.toml: k = 2 is for freeze = 'first_k'"):
+        parse_config(finetune_raw(tmp_path, moses_file, "head_only", k=2), "ft.toml")
+    raw = finetune_raw(tmp_path, moses_file, "head_only")
+    del raw["init_from"], raw["task"]
+    with pytest.raises(ConfigError, match="keeps a parent's layers: it needs init_from"):
+        parse_config(raw, "ft.toml")
+
+
+@pytest.mark.parametrize("freeze, k, frozen", [("first_k", 2, ("blocks.0.", "blocks.1.")),
+                                               ("head_only", None, ("blocks.", "wpe."))])  # fmt: skip
+def test_frozen_weights_are_bit_identical_after_training_and_stay_in_eval_mode(tmp_path, moses_file, freeze, k, frozen):
+    from molgen.train.gpt import build
+
+    config = parse_config({**finetune_raw(tmp_path, moses_file, freeze, k), "finetune": {"freeze": freeze, "k": k, "dropout": 0.1}}, "ft")
+    module, _ = build(config)
+    module.train()  # what Lightning does at the start and after each validation
+    assert all(not m.training for m in module.frozen) and module.model.ln_f.training
+    assert module.model.blocks[-1].attn.dropout == 0.1 and module.model.config.dropout == 0.1
+    out = pretrain(config)
+    parent = load_file(resolve(SMALL) / WEIGHTS_NAME)
+    child = load_file(out / WEIGHTS_NAME)
+    for name, weights in parent.items():
+        same = torch.equal(weights, child[name])
+        assert same == name.startswith(frozen), f"{name}: {'unchanged' if same else 'changed'} under {freeze}"
+    assert from_pretrained(out, device="cpu").provenance["finetune"]["freeze"] == str(FreezePolicy(freeze, k))
+
+
+def test_graph_vae_encoder_policy_keeps_the_encoder_bit_identical(tmp_path, moses_file):
+    raw = finetune_raw(tmp_path, moses_file, "encoder")
+    raw.update(model_type="graph_vae", init_from="graph-vae-moses")
+    meta = json.loads((resolve("graph-vae-moses") / "config.json").read_text())["config"]
+    raw["model"] = {k: meta[k] for k in ("latent", "hidden", "enc_layers", "dec_hidden", "dec_layers", "window", "max_atoms")}
+    raw["data"] = {"dataset": str(moses_file)}
+    out = pretrain(parse_config(raw, "vae"))
+    parent, child = load_file(resolve("graph-vae-moses") / WEIGHTS_NAME), load_file(out / WEIGHTS_NAME)
+    changed = {n for n in child if n in parent and not torch.equal(parent[n], child[n])}
+    assert changed and not any(n.startswith("encoder.") for n in changed)
+
+
+# --- early stopping ------------------------------------------------------------------------------
+
+
+def test_early_stopping_stops_and_exports_the_best_validation(tmp_path, moses_file):
+    raw = finetune_raw(tmp_path, moses_file, max_steps=40, patience=2)
+    raw["optim"] = {"lr": 0.05, "min_lr": 0.05, "warmup_steps": 0}  # far too high: validation loss climbs
+    out = pretrain(parse_config(raw, "es"))
+    prov = from_pretrained(out, device="cpu").provenance
+    stop = prov["early_stopping"]
+    assert stop["last_step"] < 40 and stop["last_step"] >= stop["best_step"] + 2
+    assert prov["validation"]["step"] == stop["best_step"]
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == stop["last_step"]
+    exported = load_file(out / WEIGHTS_NAME)
+    assert not torch.equal(exported["blocks.0.mlp.c_fc.weight"], final["state_dict"]["model.blocks.0.mlp.c_fc.weight"])
+
+
+# --- a longer context ----------------------------------------------------------------------------
+
+
+def test_extended_context_keeps_old_scores_and_samples_past_64_tokens():
+    model = mg.load_pretrained(SMALL, device="cpu")
+    moses = moses_smiles("test")[:64]
+    before = model.log_likelihood(moses)
+    model.extend_context(96)
+    np.testing.assert_array_equal(model.log_likelihood(moses), before)
+    assert model.config.block_size == 96 and model.wpe.num_embeddings == 96
+    tok = model.tokenizer
+    series = [tok.tokens(s) for s in load("chembl2321810", nrows=200)["smiles"]]
+    long = next(t for t in series if len(t) >= 75 and all(x in tok.stoi for x in t))
+    prefix = torch.tensor([tok.stoi[t] for t in long[:62]])  # a real molecule cut mid-way, past 63 tokens with <bos>
+    ids, _, done = model.generate(32, generator=torch.Generator().manual_seed(0), prefix=prefix)
+    assert int((ids != model.config.pad_id).sum(1).max()) > 64  # rows run past the old context
+    again, _, _ = model.generate(32, generator=torch.Generator().manual_seed(0), prefix=prefix, use_cache=False)
+    assert torch.equal(ids, again)  # the key/value cache agrees with full recomputation at the new length
+    df = mg.sample(model, 32, seed=1, workers=1, prefix="".join(long[:62]))  # the grammar's path, as users sample
+    assert len(df) == 32 and df["valid"].any()
+    with pytest.raises(ConfigError, match="cannot shrink"):
+        model.extend_context(80)
+
+
+def test_new_tokens_start_from_a_related_known_token():
+    from molgen.train.gpt import relate_new_tokens, related_token
+
+    model = mg.load_pretrained(SMALL, device="cpu")
+    tok, old = model.tokenizer, model.config.vocab_size
+    expected = {"I": "Br", "[C@@H]": "C", "[se]": "s", "[Se]": "S", "%10": "6", "[Na+]": None}
+    assert {t: related_token(t, tok.stoi) for t in expected} == expected
+    for t in expected:  # as bare tokens (extend() would spell "[C@@H]" alone as a Kekulé molecule)
+        tok.stoi[t] = len(tok.itos)
+        tok.itos.append(t)
+    model.resize_vocab(len(tok))
+    chosen = relate_new_tokens(model, tok, old)
+    assert chosen == {t: s for t, s in expected.items() if s}
+    w = model.wte.weight
+    assert torch.equal(w[tok.stoi["I"]], w[tok.stoi["Br"]]) and torch.equal(w[tok.stoi["[Na+]"]], w[:old].mean(0))
