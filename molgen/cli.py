@@ -222,6 +222,21 @@ def pretrain_cmd(
     console.print(f"[green]exported[/] {out}")
 
 
+@app.command("finetune")
+@friendly
+def finetune_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Fine-tuning run config (scripts/configs/finetune_*.toml)."),
+) -> None:
+    """Fine-tune a pretrained GPT to a target set (freeze policy, early stopping, a longer context where
+    the molecules need it) and report validity, uniqueness, novelty, FCD/SNN and scaffold share to the
+    held-out target molecules, before and after; writes RUN_DIR/report.md and report.json."""
+    from molgen.finetune import finetune_config, markdown
+
+    _, report = finetune_config(config)
+    Console().print(markdown(report), markup=False, highlight=False)
+    console.print(f"[green]exported[/] {escape(report['export'])}")
+
+
 @app.command("generate")
 @friendly
 def generate_cmd(

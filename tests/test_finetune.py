@@ -1,6 +1,6 @@
 """Generative fine-tuning: freeze policies freeze exactly what they say, early stopping stops and exports
-the best weights, a longer context keeps the old scores and samples past 64 tokens, and new token
-rows start from related tokens."""
+the best weights, a longer context keeps the old scores and samples past 64 tokens, and a fine-tuned
+checkpoint round-trips through save/load, molgen finetune and molgen generate."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import molgen as mg
 from molgen.config import parse_config
 from molgen.datasets import load, moses_smiles
 from molgen.errors import ConfigError
-from molgen.models.hub import WEIGHTS_NAME, from_pretrained, resolve
+from molgen.models.hub import WEIGHTS_NAME, from_pretrained, resolve, save_pretrained
 from molgen.train import pretrain
 from molgen.train.freeze import FreezePolicy, apply_freeze
 
@@ -154,6 +154,54 @@ def test_extended_context_keeps_old_scores_and_samples_past_64_tokens():
     assert len(df) == 32 and df["valid"].any()
     with pytest.raises(ConfigError, match="cannot shrink"):
         model.extend_context(80)
+
+
+# --- the whole fine-tune: library, CLI, checkpoint ------------------------------------------------
+
+
+def test_finetune_cli_extends_the_context_and_its_checkpoint_round_trips(tmp_path):
+    from typer.testing import CliRunner
+
+    from molgen.cli import app
+
+    target = tmp_path / "series.csv"
+    load("chembl2321810")[["smiles"]].iloc[:60].to_csv(target, index=False)
+    config = tmp_path / "ft.toml"
+    config.write_text(f"""model_type = "gpt"
+task = "finetune"
+name = "ft"
+run_dir = "{tmp_path / 'run'}"
+init_from = "{SMALL}"
+[data]
+dataset = "{target}"
+val_fraction = 0.2
+[trainer]
+max_steps = 3
+batch_size = 8
+val_every_steps = 3
+progress_bar = false
+[finetune]
+n_train = 30
+eval_samples = 12
+""")
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert (report["n_train"], report["n_held_out"]) == (30, 30)
+    assert report["context"]["from"] == 64 and report["context"]["to"] > 64 and report["context"]["rows_longer"] > 0
+    for side in ("before", "after"):
+        assert {"valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "scaffold_share", "IntDiv"} <= set(report[side])
+    assert report["before"]["held_out_unreadable"] > report["after"]["held_out_unreadable"]
+    assert "| scaffold_share |" in (tmp_path / "run" / "report.md").read_text()
+    export = tmp_path / "run" / "export"
+    model = from_pretrained(export, device="cpu")
+    assert model.config.block_size == report["context"]["to"] and model.provenance["data"]["n_molecules"] == 24
+    again = from_pretrained(save_pretrained(model, tmp_path / "copy"), device="cpu")
+    ids = torch.as_tensor(model.tokenizer.encode_batch(load("chembl2321810")["smiles"].iloc[:4].tolist()))
+    torch.testing.assert_close(again(ids)[0], model(ids)[0], rtol=0, atol=0)
+    result = CliRunner().invoke(app, ["generate", "-m", str(export), "-n", "8", "-o", str(tmp_path / "gen.csv"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "gen.csv")) == 8
 
 
 def test_new_tokens_start_from_a_related_known_token():

@@ -1,0 +1,245 @@
+"""Generative fine-tuning: adapt a pretrained generator to a target set, and say what it gained.
+
+:func:`finetune` (a notebook's call) and :func:`finetune_config` (``molgen finetune --config``, one
+TOML such as ``scripts/configs/finetune_gpt_chembl2321810.toml``) both run the ordinary training task
+(:func:`molgen.train.pretrain` with ``task = "finetune"``: freeze policy, early stopping, a context
+grown to the target's molecules) and measure the parent and the child the same way:
+
+- for ``eval_samples`` seeded samples: ``valid``, ``unique`` (share of distinct valid molecules),
+  ``novel_moses`` (share of the unique valid ones absent from MOSES train), ``novel_target`` (absent
+  from the target training molecules: a model that recites its 100 molecules scores low),
+  ``FCD``, ``SNN``, ``Frag``, ``Scaf`` to the held-out target molecules, ``scaffold_share`` (share of
+  the valid samples whose Bemis-Murcko scaffold is one of the held-out molecules'), ``IntDiv``;
+- ``held_out_nll``: nats per token of the held-out molecules each model can read (a parent cannot
+  read the ones longer than its context or with tokens it never saw: counted in ``held_out_unreadable``),
+  and ``held_out_nll_common`` on the ones both can read, the like-for-like comparison.
+
+The target split is :func:`molgen.data.target_split` (a seeded ``n_train``; the training task cuts
+the same rows and takes its validation molecules from them). ``report.json`` and ``report.md`` land
+in the run folder beside the export.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from molgen.errors import ConfigError, InputError
+
+__all__ = ["finetune", "finetune_config", "assess", "REPORT_KEYS"]
+
+REPORT_KEYS = ("valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "Frag", "Scaf", "scaffold_share",
+               "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n")  # fmt: skip
+
+
+def finetune(base: str, data, target_col: str | None = None, min_target: float | None = None, policy="none",
+             n_train: int | None = 100, max_steps: int = 300, out: str | Path = "runs/finetune", *,
+             smiles_col: str | None = None, lr: float = 3e-4, patience: int | None = 5, val_every_steps: int = 20,
+             batch_size: int = 32, augment: float | None = None, dropout: float | None = None,
+             eval_samples: int = 1000, seed: int = 0):  # fmt: skip
+    """Fine-tune ``base`` on ``data`` and report before and after.
+
+    Args:
+        base: a shipped name or checkpoint folder (a SmilesGPT).
+        data: a named data set (``"chembl2321810"``), a molecule file, a DataFrame or a list of SMILES.
+        target_col, min_target: keep only the molecules with ``target_col >= min_target`` (e.g. the
+            soluble tail of ``solubility``: ``target_col="logS", min_target=-1``).
+        policy: a :class:`~molgen.train.freeze.FreezePolicy`, ``"none"``, ``"head_only"``, ``"first_k:2"``.
+        n_train: molecules to train on (seeded; validation taken from them); the rest are held out for
+            the report. ``None`` trains on all and reports no held-out figures.
+        max_steps: optimizer steps at most; early stopping (``patience`` validations without a lower
+            validation loss, every ``val_every_steps``) may stop sooner, and the best validation's
+            weights are exported.
+        out: the run folder (checkpoints, logs, ``export/``, ``report.json``, ``report.md``).
+        augment: chance of a randomised SMILES per training row (``None``: 0.5 below 1,000 molecules).
+        eval_samples: molecules sampled from each model for the report.
+
+    Returns:
+        ``(model, report)``: the fine-tuned model and the report dict (``before``, ``after``, ...).
+    """
+    from molgen.models.hub import read_config, resolve
+    from molgen.train.freeze import FreezePolicy
+
+    out = Path(out)
+    source = _materialise(data, target_col, min_target, smiles_col, out)
+    policy = FreezePolicy.parse(policy)
+    raw = {
+        "model_type": read_config(resolve(base))["model_type"],
+        "task": "finetune",
+        "name": out.name,
+        "run_dir": str(out),
+        "init_from": str(base),
+        "data": {"dataset": str(source), "val_fraction": 0.1, "augment": augment},
+        "optim": {"lr": lr, "min_lr": lr / 10, "weight_decay": 0.1, "warmup_steps": min(20, max_steps // 10)},
+        "trainer": {"max_steps": max_steps, "batch_size": batch_size, "val_every_steps": val_every_steps,
+                    "patience": patience, "log_every_steps": val_every_steps, "checkpoint_minutes": 30,
+                    "progress_bar": False, "seed": seed},  # fmt: skip
+        "finetune": {"freeze": policy.kind, "k": policy.k, "dropout": dropout, "n_train": n_train,
+                     "eval_samples": eval_samples},  # fmt: skip
+    }
+    from molgen.config import parse_config
+
+    return finetune_config(parse_config(raw, "finetune()"))
+
+
+def finetune_config(config) -> tuple:
+    """Run a fine-tuning config (a :class:`~molgen.config.RunConfig` or a TOML path): measure the parent,
+    train, measure the child; writes ``report.json`` / ``report.md`` in the run folder."""
+    from molgen.config import RunConfig, load_config
+    from molgen.data import target_split
+    from molgen.files import write_json
+    from molgen.models import load_pretrained
+    from molgen.train import pretrain, resume_checkpoint
+    from molgen.train.gpt import read_molecules
+
+    source = None
+    if not isinstance(config, RunConfig):
+        source, config = config, load_config(config)
+    if config.task != "finetune" or config.model_type != "gpt":
+        raise InputError(f"molgen finetune takes a GPT run config with task = 'finetune' (init_from), "
+                         f"not {config.model_type} / {config.task}")  # fmt: skip
+    if resume_checkpoint(config.run_dir) is not None:  # before minutes of measuring the parent
+        raise ConfigError(f"{config.run_dir} already holds a run: change `name`/`run_dir` or remove the folder")
+    ft, seed = config.finetune, config.trainer.seed
+    df = read_molecules(config.data.dataset)
+    smiles = df.loc[df["valid"], "smiles"].tolist()
+    train, held = (smiles, []) if not ft.n_train else (
+        [smiles[i] for i in idx] for idx in target_split(len(smiles), ft.n_train, seed))
+    base = load_pretrained(config.init_from, device="cpu")
+    print(f"measuring the parent {config.init_from} ({ft.eval_samples} samples)", flush=True)
+    before = assess(base, train, held, ft.eval_samples, seed)
+    export = pretrain(source if source is not None else config)
+    model = load_pretrained(export, device="cpu")
+    print(f"measuring the fine-tuned model {export} ({ft.eval_samples} samples)", flush=True)
+    after = assess(model, train, held, ft.eval_samples, seed)
+    _common_fit(before, after)
+    prov = model.provenance
+    report = {
+        "base": config.init_from, "export": str(export), "data": config.data.dataset,
+        "n_molecules": len(smiles), "n_train": len(train), "n_held_out": len(held),
+        "invalid_skipped": int((~df["valid"]).sum()), "too_long_skipped": prov["data"].get("too_long_skipped", 0),
+        "freeze": prov.get("finetune", {}).get("freeze"), "context": prov.get("finetune", {}).get("context"),
+        "new_tokens": prov.get("finetune", {}).get("new_tokens"),
+        "steps": prov["steps"], "validation": prov.get("validation"), "early_stopping": prov.get("early_stopping"),
+        "eval_samples": ft.eval_samples, "seed": seed, "before": before, "after": after,
+    }  # fmt: skip
+    run_dir = Path(config.run_dir)
+    write_json(run_dir / "report.json", report)
+    (run_dir / "report.md").write_text(markdown(report))
+    return model, report
+
+
+def _materialise(data, target_col, min_target, smiles_col, out: Path) -> str:
+    """The target set as something ``[data] dataset`` names: a data set name or file as given, or
+    ``<out>/target.csv`` for a table, a list, or a selection by ``target_col >= min_target``."""
+    from molgen.io import read_table
+    from molgen.train.gpt import read_molecules
+
+    if isinstance(data, (str, Path)) and target_col is None and smiles_col is None:
+        return str(data)
+    if isinstance(data, (str, Path)):
+        df = read_table(data, smiles_col=smiles_col) if Path(data).exists() else read_molecules(str(data))
+    elif isinstance(data, pd.DataFrame):
+        df = data.rename(columns={smiles_col: "smiles"}) if smiles_col else data
+    else:
+        df = pd.DataFrame({"smiles": list(data)})
+    if "smiles" not in df.columns:
+        raise InputError(f"the target table has no 'smiles' column (pass smiles_col); columns: {list(df.columns)}")
+    if target_col is not None:
+        if target_col not in df.columns:
+            raise InputError(f"target_col {target_col!r} is not a column; columns: {list(df.columns)}")
+        if min_target is None:
+            raise InputError("target_col selects molecules with target_col >= min_target: pass min_target too")
+        df = df[pd.to_numeric(df[target_col], errors="coerce") >= min_target]
+        if df.empty:
+            raise InputError(f"no molecule has {target_col} >= {min_target}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "target.csv"
+    df[["smiles"]].to_csv(path, index=False)
+    return str(path)
+
+
+def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: int = 0) -> dict:
+    """The report's figures for one model (see the module docstring); ``held_out`` may be empty."""
+    from molgen.chem import scaffold, to_smiles
+    from molgen.metrics import evaluate, novelty
+    from molgen.metrics.features import smiles_hashes
+    from molgen.metrics.reference import moses_train_hashes
+    from molgen.sample import sample
+
+    samples = sample(model, n, seed=seed)
+    valid = [to_smiles(s) for s in samples.loc[samples["valid"], "smiles"]]
+    valid = [s for s in valid if s is not None]
+    out: dict = {"valid": len(valid) / n, "unique": len(set(valid)) / len(valid) if valid else math.nan,
+                 "novel_moses": novelty(valid, moses_train_hashes()),
+                 "novel_target": novelty(valid, smiles_hashes(train))}  # fmt: skip
+    if held_out and len(valid) >= 2:
+        m = evaluate(valid, reference=held_out, train=None, extra=False)
+        out.update({k: m[f"{k}/Test"] for k in ("FCD", "SNN", "Frag", "Scaf")})
+        held_scaffolds = {scaffold(s) for s in held_out} - {None}
+        out["scaffold_share"] = float(np.mean([scaffold(s) in held_scaffolds for s in valid]))
+        out["IntDiv"] = m["IntDiv"]
+        out["caveats"] = m["caveats"]
+    elif valid:
+        m = evaluate(valid, reference=train, extra=False)
+        out["IntDiv"] = m["IntDiv"]
+    out.update(_fit(model, held_out))
+    out["n_samples"] = n
+    return out
+
+
+def _fit(model, held_out: list[str]) -> dict:
+    """Nats per token of the held-out molecules the model can read; how many it cannot."""
+    if not held_out:
+        return {}
+    tok, block = model.tokenizer, model.config.block_size
+    readable, lengths = [], []
+    for s in held_out:
+        tokens = tok.tokens(s)
+        if len(tokens) + 2 <= block and all(t in tok.stoi for t in tokens):
+            readable.append(s)
+            lengths.append(len(tokens) + 1)  # scored: every token after <bos>, <eos> included
+    ll = model.log_likelihood(readable, batch_size=128) if readable else np.zeros(0)
+    per = {s: (-float(v), n) for s, v, n in zip(readable, ll, lengths, strict=True)}  # (nats, tokens)
+    return {"held_out_nll": float(-ll.sum() / sum(lengths)) if readable else math.nan,
+            "held_out_unreadable": len(held_out) - len(readable), "_per_molecule": per}  # fmt: skip
+
+
+def _common_fit(before: dict, after: dict) -> None:
+    """``held_out_nll_common``: nats per token over the held-out molecules both models can read."""
+    per_b, per_a = before.pop("_per_molecule", {}), after.pop("_per_molecule", {})
+    common = [s for s in per_b if s in per_a]
+    for side, per in ((before, per_b), (after, per_a)):
+        if common:
+            side["held_out_nll_common"] = float(sum(per[s][0] for s in common) / sum(per[s][1] for s in common))
+            side["held_out_common_n"] = len(common)
+
+
+def markdown(report: dict) -> str:
+    """The report as a short Markdown page: the run, then before / after per figure."""
+    b, a = report["before"], report["after"]
+    ctx, stop = report["context"], report["early_stopping"]
+    context = (f"context {ctx['from']} -> {ctx['to']} tokens ({ctx['rows_longer']} of the {report['n_train']} molecules "
+               f"longer than {ctx['from']})" if ctx else "context unchanged")  # fmt: skip
+    steps = f"{report['steps']} steps" + (f", best validation at step {stop['best_step']}" if stop else "")
+    new = ", ".join(f"{t} from {s}" for t, s in (report.get("new_tokens") or {}).items())
+    lines = [f"# Fine-tuning {report['base']} on {report['data']}", "",
+             f"{report['n_train']} training molecules (validation taken from them), {report['n_held_out']} held out, "
+             f"{report['too_long_skipped']} skipped as too long; freeze {report['freeze']}; {steps}; {context}"
+             + (f"; new tokens {new}" if new else "") + f"; {report['eval_samples']} samples per model, seed {report['seed']}.",
+             "", "| figure | before | after |", "|---|---|---|"]  # fmt: skip
+    for key in REPORT_KEYS:
+        if key in b or key in a:
+            lines.append(f"| {key} | {_fmt(b.get(key))} | {_fmt(a.get(key))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
