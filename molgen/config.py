@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -30,11 +29,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from molgen.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
+from molgen.files import read_toml
 
 __all__ = [
     "Section",
@@ -300,17 +295,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         inside = path / "config.toml"
         hint = f"; a run folder keeps its config as {inside}" if inside.is_file() else ""
         raise ConfigError(f"--config {path} is a folder: pass a run config TOML file (scripts/configs/*.toml){hint}")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as err:
-        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8); pass a run config such as scripts/configs/*.toml") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    data, _ = read_toml(path, "run config", "scripts/configs/*.toml")
     return parse_config(data, str(path))
 
 

@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -61,11 +60,6 @@ from molgen.guide.components import COMPONENTS, Component
 from molgen.guide.transforms import describe_error, parse_transform
 from molgen.parallel import parallel_map
 from molgen.score import MolScores
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # Python 3.10
-    pass
 
 __all__ = ["Objective", "Oracle", "BudgetExhausted", "RESERVED"]
 
