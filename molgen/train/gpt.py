@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from molgen.cache import cache_dir, sha256_file, sha256_strings
 from molgen.config import DistillConfig, RunConfig, model_section
 from molgen.errors import ConfigError, InputError
+from molgen.files import atomic_path
 from molgen.models.gpt import GPTConfig, SmilesGPT
 from molgen.tokenize import SmilesTokenizer, tokenize
 from molgen.train.base import PretrainModule, register_task, shuffle_generator
@@ -130,9 +131,8 @@ def _encode_file(path: Path, tokenizer: SmilesTokenizer, out: Path) -> None:
 
 def _atomic_write(target: Path, write) -> None:
     """Write via a temporary name then rename, so concurrent ranks never read a half file."""
-    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp{target.suffix}")
-    write(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        write(tmp)
 
 
 class _Rows(Dataset):
