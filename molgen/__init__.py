@@ -16,6 +16,10 @@ _LAZY = {
     "datasets": "molgen.datasets",
     "score": "molgen.score",
     "metrics": "molgen.metrics",
+    "transfer": "molgen.transfer",
+    "finetune": "molgen.finetune",
+    "guide": "molgen.guide",
+    "experiment": "molgen.experiment",
 }
 # public function -> module that defines it (same name)
 _LAZY_FUNCTIONS = {

@@ -145,3 +145,10 @@ def test_the_experiment_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert "| ecfp+rf |" in (tmp_path / "results.md").read_text()
     with pytest.raises(InputError, match="unknown methods"):
         experiment("freesolv", methods=("ecfp+svm",))
+
+
+def test_the_new_modules_are_reachable_from_mg():
+    import molgen.guide
+
+    assert mg.transfer.PropertyModel is PropertyModel and mg.guide is molgen.guide
+    assert callable(mg.experiment.experiment) and callable(mg.finetune.finetune)
