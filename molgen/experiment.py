@@ -8,10 +8,15 @@ molecules from the rest and fits every method on them:
 - ``ecfp+rf``: Morgan fingerprints (radius 2, 2,048 bits) and a random forest, the classic baseline;
 - ``ecfp+ridge``, ``ecfp+gp``: the same fingerprints under the heads the pretrained features get;
 - ``<model>+<head>``: frozen features of a pretrained model (:func:`molgen.transfer.embed`) under
-  each head of :class:`molgen.transfer.PropertyModel`.
+  each head of :class:`molgen.transfer.PropertyModel`;
+- ``gnn-scratch+mlp``: the graph-VAE encoder's architecture freshly initialised with a
+  :class:`~molgen.models.heads.PropertyHead`, trained end to end (the no-pretraining control);
+- ``graph-vae-moses-finetuned+mlp``: the shipped encoder (a copy) and a head trained end to end,
+  the encoder at a tenth of the head's learning rate. Both through :func:`fit_end_to_end`.
 
 It writes ``results.csv`` (one row per method x size x seed: ``rmse``, ``mae``, ``r2``,
-``spearman``, for heads with a std ``within_1sd`` / ``within_2sd``, ``seconds``), the exact
+``spearman``, for heads with a std ``within_1sd`` / ``within_2sd``, ``seconds``; for the end-to-end
+methods ``epochs``, ``best_epoch`` and ``not_encodable``, the training molecules skipped), the exact
 molecules of every split (``splits/<size>_<seed>.csv``, so anyone can run another model on the
 same split), ``results.md`` (mean ± sd over seeds) and ``learning_curve.png``.
 """
@@ -31,12 +36,16 @@ from molgen import chem
 from molgen.errors import InputError
 from molgen.files import atomic_path, write_json
 
-__all__ = ["experiment", "scaffold_split", "METHODS", "DEFAULT_METHODS"]
+__all__ = ["experiment", "scaffold_split", "fit_end_to_end", "EndToEnd", "METHODS", "DEFAULT_METHODS"]
 
 METHODS = ("ecfp+rf", "ecfp+ridge", "ecfp+gp",
            "graph-vae-moses+ridge", "graph-vae-moses+gp", "graph-vae-moses+mlp",
            "smiles-gpt-moses-small+ridge", "smiles-gpt-moses-small+gp",
-           "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp")  # fmt: skip
+           "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp",
+           "gnn-scratch+mlp", "graph-vae-moses-finetuned+mlp")  # fmt: skip
+#: end-to-end methods: features name -> (base model whose encoder is used, pretrained weights?, encoder lr)
+_END_TO_END = {"gnn-scratch": ("graph-vae-moses", False, 1e-3),
+               "graph-vae-moses-finetuned": ("graph-vae-moses", True, 1e-4)}  # fmt: skip
 DEFAULT_METHODS = ("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "graph-vae-moses+gp",
                    "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp")  # fmt: skip
 
@@ -76,19 +85,167 @@ def _metrics(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
     return out
 
 
+class EndToEnd:
+    """A graph encoder and a :class:`~molgen.models.heads.PropertyHead` trained together (see
+    :func:`fit_end_to_end`); ``predict(smiles)`` gives values in the target's units, NaN where
+    the encoder cannot read a molecule. ``encoder``/``head`` hold the best validation weights;
+    ``report_`` the counts and the epochs."""
+
+    def __init__(self, encoder, head, y_mean: float, y_std: float, report: dict):
+        self.encoder, self.head, self.y_mean, self.y_std, self.report_ = encoder, head, y_mean, y_std, report
+
+    def _forward(self, batch):
+        mu, _ = self.encoder(batch.x, batch.edge_index, batch.edge_attr, batch.batch, len(batch.ptr) - 1)
+        return self.head(mu).squeeze(-1)
+
+    def predict(self, smiles: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+        from torch_geometric.data import Batch
+
+        graphs, rows = _graphs(smiles)
+        out = np.full(len(smiles), np.nan)
+        self.encoder.eval()
+        self.head.eval()
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                pred = self._forward(Batch.from_data_list(graphs[i : i + batch_size]))
+                out[rows[i : i + batch_size]] = pred.double().numpy() * self.y_std + self.y_mean
+        return out
+
+
+def _graphs(smiles: Sequence[str]) -> tuple[list, np.ndarray]:
+    """The PyG graphs of the molecules the graph encoder can read, and their rows."""
+    from molgen.featurize import mol_to_graph
+
+    graphs, rows = [], []
+    for i, s in enumerate(smiles):
+        try:
+            graphs.append(mol_to_graph(s))
+            rows.append(i)
+        except InputError:
+            pass
+    return graphs, np.asarray(rows, dtype=int)
+
+
+def fit_end_to_end(encoder, smiles: Sequence[str], y, seed: int = 0, lr: float = 1e-3,
+                   encoder_lr: float | None = None, weight_decay: float = 1e-2, max_epochs: int = 120,
+                   patience: int = 20, batch_size: int = 32, val_fraction: float = 0.15, min_val: int = 3,
+                   hidden: int = 128, dropout: float = 0.1, threads: int = 1) -> EndToEnd:  # fmt: skip
+    """Train a graph encoder (a ``GraphEncoder``: graphs -> posterior mean) and a new MLP head
+    together, on the CPU: the one training loop of the end-to-end methods.
+
+    Targets are standardised on the training part; ``val_fraction`` of the readable molecules
+    (at least ``min_val``, drawn with ``seed``) are held out for early stopping on their MSE
+    (``patience`` epochs without improvement, at most ``max_epochs``), and the best epoch's weights
+    are kept. AdamW, the encoder at ``encoder_lr`` (default ``lr``), the head at ``lr``. The
+    ``encoder`` is trained in place: pass a copy of a shared model. Molecules the encoder cannot
+    read are skipped and counted in ``report_["not_encodable"]``. ``threads``: PyTorch's intra-op
+    threads while training (restored afterwards); one is 10-20x faster than two on two cores that
+    another job shares (9.5 s against 131 s at N = 200), and these graphs are too small to split.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit_end_to_end(encoder, smiles, y, seed, lr, encoder_lr, weight_decay, max_epochs, patience,
+                               batch_size, val_fraction, min_val, hidden, dropout)  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_end_to_end(encoder, smiles, y, seed, lr, encoder_lr, weight_decay, max_epochs, patience, batch_size,
+                    val_fraction, min_val, hidden, dropout) -> EndToEnd:  # fmt: skip
+    import copy
+
+    import torch
+    from torch_geometric.data import Batch
+
+    from molgen.models.heads import PropertyHead, PropertyHeadConfig
+
+    y = np.asarray(y, dtype=float)
+    graphs, rows = _graphs(smiles)
+    y = y[rows]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(graphs))
+    n_val = max(min_val, int(round(val_fraction * len(graphs))))
+    if len(graphs) - n_val < 2:
+        raise InputError(f"only {len(graphs)} molecules the graph encoder can read: too few to train and validate")
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    y_mean, y_std = float(y[fit_idx].mean()), float(y[fit_idx].std() or 1.0)
+    target = torch.tensor((y - y_mean) / y_std, dtype=torch.float32)
+    torch.manual_seed(seed)  # the head's initial weights and dropout
+    head = PropertyHead(PropertyHeadConfig(in_dim=encoder.mu.out_features, hidden=hidden, dropout=dropout))
+    model = EndToEnd(encoder, head, y_mean, y_std, {})
+    opt = torch.optim.AdamW([{"params": encoder.parameters(), "lr": lr if encoder_lr is None else encoder_lr},
+                             {"params": head.parameters(), "lr": lr}], weight_decay=weight_decay)  # fmt: skip
+    val_batch, val_y = Batch.from_data_list([graphs[i] for i in val_idx]), target[val_idx]
+    gen = np.random.default_rng(seed + 1)
+    best, best_epoch, state, epoch = float("inf"), 0, None, 0
+    for epoch in range(1, max_epochs + 1):
+        encoder.train()
+        head.train()
+        perm = fit_idx[gen.permutation(len(fit_idx))]
+        for i in range(0, len(perm), batch_size):
+            part = perm[i : i + batch_size]
+            if len(part) < 2 and len(perm) > 2:  # a lone last molecule: a noisy step, skip it
+                continue
+            loss = torch.nn.functional.mse_loss(model._forward(Batch.from_data_list([graphs[j] for j in part])),
+                                                target[part])  # fmt: skip
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        encoder.eval()
+        head.eval()
+        with torch.no_grad():
+            val = float(torch.nn.functional.mse_loss(model._forward(val_batch), val_y))
+        if val < best - 1e-4:
+            best, best_epoch = val, epoch
+            state = copy.deepcopy((encoder.state_dict(), head.state_dict()))
+        elif epoch - best_epoch >= patience:
+            break
+    encoder.load_state_dict(state[0])
+    head.load_state_dict(state[1])
+    model.report_ = {"rows": len(smiles), "not_encodable": len(smiles) - len(graphs), "train": len(fit_idx),
+                     "val": n_val, "epochs": epoch, "best_epoch": best_epoch, "best_val_mse": best}  # fmt: skip
+    return model
+
+
+def _end_to_end(features: str, train: pd.DataFrame, test: pd.DataFrame, seed: int):
+    import copy
+
+    import torch
+
+    from molgen.models.graph_vae import GraphVAE
+    from molgen.transfer import _load
+
+    base, pretrained, encoder_lr = _END_TO_END[features]
+    shipped = _load(base)  # the process's shared copy: never trained here
+    if pretrained:
+        encoder = copy.deepcopy(shipped.encoder).cpu()
+    else:
+        torch.manual_seed(seed)
+        encoder = GraphVAE(copy.deepcopy(shipped.config)).encoder
+    model = fit_end_to_end(encoder, train.smiles.tolist(), train.y.to_numpy(), seed=seed, encoder_lr=encoder_lr)
+    info = {k: model.report_[k] for k in ("epochs", "best_epoch", "not_encodable")}
+    return model.predict(test.smiles.tolist()), np.full(len(test), np.nan), info
+
+
 def _fit_predict(method: str, train: pd.DataFrame, test: pd.DataFrame, seed: int):
     from molgen.transfer import PropertyModel, embed
 
     features, head = method.rsplit("+", 1)
+    if features in _END_TO_END:
+        return _end_to_end(features, train, test, seed)
     if head == "rf":
         from sklearn.ensemble import RandomForestRegressor
 
         X = embed(features, train.smiles.tolist())  # noqa: N806
         rf = RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1).fit(X, train.y)
-        return rf.predict(embed(features, test.smiles.tolist())), np.full(len(test), np.nan)
+        return rf.predict(embed(features, test.smiles.tolist())), np.full(len(test), np.nan), {}
     model = PropertyModel(features, head, seed=seed).fit((train.smiles.tolist(), train.y.to_numpy()))
     pred = model.predict(test.smiles.tolist())
-    return pred["mean"].to_numpy(), pred["std"].to_numpy()
+    return pred["mean"].to_numpy(), pred["std"].to_numpy(), {}
 
 
 def _load(dataset: str | None, data, smiles_col: str, target: str | None) -> tuple[pd.DataFrame, str, str]:
@@ -167,9 +324,9 @@ def experiment(dataset: str | None = None, data=None, target: str | None = None,
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():  # a GP at its bounds on 25 molecules is a result, not news
                     warnings.simplefilter("ignore")
-                    mean, std = _fit_predict(method, train, test, seed)
+                    mean, std, info = _fit_predict(method, train, test, seed)
                 rows.append({"method": method, "size": n, "seed": seed, **_metrics(test.y.to_numpy(), mean, std),
-                             "seconds": round(time.perf_counter() - t0, 2)})
+                             "seconds": round(time.perf_counter() - t0, 2), **info})
                 advance(1)
     results = pd.DataFrame(rows)
     if out is not None:

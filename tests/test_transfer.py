@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import molgen as mg
@@ -152,3 +153,32 @@ def test_the_new_modules_are_reachable_from_mg():
 
     assert mg.transfer.PropertyModel is PropertyModel and mg.guide is molgen.guide
     assert callable(mg.experiment.experiment) and callable(mg.finetune.finetune)
+
+
+def test_the_end_to_end_gnns_beat_the_mean_and_fine_tune_a_copy_of_the_shipped_encoder(tmp_path):
+    import copy
+
+    from molgen.experiment import experiment, fit_end_to_end
+    from molgen.models import state_sha256
+    from molgen.transfer import _load
+
+    shipped = _load("graph-vae-moses")  # the process's shared copy, which fine-tuning must not touch
+    before = state_sha256(shipped)
+    methods = ("gnn-scratch+mlp", "graph-vae-moses-finetuned+mlp")
+    results = experiment("solubility", sizes=(30,), seeds=(0,), methods=methods, out=tmp_path, progress=False)
+    split = pd.read_csv(tmp_path / "splits" / "30_0.csv")
+    train, test = split[split.set == "train"], split[split.set == "test"]
+    mean_rmse = rmse(np.full(len(test), train.logS.mean()), test.logS)
+    assert set(results.method) == set(methods) and (results.rmse < mean_rmse).all(), (results, mean_rmse)
+    assert (results.not_encodable == 0).all() and (results.best_epoch >= 1).all()
+    assert state_sha256(shipped) == before
+
+    smiles = train.smiles.tolist()[:20] + ["not a molecule", "[U]"]
+    model = fit_end_to_end(copy.deepcopy(shipped.encoder), smiles, list(train.logS[:20]) + [0.0, 0.0],
+                           encoder_lr=1e-4, max_epochs=3, patience=3)  # fmt: skip
+    assert model.report_["not_encodable"] == 2 and model.report_["val"] == 3
+    tuned, original = model.encoder.state_dict(), shipped.encoder.state_dict()
+    assert any(not torch.equal(tuned[k], original[k]) for k in original)
+    assert state_sha256(shipped) == before
+    pred = model.predict(smiles)
+    assert np.isnan(pred[-2:]).all() and np.isfinite(pred[:-2]).all()
