@@ -178,9 +178,7 @@ def _prepare(model, n: int, opts: dict) -> dict:
                 raise InputError(f"prefix {opts['prefix']!r} holds tokens outside the model's vocabulary: {missing}"
                                  + (" (this model writes Kekulé SMILES: no aromatic atoms)" if model.tokenizer.kekule else ""))
             opts["prefix"] = torch.tensor([stoi[t] for t in tokenize(opts["prefix"])], dtype=torch.long)
-    elif opts["prefix"]:
-        opts["prefix"] = opts["prefix"]  # turned into graphs per batch (rows differ in number)
-    return opts
+    return opts  # a graph-VAE prefix stays a SMILES: each batch turns it into graphs for its own rows
 
 
 def _gpt_batch(model, index: int, start: int, rows: int, seed: int, temperature, top_k, top_p, condition, grammar,
