@@ -39,7 +39,7 @@ import numpy as np
 
 from molgen.errors import InputError, MolgenError
 
-__all__ = ["batch_seed", "batch_plan", "check_batch_size", "resolve_workers", "map_batches", "run_ordered",
+__all__ = ["batch_seed", "batch_plan", "check_batch_size", "check_workers", "resolve_workers", "map_batches", "run_ordered",
            "parallel_map", "progress_bar", "WorkerDied", "fork_available"]
 
 T = TypeVar("T")
@@ -83,6 +83,13 @@ def batch_plan(n: int, batch_size: int, start_batch: int = 0) -> list[tuple[int,
     return [(start_batch + i, start, min(batch_size, n - start)) for i, start in enumerate(range(0, n, batch_size))]
 
 
+def check_workers(workers) -> None:
+    """A clear error for a worker count that is neither ``"auto"`` (or ``None``) nor a whole number >= 1."""
+    if not (workers in (None, "auto") or (isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
+                                            and workers >= 1)):
+        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
+
+
 def resolve_workers(workers: int | str | None, device, n_batches: int, bytes_each: int = 0) -> int:
     """How many processes draw ``n_batches`` batches on ``device``.
 
@@ -94,14 +101,13 @@ def resolve_workers(workers: int | str | None, device, n_batches: int, bytes_eac
     """
     import torch
 
+    check_workers(workers)
     if workers in (None, "auto"):
         wanted = torch.get_num_threads() if device.type == "cpu" else 1
         if bytes_each > 0 and (free := _free_memory()) is not None:
             wanted = min(wanted, free // 2 // bytes_each)
-    elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
-        wanted = workers
     else:
-        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
+        wanted = int(workers)
     if device.type != "cpu" or not fork_available():
         return 1
     return max(1, min(wanted, n_batches))

@@ -62,13 +62,13 @@ def _kind(model) -> str:
 
 
 def check_sampling(n, temperature=None, batch_size: int = 1024, workers="auto", top_k=None, top_p=None) -> None:
-    """The checks every model's ``sample()`` and ``molgen generate`` share, so the API and the CLI
-    accept and refuse the same things (one :class:`~molgen.errors.InputError` line each)."""
+    """The checks :func:`sample` makes for every kind of model (``molgen generate`` through
+    :func:`check_options`), so the API and the CLI refuse the same things, one line each."""
     import math
 
     import numpy as np
 
-    from molgen.parallel import check_batch_size
+    from molgen.parallel import check_batch_size, check_workers
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"the number of molecules must be a whole number >= 1, got {n!r}")
@@ -76,9 +76,7 @@ def check_sampling(n, temperature=None, batch_size: int = 1024, workers="auto", 
                                     or not math.isfinite(temperature) or temperature < 0):
         raise InputError(f"temperature must be a number >= 0 (0 = greedy decoding), got {temperature!r}")
     check_batch_size(batch_size)
-    if not (workers in (None, "auto") or (isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
-                                            and workers >= 1)):
-        raise InputError(f"workers must be 'auto' or a whole number >= 1, got {workers!r}")
+    check_workers(workers)
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise InputError(f"top_k must be a whole number >= 1, got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
@@ -99,8 +97,7 @@ def check_options(model, n: int, batch_size: int = 1024, workers="auto", **optio
     check_sampling(n, opts["temperature"], batch_size, workers, opts.get("top_k"), opts.get("top_p"))
     if kind == "gpt":
         model._need_tokenizer()
-        if opts["precision"] not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {opts['precision']!r}")
+        _check_precision(opts["precision"])
     else:
         if opts["prior"] not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {opts['prior']!r}")
@@ -243,10 +240,14 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset(flags.split())
 
 
-def computes_in_bf16(device, precision: str = "auto") -> bool:
-    """Whether sampling with ``precision`` on ``device`` runs in bf16 (what ``"auto"`` means there)."""
+def _check_precision(precision) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def computes_in_bf16(device, precision: str = "auto") -> bool:
+    """Whether sampling with ``precision`` on ``device`` runs in bf16 (what ``"auto"`` means there)."""
+    _check_precision(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
@@ -295,7 +296,7 @@ def generate_to_file(
         prior: latent models only: ``"standard"`` draws from N(0, I) instead of the fitted prior.
         max_ring: graph-VAE only: largest ring the decoder may close (0: no limit; ``None``: the model's).
         ring_rules: graph-VAE only: ``False`` allows bridged systems and fused 3-/4-membered rings.
-        precision: SMILES models only: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see ``SmilesGPT.sample``);
+        precision: SMILES models only: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`sample`);
             ``None`` keeps the default (auto).
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws; a model that cannot give that many (greedy decoding has

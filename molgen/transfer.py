@@ -88,9 +88,9 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
     Shapes:
         -> (len(smiles), d).
     """
-    smiles = list(smiles)
-    if isinstance(smiles, str):
+    if isinstance(smiles, str):  # list("CCO") would embed three atoms
         raise InputError("embed() takes a list of SMILES, not one string")
+    smiles = list(smiles)
     canon = [chem.canonicalize(s) if isinstance(s, str) else None for s in smiles]
     key = feature_id(model)
     todo = sorted({c for c in canon if c is not None and (not cache or (key, c) not in _CACHE)})

@@ -5,7 +5,7 @@ Gaussian mixtures of several sizes, all fitted to the same MOSES training encodi
 
 For each number of components it fits the prior with ``GraphVAE.fit_prior`` (posterior means of a
 seeded sample of ``--fit`` MOSES training molecules, encoded once), draws ``-n`` molecules with
-``GraphVAE.sample`` (seed 0, greedy, the checkpoint's ring rules) and scores them with
+``mg.sample(vae, ...)`` (seed 0, greedy, the checkpoint's ring rules) and scores them with
 ``molgen.metrics.evaluate`` against MOSES. Writes ``results/compare_vae_priors.json`` (``--out``) and
 prints a markdown table. FCD depends on n: compare rows of one run only. The checkpoint on disk is
 not changed.

@@ -13,7 +13,7 @@ and saved into the folder, and it runs, as subprocesses, the commands the card q
 
 and measures reconstruction accuracy in-process: 1,000 MOSES test molecules (seeded sample of the
 whole split), encoded to their posterior mean and greedily decoded, exact canonical SMILES match.
-Temperature 0 (greedy decoding of prior samples) is ``GraphVAE.sample``'s default, as in JT-VAE's
+Temperature 0 (greedy decoding of prior samples) is ``mg.sample``'s default for the graph-VAE, as in JT-VAE's
 sampling. Then the same two commands at ``--n-sweep`` molecules for each of ``--sweep``'s decoding
 temperatures and for the standard N(0, I) prior, so that the card shows what each choice changes.
 """

@@ -93,6 +93,8 @@ def test_the_embedder_sits_in_a_scikit_learn_pipeline_and_travels_by_name(solubi
     assert len(pickle.dumps(Embedder("graph-vae-moses"))) < 500  # a name, never weights
     X = embed("ecfp", ["CCO", "CCO", "junk"])  # noqa: N806
     assert X.shape == (3, 2048) and (X[0] == X[1]).all() and np.isnan(X[2]).all()
+    with pytest.raises(InputError, match="not one string"):
+        embed("ecfp", "CCO")
 
 
 def test_fit_property_and_predict_on_the_command_line(solubility, tmp_path):

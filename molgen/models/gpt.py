@@ -157,7 +157,7 @@ class SmilesGPT(nn.Module):
     Args:
         config: the model's shape; the only constructor argument. A :class:`SmilesTokenizer`
             is attached as ``model.tokenizer`` by :func:`molgen.models.hub.from_pretrained` or
-            by the training task, and is needed for :meth:`sample` and :meth:`log_likelihood`.
+            by the training task, and is needed for :func:`molgen.sample.sample` and :meth:`log_likelihood`.
     """
 
     model_type = "gpt"

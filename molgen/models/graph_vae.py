@@ -363,7 +363,7 @@ class GraphVAE(nn.Module):
 
     @torch.no_grad()
     def fit_prior(self, smiles: list[str], components: int = 1, seed: int = 0, batch_size: int = 512) -> dict:
-        """Fit the distribution :meth:`sample` draws latents from to where molecules actually encode.
+        """Fit the distribution :func:`molgen.sample.sample` draws latents from to where molecules actually encode.
 
         A VAE's KL term pulls the aggregated posterior q(z) = mean_i N(mu_i, sigma_i^2) towards
         N(0, I) but never all the way; decoding draws from where molecules do encode keeps the
