@@ -9,9 +9,10 @@ against. See :mod:`molgen.guide.objectives`, :mod:`molgen.guide.components`,
 
 from __future__ import annotations
 
+from molgen.guide import pmo  # registers the component kind "pmo" (PMO / GuacaMol tasks)
 from molgen.guide.components import COMPONENTS, Component, register
 from molgen.guide.objectives import BudgetExhausted, Objective, Oracle
 from molgen.guide.transforms import TRANSFORMS, Transform, parse_transform
 
 __all__ = ["Objective", "Oracle", "BudgetExhausted", "COMPONENTS", "Component", "register", "TRANSFORMS",
-           "Transform", "parse_transform"]
+           "Transform", "parse_transform", "pmo"]
