@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +30,7 @@ import pandas as pd
 from molgen.errors import InputError, MolgenError
 
 __all__ = ["sample", "check_options", "generate_to_file", "OPTIONS", "PRECISIONS", "native_bf16",
-           "computes_in_bf16", "IncompleteRun", "Interrupted", "PartialRun"]
+           "computes_in_bf16", "IncompleteRun", "Interrupted", "PartialRun", "parse_shard", "shard_range", "join_parts"]
 
 #: ``precision`` values for SMILES models; ``auto`` is bf16 where the device has it natively
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -279,6 +280,9 @@ def generate_to_file(
     max_tries: int = 20,
     workers: int | str = "auto",
     resume: bool = False,
+    shard: tuple[int, int] | str | None = None,
+    on_chunk: Callable[[pd.DataFrame], tuple[pd.DataFrame, object]] | None = None,
+    request_extra: dict | None = None,
 ) -> dict:
     """Write ``n`` sampled molecules to ``path`` (format from the suffix); returns a summary.
 
@@ -306,10 +310,22 @@ def generate_to_file(
         chunk_size: rows per chunk, rounded down to whole batches (at least one).
         workers: processes that draw batches on a CPU (``"auto"``: one per PyTorch thread).
         resume: continue the interrupted run in ``<path>.partial/`` (started afresh when there is none).
+        shard: ``(k, N)`` or ``"k/N"``: write only part ``k`` (1-based) of the ``n``-row run, the
+            contiguous batches :func:`shard_range` gives it, so that the files of shards 1..N, joined
+            in order, hold the rows of the unsharded run. Refused with ``unique`` and ``valid_only``,
+            which top up to ``n`` rows and so depend on every batch before.
+        on_chunk: a hook called on each chunk's table (after ``valid_only``, before ``unique``) that
+            returns ``(table, keep)``: the same rows with columns added, and a boolean mask (``None``:
+            all) of the rows to write. A row it does not keep is *rejected*: counted, not written, and
+            it counts toward ``n`` (``n`` is the rows the hook sees), so a sharded run stays exact; a
+            repeat of a written molecule, dropped by ``unique``, does not count. It must give the
+            same answer for the same rows (resume relies on it). :mod:`molgen.batch` scores with it.
+        request_extra: more settings recorded in the run's request (a resume with other values is
+            refused), e.g. what ``on_chunk`` does.
 
     Returns:
-        ``{"path", "written", "sampled", "valid", "duplicates_dropped", "invalid_dropped", "seconds",
-        "resumed_rows"}``.
+        ``{"path", "written", "sampled", "valid", "duplicates_dropped", "invalid_dropped", "rejected",
+        "seconds", "resumed_rows"}`` (and ``"shard"``, ``"first_batch"``, ``"rows"`` for a shard).
 
     Raises:
         InputError: a bad option (before any file is touched), or an interrupted run in the way.
@@ -319,6 +335,7 @@ def generate_to_file(
     """
     import time
 
+    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from molgen import chem
@@ -336,41 +353,69 @@ def generate_to_file(
         raise InputError(f"max_tries must be a whole number >= 1, got {max_tries!r}")
     dev = resolve_device(device)
     chunk_size = max(1, chunk_size // batch_size) * batch_size  # whole batches: chunks continue one seeded run
+    first_batch, total = 0, n
+    if shard is not None:
+        shard = parse_shard(shard)
+        if unique or valid_only:
+            raise InputError(f"--shard {shard[0]}/{shard[1]} cannot be combined with --unique or --valid-only: they "
+                             "top up to n rows, so a shard's batches would depend on every batch before it. Drop "
+                             "them (and filter the joined file), or score with --objective and --min-score, which "
+                             "rejects invalid molecules (score 0) without topping up")
+        first_batch, total = shard_range(n, batch_size, *shard)
     request = {"n": n, "seed": seed, "options": opts, "unique": unique, "valid_only": valid_only,
                "batch_size": batch_size, "chunk_size": chunk_size, "max_tries": max_tries, "device": dev.type,
                "model": state_sha256(model)}  # fmt: skip
+    if shard is not None:  # only where given: a run started before these keys existed still resumes
+        request["shard"] = f"{shard[0]}/{shard[1]}"
+    request.update(request_extra or {})
     run = PartialRun.open(path, request, resume)
+    run.target = total
     seen: set[str] = set(run.canonical_smiles()) if unique else set()
     stats, t0 = run.stats, time.perf_counter()
-    resumed = stats["written"]
+    stats.setdefault("rejected", 0)
+    if not run.state["chunks"]:
+        stats["next_batch"] = first_batch
+
+    def done() -> int:  # rows toward n: written, or rejected by on_chunk
+        return stats["written"] + stats["rejected"]
+
+    resumed = done()
     columns = [TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     try:
         with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task("sample", total=n, completed=stats["written"])
-            while stats["written"] < n and stats["sampled"] < max_tries * n:
-                left = n - stats["written"]
+            task = bar.add_task("sample", total=total, completed=done())
+            while done() < total and stats["sampled"] < max_tries * total:
+                left = total - done()
                 # with filters, ask for a little more than is missing so the last chunk rarely falls short; a
                 # part batch ends a chunk, and the next chunk starts at the next batch number all the same
                 want = min(chunk_size, left if not (unique or valid_only) else left + left // 4 + 16)
                 df = sample(model, want, seed=seed, batch_size=batch_size, device=device, workers=workers,
                             start_batch=stats["next_batch"], **opts)  # fmt: skip
                 counts = {"sampled": len(df), "valid": int(df["valid"].sum()), "duplicates_dropped": 0,
-                          "invalid_dropped": 0, "next_batch": -(-want // batch_size)}  # fmt: skip
+                          "invalid_dropped": 0, "rejected": 0, "next_batch": -(-want // batch_size)}  # fmt: skip
                 if valid_only:
                     counts["invalid_dropped"] = int((~df["valid"]).sum())
-                    df = df[df["valid"]]
-                if unique:
+                    df = df[df["valid"]].reset_index(drop=True)
+                keep = np.ones(len(df), dtype=bool)
+                if on_chunk is not None:
+                    df, kept = on_chunk(df)
+                    keep = keep if kept is None else np.asarray(kept, dtype=bool)
+                write = keep.copy()
+                if unique:  # only written molecules enter `seen`, so a resume rebuilds it from the files
                     keys = [chem.canonicalize(s) or s for s in df["smiles"]]
-                    first = [k not in seen and not seen.add(k) for k in keys]
-                    counts["duplicates_dropped"] = len(first) - sum(first)
-                    df = df[first]
-                run.add_chunk(df.iloc[:left].reset_index(drop=True), counts)
-                bar.update(task, completed=stats["written"])
+                    write = np.array([bool(k) and key not in seen and not seen.add(key)
+                                      for key, k in zip(keys, keep, strict=True)], dtype=bool)  # fmt: skip
+                    counts["duplicates_dropped"] = int((keep & ~write).sum())
+                # the chunk ends at the row that brings the count to n (a repeat counts for nothing)
+                cut = int(np.searchsorted(np.cumsum(write | ~keep), left)) + 1
+                counts["rejected"] = int((~keep[:cut]).sum())
+                run.add_chunk(df.iloc[:cut][write[:cut]].reset_index(drop=True), counts)
+                bar.update(task, completed=done())
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {run.kept()}; {run.how_to_continue()}") from None
     except WorkerDied as err:
         raise WorkerDied(f"{err} {run.kept().capitalize()}; {run.how_to_continue()}") from None
-    if stats["written"] < n:
+    if done() < total:
         why = ("greedy decoding (temperature 0) draws the same molecules again; raise the temperature"
                if opts.get("temperature", None) == 0 and unique else
                "too few sampled molecules passed --unique / --valid-only; lower -n or drop a filter")
@@ -379,9 +424,39 @@ def generate_to_file(
                             f"dropped; the limit is {max_tries} x n draws): {why}. The {stats['written']:,} rows "
                             f"are in {run.folder}/; {path} was not written")  # fmt: skip
     run.finish()
-    return {"path": str(path), **{k: stats[k] for k in ("written", "sampled", "valid", "duplicates_dropped",
-                                                         "invalid_dropped")},
-            "seconds": round(time.perf_counter() - t0, 2), "resumed_rows": resumed}  # fmt: skip
+    summary = {"path": str(path), **{k: stats[k] for k in ("written", "sampled", "valid", "duplicates_dropped",
+                                                            "invalid_dropped", "rejected")},
+               "seconds": round(time.perf_counter() - t0, 2), "resumed_rows": resumed}  # fmt: skip
+    if shard is not None:
+        summary.update(shard=f"{shard[0]}/{shard[1]}", first_batch=first_batch, rows=total)
+    return summary
+
+
+def parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
+    """``"k/N"`` or ``(k, N)`` -> ``(k, N)`` with 1 <= k <= N, or one :class:`InputError` line."""
+    try:
+        k, parts = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        k = parts = None
+    if k is None or not 1 <= k <= parts:
+        raise InputError(f"--shard takes K/N with 1 <= K <= N (e.g. 3/8, or $SLURM_ARRAY_TASK_ID/8), got {shard!r}")
+    return k, parts
+
+
+def shard_range(n: int, batch_size: int, k: int, parts: int) -> tuple[int, int]:
+    """``(first batch, rows)`` of shard ``k`` of ``parts`` of an ``n``-row run in batches of ``batch_size``.
+
+    The run's ``ceil(n / batch_size)`` batches are split into ``parts`` contiguous ranges whose sizes
+    differ by at most one batch (shard ``k`` holds batches ``(k-1)*B//parts`` up to ``k*B//parts``);
+    only the last shard ends with the run's short last batch, so every batch is drawn at the size,
+    and from the seed, that the unsharded run draws it.
+    """
+    batches = -(-n // batch_size)
+    if parts > batches:
+        raise InputError(f"--shard {k}/{parts}: {n:,} molecules make only {batches:,} batches of {batch_size:,}; "
+                         f"use at most {batches:,} shards, or a smaller --batch-size")
+    first, stop = (k - 1) * batches // parts, k * batches // parts
+    return first, min(stop * batch_size, n) - first * batch_size
 
 
 class IncompleteRun(MolgenError):
@@ -407,6 +482,7 @@ class PartialRun:
         from molgen.io import table_format
 
         self.path, self.folder, self.request, self.state = path, folder, request, state
+        self.target = request["n"]  # rows this run writes (a shard's share of n)
         self.fmt, self.gz = table_format(path)
         self.stats = state["stats"]
 
@@ -455,6 +531,7 @@ class PartialRun:
         for key, value in counts.items():
             self.stats[key] += value
         self.stats["written"] += len(df)
+        self.state.setdefault("columns", [str(c) for c in df.columns])  # for a run that writes no row
         self.state["chunks"].append({"file": name if len(df) else None, "rows": len(df)})
         write_json(self.folder / "_run.json", self.state, indent=1)
 
@@ -475,7 +552,7 @@ class PartialRun:
         rows = self.stats["written"]
         if not rows:
             return f"no rows were written; {self.path} was not touched"
-        return (f"{rows:,} of {self.request['n']:,} rows are kept in {self.folder}/ "
+        return (f"{rows:,} of {self.target:,} rows are kept in {self.folder}/ "
                 f"({len(self._parts())} complete chunk files); {self.path} was not touched")
 
     def how_to_continue(self) -> str:
@@ -483,32 +560,47 @@ class PartialRun:
 
     def finish(self) -> None:
         """Join the parts into the target file, atomically, and remove the folder."""
-        import gzip
         import shutil
 
-        from molgen.files import atomic_path
-        from molgen.io import write_table
-
-        parts = self._parts()
-        with atomic_path(self.path) as tmp:
-            if not parts:
-                write_table(pd.DataFrame({"smiles": [], "valid": []}), tmp)
-            elif self.fmt == ".parquet":
-                import pyarrow.parquet as pq
-
-                schema = pq.read_schema(parts[0])
-                with pq.ParquetWriter(tmp, schema) as writer:
-                    for part in parts:
-                        writer.write_table(pq.read_table(part).cast(schema))
-            else:
-                opener = gzip.open if self.gz else open
-                with opener(tmp, "wb") as out:
-                    for k, part in enumerate(parts):
-                        with open(part, "rb") as src:
-                            if k and self.fmt != ".sdf":
-                                src.readline()  # each text part repeats the header line
-                            shutil.copyfileobj(src, out)
+        join_parts(self._parts(), self.path, columns=self.state.get("columns"))
         shutil.rmtree(self.folder)
+
+
+def join_parts(parts: list[Path], path: str | os.PathLike, columns: list[str] | None = None) -> Path:
+    """Join table files of ``path``'s format, in order, into ``path`` (atomically), streaming.
+
+    Parquet parts are copied row group by row group under the first part's schema; text parts are
+    copied byte for byte, each part's header line after the first skipped (SDF has none). No parts
+    give an empty table with ``columns`` (default ``smiles``, ``valid``).
+    """
+    import gzip
+    import shutil
+
+    from molgen.files import atomic_path
+    from molgen.io import table_format, write_table
+
+    path = Path(path)
+    fmt, gz = table_format(path)
+    with atomic_path(path) as tmp:
+        if not parts:
+            write_table(pd.DataFrame({c: [] for c in columns or ("smiles", "valid")}), tmp)
+        elif fmt == ".parquet":
+            import pyarrow.parquet as pq
+
+            # the schema of a part with rows: an empty part (a shard whose rows were all rejected) has untyped columns
+            schema = pq.read_schema(next((p for p in parts if pq.read_metadata(p).num_rows), parts[0]))
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for part in parts:
+                    writer.write_table(pq.read_table(part).cast(schema))
+        else:
+            opener = gzip.open if gz else open
+            with opener(tmp, "wb") as out:
+                for k, part in enumerate(parts):
+                    with (gzip.open if str(part).endswith(".gz") else open)(part, "rb") as src:
+                        if k and fmt != ".sdf":
+                            src.readline()  # each text part repeats the header line
+                        shutil.copyfileobj(src, out)
+    return path
 
 
 class _CallableModule(type(sys.modules[__name__])):
