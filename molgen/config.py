@@ -15,7 +15,7 @@ import dataclasses
 import os
 import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -125,10 +125,11 @@ class DistillConfig(Section):
 
 
 class FinetuneConfig(Section):
-    """How a parent (``init_from``) is adapted: which parts stay frozen, its dropout, its context, and
-    the target split that ``molgen finetune`` reports on (:mod:`molgen.finetune`)."""
+    """How a parent (``init_from``) is adapted: which parts stay frozen (or LoRA adapters), its dropout,
+    its context, what keeps it from forgetting MOSES (rehearsal, an L2-SP/EWC anchor), and the target
+    split that ``molgen finetune`` reports on (:mod:`molgen.finetune`)."""
 
-    freeze: str = Field("none", description="none | first_k | head_only | encoder (molgen.train.freeze.FreezePolicy)")
+    freeze: str = Field("none", description="none | first_k | head_only | encoder | lora (molgen.train.freeze.FreezePolicy)")
     k: int | None = Field(None, ge=0, description="with freeze = 'first_k': how many of the first layers stay frozen")
     dropout: float | None = Field(None, ge=0, lt=1, description="the parent's dropout during fine-tuning; None keeps it")
     max_block_size: int = Field(
@@ -142,6 +143,41 @@ class FinetuneConfig(Section):
         "rest for molgen finetune's report; None = all",
     )
     eval_samples: int = Field(1000, ge=10, description="molgen finetune: molecules sampled before and after for the report")
+    lora_r: int = Field(8, ge=1, description="freeze = 'lora': the adapters' rank")
+    lora_alpha: float = Field(16.0, gt=0, description="freeze = 'lora': the update is lora_alpha / lora_r * B @ A")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="freeze = 'lora': dropout on the adapters' input")
+    lora_targets: list[str] = Field(
+        ["c_attn", "c_proj", "c_fc"], min_length=1,
+        description="freeze = 'lora': the linear layers adapted, by name (GPT: attention c_attn/c_proj, MLP c_fc/c_proj)",
+    )
+    rehearsal: float = Field(
+        0.0, ge=0, lt=1,
+        description="GPT: this share of every training batch is MOSES train molecules (seeded), against forgetting",
+    )
+    anchor: Literal["l2sp", "ewc"] | None = Field(
+        None,
+        description="pull the weights towards the parent's: 'l2sp' (Li et al. 2018) or 'ewc' (Kirkpatrick et al. "
+        "2017, diagonal Fisher from MOSES train); None = no anchor",
+    )
+    anchor_weight: float = Field(0.01, gt=0, description="the anchor's weight: loss + anchor_weight / 2 * sum F (w - w0)^2")
+    fisher_molecules: int = Field(256, ge=1, description="anchor = 'ewc': MOSES train molecules for the Fisher estimate")
+    forgetting_molecules: int = Field(
+        2000, ge=0,
+        description="molgen finetune: seeded MOSES test molecules scored before and after (NLL), with the samples' "
+        "FCD to MOSES test: what the parent's skill the run forgot; 0 = skip",
+    )
+
+    @model_validator(mode="after")
+    def _options_fit(self):
+        stray = sorted(k for k in self.model_fields_set if k.startswith("lora_")) if self.freeze != "lora" else []
+        if stray:
+            raise ValueError(f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} for freeze = 'lora', not {self.freeze!r}")
+        if self.anchor is not None and self.freeze == "lora":
+            raise ValueError("anchor keeps the parent's weights close, but freeze = 'lora' keeps them exactly (the adapter "
+                             "is the change); use rehearsal with LoRA, or another freeze policy with the anchor")  # fmt: skip
+        if self.anchor is None and {"anchor_weight", "fisher_molecules"} & self.model_fields_set:
+            raise ValueError("anchor_weight and fisher_molecules need anchor = 'l2sp' or 'ewc'")
+        return self
 
 
 class RunConfig(Section):
@@ -192,6 +228,11 @@ class RunConfig(Section):
             raise ValueError("task = 'distill' needs distill.teacher, the checkpoint (name or folder) to learn from")
         if self.finetune.freeze != "none" and not self.init_from:
             raise ValueError(f"finetune.freeze = {self.finetune.freeze!r} keeps a parent's layers: it needs init_from")
+        ft = self.finetune
+        kept = [k for k, on in (("rehearsal", ft.rehearsal), ("anchor", ft.anchor)) if on]
+        if kept and (not self.init_from or self.model_type != "gpt"):
+            raise ValueError(f"finetune.{kept[0]} keeps a parent's skill while fine-tuning a GPT: it needs "
+                             f"model_type = 'gpt' and init_from")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -13,6 +13,12 @@ grown to the target's molecules) and measure the parent and the child the same w
 - ``held_out_nll``: nats per token of the held-out molecules each model can read (a parent cannot
   read the ones longer than its context or with tokens it never saw: counted in ``held_out_unreadable``),
   and ``held_out_nll_common`` on the ones both can read, the like-for-like comparison.
+- forgetting, what the parent could do and the child may have lost: ``moses_FCD`` (the same samples'
+  FCD to MOSES test, against MOSES's published statistics) and ``moses_nll`` (nats per token of a
+  seeded ``forgetting_molecules`` MOSES test molecules); ``forgetting`` in the report is after minus
+  before for both and for ``valid``. Rehearsal and the L2-SP/EWC anchor (``[finetune] rehearsal``,
+  ``anchor``) are there to keep these small; ``trainable`` says how much of the model trained
+  (a LoRA run: its adapters and the rows it added).
 
 The target split is :func:`molgen.data.target_split` (a seeded ``n_train``; the training task cuts
 the same rows and takes its validation molecules from them). ``report.json`` and ``report.md`` land
@@ -32,14 +38,16 @@ from molgen.errors import ConfigError, InputError
 __all__ = ["finetune", "finetune_config", "assess", "REPORT_KEYS"]
 
 REPORT_KEYS = ("valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "Frag", "Scaf", "scaffold_share",
-               "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n")  # fmt: skip
+               "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n",
+               "moses_FCD", "moses_nll")  # fmt: skip
 
 
 def finetune(base: str, data, target_col: str | None = None, min_target: float | None = None, policy="none",
              n_train: int | None = 100, max_steps: int = 300, out: str | Path = "runs/finetune", *,
              smiles_col: str | None = None, lr: float = 3e-4, patience: int | None = 5, val_every_steps: int = 20,
              batch_size: int = 32, augment: float | None = None, dropout: float | None = None,
-             eval_samples: int = 1000, seed: int = 0):  # fmt: skip
+             eval_samples: int = 1000, rehearsal: float = 0.0, anchor: str | None = None,
+             anchor_weight: float | None = None, forgetting_molecules: int = 2000, seed: int = 0):  # fmt: skip
     """Fine-tune ``base`` on ``data`` and report before and after.
 
     Args:
@@ -47,7 +55,8 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
         data: a named data set (``"chembl2321810"``), a molecule file, a DataFrame or a list of SMILES.
         target_col, min_target: keep only the molecules with ``target_col >= min_target`` (e.g. the
             soluble tail of ``solubility``: ``target_col="logS", min_target=-1``).
-        policy: a :class:`~molgen.train.freeze.FreezePolicy`, ``"none"``, ``"head_only"``, ``"first_k:2"``.
+        policy: a :class:`~molgen.train.freeze.FreezePolicy`, ``"none"``, ``"head_only"``, ``"first_k:2"``,
+            ``"lora"`` (default adapters) or ``FreezePolicy("lora", lora=LoraSpec(r=4, alpha=8))``.
         n_train: molecules to train on (seeded; validation taken from them); the rest are held out for
             the report. ``None`` trains on all and reports no held-out figures.
         max_steps: optimizer steps at most; early stopping (``patience`` validations without a lower
@@ -56,6 +65,9 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
         out: the run folder (checkpoints, logs, ``export/``, ``report.json``, ``report.md``).
         augment: chance of a randomised SMILES per training row (``None``: 0.5 below 1,000 molecules).
         eval_samples: molecules sampled from each model for the report.
+        rehearsal: share of each batch that is MOSES train molecules (against forgetting).
+        anchor, anchor_weight: ``"l2sp"`` or ``"ewc"``: a pull towards the parent's weights.
+        forgetting_molecules: MOSES test molecules scored before and after (0: no forgetting figures).
 
     Returns:
         ``(model, report)``: the fine-tuned model and the report dict (``before``, ``after``, ...).
@@ -78,8 +90,14 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
                     "patience": patience, "log_every_steps": val_every_steps, "checkpoint_minutes": 30,
                     "progress_bar": False, "seed": seed},  # fmt: skip
         "finetune": {"freeze": policy.kind, "k": policy.k, "dropout": dropout, "n_train": n_train,
-                     "eval_samples": eval_samples},  # fmt: skip
+                     "eval_samples": eval_samples, "rehearsal": rehearsal, "anchor": anchor,
+                     "forgetting_molecules": forgetting_molecules},  # fmt: skip
     }
+    if policy.lora is not None:
+        lora = policy.lora.to_dict()
+        raw["finetune"].update({f"lora_{k}": lora[k] for k in ("r", "alpha", "dropout", "targets")})
+    if anchor_weight is not None:
+        raw["finetune"]["anchor_weight"] = anchor_weight
     from molgen.config import parse_config
 
     return finetune_config(parse_config(raw, "finetune()"))
@@ -90,6 +108,7 @@ def finetune_config(config) -> tuple:
     train, measure the child; writes ``report.json`` / ``report.md`` in the run folder."""
     from molgen.config import RunConfig, load_config
     from molgen.data import target_split
+    from molgen.datasets import moses_sample
     from molgen.files import write_json
     from molgen.models import load_pretrained
     from molgen.train import pretrain, resume_checkpoint
@@ -108,23 +127,27 @@ def finetune_config(config) -> tuple:
     smiles = df.loc[df["valid"], "smiles"].tolist()
     train, held = (smiles, []) if not ft.n_train else (
         [smiles[i] for i in idx] for idx in target_split(len(smiles), ft.n_train, seed))
+    moses = moses_sample("test", ft.forgetting_molecules, seed) if ft.forgetting_molecules else None
     base = load_pretrained(config.init_from, device="cpu")
     print(f"measuring the parent {config.init_from} ({ft.eval_samples} samples)", flush=True)
-    before = assess(base, train, held, ft.eval_samples, seed)
+    before = assess(base, train, held, ft.eval_samples, seed, moses)
     export = pretrain(source if source is not None else config)
-    model = load_pretrained(export, device="cpu")
+    model = load_pretrained(export, device="cpu")  # a LoRA run's adapter comes merged into its base
     print(f"measuring the fine-tuned model {export} ({ft.eval_samples} samples)", flush=True)
-    after = assess(model, train, held, ft.eval_samples, seed)
+    after = assess(model, train, held, ft.eval_samples, seed, moses)
     _common_fit(before, after)
     prov = model.provenance
+    done = prov.get("finetune", {})
     report = {
         "base": config.init_from, "export": str(export), "data": config.data.dataset,
         "n_molecules": len(smiles), "n_train": len(train), "n_held_out": len(held),
         "invalid_skipped": int((~df["valid"]).sum()), "too_long_skipped": prov["data"].get("too_long_skipped", 0),
-        "freeze": prov.get("finetune", {}).get("freeze"), "context": prov.get("finetune", {}).get("context"),
-        "new_tokens": prov.get("finetune", {}).get("new_tokens"),
+        "freeze": done.get("freeze"), "lora": done.get("lora"), "trainable": done.get("trainable"),
+        "rehearsal": done.get("rehearsal"), "anchor": done.get("anchor"),
+        "context": done.get("context"), "new_tokens": done.get("new_tokens"),
         "steps": prov["steps"], "validation": prov.get("validation"), "early_stopping": prov.get("early_stopping"),
-        "eval_samples": ft.eval_samples, "seed": seed, "before": before, "after": after,
+        "eval_samples": ft.eval_samples, "forgetting_molecules": len(moses or []), "seed": seed,
+        "before": before, "after": after, "forgetting": _forgetting(before, after),
     }  # fmt: skip
     run_dir = Path(config.run_dir)
     write_json(run_dir / "report.json", report)
@@ -162,8 +185,10 @@ def _materialise(data, target_col, min_target, smiles_col, out: Path) -> str:
     return str(path)
 
 
-def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: int = 0) -> dict:
-    """The report's figures for one model (see the module docstring); ``held_out`` may be empty."""
+def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: int = 0,
+           moses: list[str] | None = None) -> dict:  # fmt: skip
+    """The report's figures for one model (see the module docstring); ``held_out`` may be empty;
+    ``moses`` (MOSES test molecules) adds the forgetting figures ``moses_FCD`` and ``moses_nll``."""
     from molgen.chem import scaffold, to_smiles
     from molgen.metrics import evaluate, novelty
     from molgen.metrics.features import smiles_hashes
@@ -186,26 +211,45 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
     elif valid:
         m = evaluate(valid, reference=train, extra=False)
         out["IntDiv"] = m["IntDiv"]
-    out.update(_fit(model, held_out))
+    if held_out:
+        nll, unreadable, per = _nll(model, held_out)
+        out.update({"held_out_nll": nll, "held_out_unreadable": unreadable, "_per_molecule": per})
+    if moses:
+        out["moses_FCD"] = _moses_fcd(valid)
+        out["moses_nll"], out["moses_unreadable"], _ = _nll(model, moses)
     out["n_samples"] = n
     return out
 
 
-def _fit(model, held_out: list[str]) -> dict:
-    """Nats per token of the held-out molecules the model can read; how many it cannot."""
-    if not held_out:
-        return {}
+def _moses_fcd(valid: list[str]) -> float:
+    """FCD of the valid samples to MOSES test (MOSES's published ChemNet statistics)."""
+    from molgen.metrics import fcd
+    from molgen.metrics.reference import moses_reference
+
+    if len(valid) < 2:
+        return math.nan
+    ref = moses_reference("test")
+    return float(fcd.frechet_distance(ref.fcd_mu, ref.fcd_sigma, *fcd.fcd_stats(fcd.activations(valid))))
+
+
+def _forgetting(before: dict, after: dict) -> dict:
+    """After minus before for what the parent could do: validity, FCD to MOSES test, MOSES test NLL."""
+    return {k: after[k] - before[k] for k in ("valid", "moses_FCD", "moses_nll") if k in before and k in after}
+
+
+def _nll(model, smiles: list[str]) -> tuple[float, int, dict]:
+    """Nats per token of the molecules the model can read, how many it cannot, and per molecule
+    ``(nats, tokens)``."""
     tok, block = model.tokenizer, model.config.block_size
     readable, lengths = [], []
-    for s in held_out:
+    for s in smiles:
         tokens = tok.tokens(s)
         if len(tokens) + 2 <= block and all(t in tok.stoi for t in tokens):
             readable.append(s)
             lengths.append(len(tokens) + 1)  # scored: every token after <bos>, <eos> included
     ll = model.log_likelihood(readable, batch_size=128) if readable else np.zeros(0)
     per = {s: (-float(v), n) for s, v, n in zip(readable, ll, lengths, strict=True)}  # (nats, tokens)
-    return {"held_out_nll": float(-ll.sum() / sum(lengths)) if readable else math.nan,
-            "held_out_unreadable": len(held_out) - len(readable), "_per_molecule": per}  # fmt: skip
+    return float(-ll.sum() / sum(lengths)) if readable else math.nan, len(smiles) - len(readable), per
 
 
 def _common_fit(before: dict, after: dict) -> None:
@@ -226,14 +270,26 @@ def markdown(report: dict) -> str:
                f"longer than {ctx['from']})" if ctx else "context unchanged")  # fmt: skip
     steps = f"{report['steps']} steps" + (f", best validation at step {stop['best_step']}" if stop else "")
     new = ", ".join(f"{t} from {s}" for t, s in (report.get("new_tokens") or {}).items())
+    share = report.get("trainable")
+    trained = (f"; trained {share['trainable']:,} of {share['total']:,} parameters ({share['fraction']:.2%})"
+               if share else "")  # fmt: skip
+    lora = report.get("lora")
+    freeze = f"{report['freeze']} (r {lora['r']}, alpha {lora['alpha']:g})" if lora else report["freeze"]
+    keep = [f"rehearsal {report['rehearsal']:g}" if report.get("rehearsal") else "",
+            f"anchor {report['anchor']['kind']} {report['anchor']['weight']:g}" if report.get("anchor") else ""]
+    keep = "".join(f"; {k}" for k in keep if k)
     lines = [f"# Fine-tuning {report['base']} on {report['data']}", "",
              f"{report['n_train']} training molecules (validation taken from them), {report['n_held_out']} held out, "
-             f"{report['too_long_skipped']} skipped as too long; freeze {report['freeze']}; {steps}; {context}"
+             f"{report['too_long_skipped']} skipped as too long; freeze {freeze}{trained}{keep}; {steps}; {context}"
              + (f"; new tokens {new}" if new else "") + f"; {report['eval_samples']} samples per model, seed {report['seed']}.",
              "", "| figure | before | after |", "|---|---|---|"]  # fmt: skip
     for key in REPORT_KEYS:
         if key in b or key in a:
             lines.append(f"| {key} | {_fmt(b.get(key))} | {_fmt(a.get(key))} |")
+    if report.get("forgetting"):
+        lines += ["", f"Forgetting (after - before; MOSES NLL on {report['forgetting_molecules']} seeded MOSES test "
+                  "molecules, FCD of the samples to MOSES test): "
+                  + ", ".join(f"{k} {v:+.3f}" for k, v in report["forgetting"].items()) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

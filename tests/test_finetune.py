@@ -183,6 +183,7 @@ progress_bar = false
 [finetune]
 n_train = 30
 eval_samples = 12
+forgetting_molecules = 40
 """)
     result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -192,7 +193,13 @@ eval_samples = 12
     for side in ("before", "after"):
         assert {"valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "scaffold_share", "IntDiv"} <= set(report[side])
     assert report["before"]["held_out_unreadable"] > report["after"]["held_out_unreadable"]
-    assert "| scaffold_share |" in (tmp_path / "run" / "report.md").read_text()
+    for side in ("before", "after"):  # forgetting: what the parent could do on MOSES
+        assert report[side]["moses_FCD"] > 0 and 0 < report[side]["moses_nll"] < 3 and report[side]["moses_unreadable"] == 0
+    assert report["forgetting"]["moses_nll"] == pytest.approx(report["after"]["moses_nll"] - report["before"]["moses_nll"])
+    assert set(report["forgetting"]) == {"valid", "moses_FCD", "moses_nll"} and report["forgetting_molecules"] == 40
+    assert report["trainable"]["fraction"] == 1.0 and report["freeze"] == "none"
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "| scaffold_share |" in md and "| moses_FCD |" in md and "Forgetting (after - before" in md
     export = tmp_path / "run" / "export"
     model = from_pretrained(export, device="cpu")
     assert model.config.block_size == report["context"]["to"] and model.provenance["data"]["n_molecules"] == 24

@@ -27,7 +27,7 @@ from molgen.errors import ConfigError
 from molgen.files import atomic_path
 
 __all__ = ["save_pretrained", "from_pretrained", "register_model", "shipped_models", "PRETRAINED_DIR",
-           "save_partial", "load_partial", "weights_sha256"]
+           "save_partial", "load_partial", "weights_sha256", "save_adapter", "load_adapter", "is_adapter"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, CARD_NAME = "config.json", "model.safetensors", "vocab.json", "README.md"
@@ -170,6 +170,11 @@ def from_pretrained(name_or_dir: str | os.PathLike, device: str = "auto", model_
     from molgen.models import resolve_device
 
     directory = resolve(name_or_dir)
+    if is_adapter(directory):  # a LoRA adapter on its recorded base, merged
+        model = load_adapter(directory, device=device)
+        if model_type is not None and model.model_type != model_type:
+            raise ConfigError(f"{directory} holds a {model.model_type!r} adapter, not {model_type!r}")
+        return model
     meta = read_config(directory)
     if model_type is not None and meta["model_type"] != model_type:
         raise ConfigError(f"{directory} holds a {meta['model_type']!r} model, not {model_type!r}")
@@ -316,6 +321,31 @@ def save_partial(module: torch.nn.Module, directory: str | os.PathLike, base, ki
     return directory
 
 
+def _find_base(directory: Path, meta: dict, base, mismatch: type[Exception] = ConfigError) -> Path:
+    """The base folder of a partial state: ``base`` checked, or found by the recorded name (shipped
+    or the recorded folder); its ``model.safetensors`` must have the recorded sha256 (else ``mismatch``)."""
+    rec = meta["base"]
+    want, name = rec.get("weights_sha256", ""), rec.get("name", "?")
+    if base is None:
+        candidates = [PRETRAINED_DIR / name] if rec.get("shipped") else []
+        candidates += [Path(rec["path"])] if rec.get("path") else []
+        found = next((d for d in candidates if (d / CONFIG_NAME).is_file()), None)
+        if found is None:
+            raise ConfigError(f"{directory} is a {meta['partial']} of {name} (weights sha256 {want[:12]}...), which is not "
+                              f"shipped with this molgen{' nor at ' + rec['path'] if rec.get('path') else ''}: pass base=")  # fmt: skip
+        base_dir = found
+    else:
+        base_dir = _base_dir(base)
+    got = weights_sha256(base_dir)
+    if got != want:
+        raise mismatch(
+            f"{directory} is a {meta['partial']} of {name} with weights sha256 {want[:12]}..., but the base given "
+            f"({base_dir}) has {got[:12]}...: a {meta['partial']} fits only the weights it was trained on. "
+            "Pass that base, or train it again on this one"
+        )
+    return base_dir
+
+
 def load_partial(directory: str | os.PathLike, base=None, device: str = "auto"):
     """Load a partial state written by :func:`save_partial`, with the base it names.
 
@@ -346,25 +376,11 @@ def load_partial(directory: str | os.PathLike, base=None, device: str = "auto"):
         raise ConfigError(f"cannot read {path}: {err}") from None
     if not isinstance(meta, dict) or "partial" not in meta or not isinstance(meta.get("base"), dict):
         raise ConfigError(f"{path} is not a partial state written by save_partial (a full model loads with from_pretrained)")
+    if meta.get("adapter"):
+        raise ConfigError(f"{directory} is a {meta['adapter']} adapter: load it with molgen.load_pretrained (merged) "
+                          "or molgen.models.hub.load_adapter")  # fmt: skip
     rec = meta["base"]
-    want, name = rec.get("weights_sha256", ""), rec.get("name", "?")
-    if base is None:
-        candidates = [PRETRAINED_DIR / name] if rec.get("shipped") else []
-        candidates += [Path(rec["path"])] if rec.get("path") else []
-        found = next((d for d in candidates if (d / CONFIG_NAME).is_file()), None)
-        if found is None:
-            raise ConfigError(f"{directory} is a {meta['partial']} of {name} (weights sha256 {want[:12]}...), which is not "
-                              f"shipped with this molgen{' nor at ' + rec['path'] if rec.get('path') else ''}: pass base=")  # fmt: skip
-        base_dir = found
-    else:
-        base_dir = _base_dir(base)
-    got = weights_sha256(base_dir)
-    if got != want:
-        raise ConfigError(
-            f"{directory} is a {meta['partial']} of {name} with weights sha256 {want[:12]}..., but the base given "
-            f"({base_dir}) has {got[:12]}...: a {meta['partial']} fits only the weights it was trained on. "
-            "Pass that base, or train it again on this one"
-        )
+    base_dir = _find_base(directory, meta, base)
     qualname = str(meta.get("class", ""))
     module_name, _, class_name = qualname.rpartition(".")
     if not module_name.startswith("molgen."):
@@ -384,3 +400,115 @@ def load_partial(directory: str | os.PathLike, base=None, device: str = "auto"):
     dev = resolve_device(device)
     base_model = base if isinstance(base, torch.nn.Module) else from_pretrained(base_dir, device=str(dev))
     return module.to(dev).eval(), base_model
+
+
+# --- LoRA adapters: the adapter's tensors and the rows fine-tuning added, on top of a named base ----
+
+_NEW_ROWS = {"wte": "new_rows.wte", "wpe": "new_rows.wpe"}
+
+
+def is_adapter(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds an adapter written by :func:`save_adapter`."""
+    try:
+        meta = json.loads((Path(directory) / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("partial") == "adapter" and bool(meta.get("adapter"))
+
+
+def save_adapter(model, directory: str | os.PathLike, base, spec, first_new: dict[str, int] | None = None,
+                 provenance: dict | None = None) -> Path:  # fmt: skip
+    """Write a SmilesGPT's LoRA adapter (:mod:`molgen.models.lora`) as its own small folder.
+
+    ``model.safetensors`` holds the adapter's tensors and the embedding rows fine-tuning added
+    (``new_rows.wte``: new tokens, ``new_rows.wpe``: a longer context); ``config.json`` the adapter's
+    shape (``lora``), how the tables grew (``grown``), the base by name and ``weights_sha256``
+    (:func:`save_partial`'s record) and the provenance; ``vocab.json`` the (grown) vocabulary.
+
+    Args:
+        model: the SmilesGPT with unmerged LoRA layers, grown from ``base``.
+        base: the base it was trained on: a shipped name, a folder, or a model loaded from one.
+        spec: its :class:`~molgen.models.lora.LoraSpec`.
+        first_new: the first added row of each grown table (``{"wte": ..., "wpe": ...}``).
+    """
+    from safetensors.torch import save_file
+
+    from molgen import __version__
+    from molgen.models.lora import lora_state
+
+    tensors = lora_state(model)
+    grown = {}
+    for table, first in (first_new or {}).items():
+        weight = getattr(model, table).weight.detach().cpu()
+        if weight.size(0) > first:
+            tensors[_NEW_ROWS[table]] = weight[first:].contiguous()
+            grown[table] = [first, int(weight.size(0))]
+    meta = {"partial": "adapter", "adapter": "lora", "molgen_version": __version__, "lora": spec.to_dict(),
+            "block_size": model.config.block_size, "grown": grown, "base": _base_record(base),
+            "provenance": provenance or {}}  # fmt: skip
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"partial": "adapter"})
+    with atomic_path(directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+    if getattr(model, "tokenizer", None) is not None:
+        model.tokenizer.save(directory / VOCAB_NAME)
+    return directory
+
+
+def load_adapter(directory: str | os.PathLike, base=None, device: str = "auto", merge: bool = True):
+    """A SmilesGPT with the adapter of ``directory`` on its base; what :func:`from_pretrained` (and so
+    ``molgen.load_pretrained``, ``molgen generate``) returns for an adapter folder.
+
+    Args:
+        base: ``None`` finds the recorded base (shipped, or the folder it was trained from); a name,
+            folder or model is checked: its weights must have the recorded sha256.
+        merge: fold the adapter into the weights (an ordinary SmilesGPT, sampling at full speed);
+            ``False`` keeps peft's LoRA layers (the same function; for training further or checking).
+
+    Raises:
+        InputError: a base with other weights than the adapter was trained on.
+        ConfigError: an unreadable folder, a base that cannot be found, tensors that do not fit.
+    """
+    from molgen.errors import InputError
+    from molgen.models import resolve_device
+    from molgen.models.lora import LoraSpec, add_lora, load_lora_state, merge_lora
+    from molgen.tokenize import SmilesTokenizer
+
+    directory = Path(directory)
+    if not is_adapter(directory):
+        raise ConfigError(f"{directory} is not an adapter folder written by save_adapter (no adapter config.json)")
+    meta = json.loads((directory / CONFIG_NAME).read_text())
+    base_dir = _find_base(directory, meta, base, mismatch=InputError)
+    model = from_pretrained(base_dir, device="cpu", model_type="gpt")
+    _refuse_pickle(directory / WEIGHTS_NAME)
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+        with torch.no_grad():
+            for table, (first, size) in meta.get("grown", {}).items():
+                if table == "wte":
+                    model.resize_vocab(size)
+                else:
+                    model.extend_context(size - (model.wpe.num_embeddings - model.config.block_size))
+                getattr(model, table).weight[first:] = state.pop(_NEW_ROWS[table])
+        if model.config.block_size != meta.get("block_size", model.config.block_size):
+            raise ConfigError(f"block_size {model.config.block_size}, the adapter says {meta['block_size']}")
+        lora = dict(meta["lora"], targets=tuple(meta["lora"]["targets"]))
+        add_lora(model, LoraSpec(**lora))
+        load_lora_state(model, state)
+    except (RuntimeError, SafetensorError, KeyError, TypeError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{directory} does not fit its base {base_dir}: {first_line}") from None
+    if (directory / VOCAB_NAME).is_file():
+        model.tokenizer = SmilesTokenizer.load(directory / VOCAB_NAME)
+        if len(model.tokenizer) != model.config.vocab_size:
+            raise ConfigError(f"{directory}: {VOCAB_NAME} has {len(model.tokenizer)} tokens, the adapted model "
+                              f"{model.config.vocab_size}")  # fmt: skip
+    if merge:
+        merge_lora(model)
+    model.requires_grad_(False)
+    model.provenance = meta.get("provenance", {})
+    model.adapter = {"path": str(directory), "base": meta["base"], "lora": meta["lora"], "merged": merge}
+    del model.checkpoint_dir  # the weights in memory are no file's: nothing may name them as a base
+    return model.to(resolve_device(device)).eval()

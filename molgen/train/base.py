@@ -138,6 +138,12 @@ class PretrainModule(L.LightningModule):
     def step_loss(self, batch) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
 
+    def save_model(self, directory: Path) -> Path:
+        """Write ``self.model`` as the run's export folder (a task may write another kind, e.g. an adapter)."""
+        from molgen.models.hub import save_pretrained
+
+        return save_pretrained(self.model.eval(), directory, self.provenance())
+
     def training_step(self, batch, batch_idx):
         loss, n = self.step_loss(batch)
         if self.trainer.world_size > 1:
@@ -164,9 +170,11 @@ class PretrainModule(L.LightningModule):
         opt = self.config.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
         # no weight decay on biases and norms (1-D tensors), as in GPT-2
+        # nor on a table of which only new rows train (decay would shrink its frozen rows; molgen.models.lora)
+        decays = [p.dim() >= 2 and not getattr(p, "frozen_rows", 0) for p in params]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p, d in zip(params, decays, strict=True) if d], "weight_decay": opt.weight_decay},
+            {"params": [p for p, d in zip(params, decays, strict=True) if not d], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas)
         total, warmup, ratio = self.config.trainer.max_steps, opt.warmup_steps, opt.min_lr / opt.lr
@@ -201,8 +209,6 @@ class PretrainModule(L.LightningModule):
 def export(module: PretrainModule, directory: str | Path | None = None) -> Path:
     """Write the module's model as a shippable checkpoint folder (keeps an existing card); with early
     stopping (``trainer.patience``), the weights of the best validation so far."""
-    from molgen.models.hub import save_pretrained
-
     directory = Path(directory or module.config.export_dir)
     was_training = module.training
     current = None
@@ -210,7 +216,7 @@ def export(module: PretrainModule, directory: str | Path | None = None) -> Path:
         current = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         module.model.load_state_dict(module.best["state"])
     try:
-        path = save_pretrained(module.model.eval(), directory, module.provenance())
+        path = module.save_model(directory)
     finally:
         if current is not None:
             module.model.load_state_dict(current)

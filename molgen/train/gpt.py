@@ -22,14 +22,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from molgen.cache import cache_dir, sha256_file, sha256_strings
 from molgen.config import DistillConfig, RunConfig, model_section
 from molgen.errors import ConfigError, InputError
 from molgen.files import atomic_path
 from molgen.models.gpt import GPTConfig, SmilesGPT
+from molgen.models.lora import trainable_share
 from molgen.tokenize import SmilesTokenizer, tokenize
+from molgen.train.anchor import Anchor, fisher_diagonal
 from molgen.train.base import PretrainModule, register_task, shuffle_generator
 from molgen.train.freeze import FreezePolicy, apply_freeze, check_policy, set_dropout
 
@@ -176,6 +178,60 @@ def collate(rows) -> torch.Tensor:
     return batch[:, :width]
 
 
+class _Mixed(Dataset):
+    """Target rows (indices ``[0, n_target)``, augmented as configured) then rehearsal rows (MOSES,
+    as they are), both right-padded to one width so a batch of both stacks."""
+
+    def __init__(self, target: _Rows, rehearsal: np.ndarray):
+        self.target, self.rehearsal = target, rehearsal
+        self.width = max(target.ids.shape[1], rehearsal.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.target) + len(self.rehearsal)
+
+    def __getitem__(self, i):
+        n = len(self.target)
+        row = self.target[i] if i < n else np.asarray(self.rehearsal[i - n], dtype=np.int64)
+        return np.pad(row, (0, self.width - len(row)))  # <pad> is id 0
+
+
+class RehearsalBatches(Sampler):
+    """Batches of target rows with a share ``fraction`` of rehearsal rows mixed into each (experience
+    replay of the pretraining data against forgetting; e.g. Robins 1995, "Catastrophic forgetting,
+    rehearsal and pseudorehearsal"). An epoch is one pass over the shuffled target rows, ``take`` of
+    them a batch; each batch adds ``round(len * fraction / (1 - fraction))`` rehearsal rows drawn
+    (with replacement) from the pool, whose indices follow the target's.
+    """
+
+    def __init__(self, n_target: int, n_pool: int, batch_size: int, fraction: float, generator: torch.Generator):
+        self.n_target, self.n_pool, self.fraction, self.generator = n_target, n_pool, fraction, generator
+        self.take = max(1, round(batch_size * (1 - fraction)))
+
+    def __len__(self) -> int:
+        return -(-self.n_target // self.take)
+
+    def __iter__(self):
+        order = torch.randperm(self.n_target, generator=self.generator).tolist()
+        for start in range(0, self.n_target, self.take):
+            chunk = order[start : start + self.take]
+            m = round(len(chunk) * self.fraction / (1 - self.fraction))
+            pool = torch.randint(self.n_pool, (m,), generator=self.generator) + self.n_target
+            yield chunk + pool.tolist()
+
+
+def moses_rows(tokenizer: SmilesTokenizer, n: int, seed: int, limit: int) -> np.ndarray:
+    """A seeded ``n`` MOSES train molecules encoded with ``tokenizer`` (those it can read within ``limit``
+    tokens; a MOSES parent reads them all): rehearsal rows and the EWC Fisher's molecules."""
+    from molgen.datasets import moses_sample
+
+    smiles = moses_sample("train", n, seed)
+    keep = [s for s in smiles if len(tokenizer.tokens(s)) + 2 <= limit and all(t in tokenizer.stoi for t in tokenizer.tokens(s))]
+    if len(keep) < len(smiles):
+        print(f"MOSES train: {len(smiles) - len(keep)} of {len(smiles)} molecules left out (tokens outside the "
+              f"vocabulary or longer than {limit})")  # fmt: skip
+    return tokenizer.encode_batch(keep).astype(np.uint8)
+
+
 class GPTDataModule(L.LightningDataModule):
     """Training rows (MOSES or a file) and a seeded validation subsample."""
 
@@ -196,6 +252,13 @@ class GPTDataModule(L.LightningDataModule):
             self.val_ids = self._moses_val(moses_path(d.val_split))
         else:
             self._setup_from_file(Path(d.dataset), tokenizer)
+        self.rehearsal_ids = None
+        f = config.finetune.rehearsal
+        if f:  # enough pool for every step's draws, within reason
+            t = config.trainer
+            n_pool = int(min(50_000, max(1_000, t.max_steps * round(t.batch_size * f))))
+            self.rehearsal_ids = moses_rows(self.tokenizer, n_pool, t.seed, self.max_tokens())
+            self.info["rehearsal"] = {"fraction": f, "pool": len(self.rehearsal_ids), "source": "moses/train"}
 
     def _setup_in_memory(self, smiles: list[str], tokenizer, name: str) -> None:
         if tokenizer is None:
@@ -270,8 +333,14 @@ class GPTDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         d = self.config.data
+        rows = _Rows(self.train_ids, self.tokenizer, self.augment())
+        if self.rehearsal_ids is not None:
+            batches = RehearsalBatches(len(rows), len(self.rehearsal_ids), self.config.trainer.batch_size,
+                                       self.config.finetune.rehearsal, shuffle_generator(self))  # fmt: skip
+            return DataLoader(_Mixed(rows, self.rehearsal_ids), batch_sampler=batches, collate_fn=collate,
+                              num_workers=d.num_workers, persistent_workers=d.num_workers > 0)  # fmt: skip
         return DataLoader(
-            _Rows(self.train_ids, self.tokenizer, self.augment()),
+            rows,
             batch_size=self.config.trainer.batch_size,
             shuffle=True,
             generator=shuffle_generator(self),
@@ -362,6 +431,9 @@ class GPTTask(PretrainModule):
         self.context: dict | None = None  # {"from", "to", "rows_longer"} when fine-tuning extended the context
         self.new_tokens: dict[str, str] = {}  # token added for fine-tuning -> the known token its row started from
         self.teacher = None
+        self.first_new: dict[str, int] = {}  # grown table -> its first new row (trains whatever the freeze policy)
+        self.trainable: dict | None = None  # {"trainable", "total", "fraction"} when fine-tuning
+        self.anchor: Anchor | None = None
         if config.distill.teacher:
             from molgen.models.hub import from_pretrained
 
@@ -383,6 +455,7 @@ class GPTTask(PretrainModule):
             if self.model.config.cond_dim:  # no condition would reach the loss
                 raise ConfigError(f"init_from {config.init_from!r} is conditional (cond_dim = {self.model.config.cond_dim}); "
                                   "conditional training is not available yet: start from an unconditional model")  # fmt: skip
+            parent_rows = {"wte": self.model.config.vocab_size, "wpe": self.model.wpe.num_embeddings}
             if len(tokenizer) > self.model.config.vocab_size:
                 first_new = self.model.config.vocab_size
                 self.model.resize_vocab(len(tokenizer))
@@ -397,10 +470,31 @@ class GPTTask(PretrainModule):
                       f"than the parent's {parent_block}")  # fmt: skip
             if config.finetune.dropout is not None:
                 set_dropout(self.model, config.finetune.dropout)
-            self.frozen = apply_freeze(self.model, FreezePolicy.parse(config.finetune))
+            self.first_new = {t: n for t, n in parent_rows.items() if getattr(self.model, t).num_embeddings > n}
+            self.model.tokenizer = tokenizer
+            if config.finetune.anchor:  # before the freeze policy: EWC's Fisher is the parent's, on MOSES
+                self.anchor = self._anchor(config, tokenizer)
+            self.frozen = apply_freeze(self.model, FreezePolicy.parse(config.finetune), self.first_new)
+            if self.anchor is not None:  # anchor only what trains
+                trains = {n for n, p in self.model.named_parameters() if p.requires_grad}
+                self.anchor.ref = {n: v for n, v in self.anchor.ref.items() if n in trains}
+            self.trainable = trainable_share(self.model)
+            print(f"fine-tuning {self.trainable['trainable']:,} of {self.trainable['total']:,} parameters "
+                  f"({self.trainable['fraction']:.2%}; freeze {FreezePolicy.parse(config.finetune)})")  # fmt: skip
         else:
             self.model = SmilesGPT(config.model.shape(vocab_size=len(tokenizer)))
         self.model.tokenizer = tokenizer
+
+    def _anchor(self, config: GPTRunConfig, tokenizer: SmilesTokenizer) -> Anchor:
+        ft = config.finetune
+        first_new = {f"{t}.weight": n for t, n in self.first_new.items()}
+        fisher = None
+        if ft.anchor == "ewc":
+            ids = torch.from_numpy(moses_rows(tokenizer, ft.fisher_molecules, config.trainer.seed + 1,
+                                              self.model.config.block_size).astype(np.int64))  # fmt: skip
+            print(f"EWC: Fisher information of the parent on {len(ids)} MOSES train molecules", flush=True)
+            fisher = fisher_diagonal(self.model, ids, self.model.config.pad_id)
+        return Anchor(self.model, first_new, fisher, ft.anchor_weight)
 
     def step_loss(self, batch):
         x, y = batch[:, :-1], batch[:, 1:]
@@ -414,13 +508,29 @@ class GPTTask(PretrainModule):
             log_q = torch.log_softmax(logits.float()[real] / d.temperature, -1)
             kl = F.kl_div(log_q, soft, log_target=True, reduction="batchmean")  # per real token
             loss = (1 - d.alpha) * loss + d.alpha * d.temperature**2 * kl
+        if self.anchor is not None and self.training:
+            penalty = self.anchor.penalty(self.model)
+            self.log("anchor", penalty)
+            loss = loss + penalty
         return loss, int(real.sum())
+
+    def save_model(self, directory):
+        """The export: a LoRA run writes its adapter (small, naming the base); any other a full checkpoint."""
+        policy = FreezePolicy.parse(self.config.finetune) if self.config.init_from else None
+        if policy is None or policy.kind != "lora":
+            return super().save_model(directory)
+        from molgen.models.hub import save_adapter
+
+        return save_adapter(self.model.eval(), directory, self.config.init_from, policy.lora, self.first_new,
+                            self.provenance())  # fmt: skip
 
     def provenance(self) -> dict:
         prov = super().provenance()
         if self.config.init_from:
-            prov["finetune"] = {"freeze": str(FreezePolicy.parse(self.config.finetune)), "context": self.context,
-                                "new_tokens": self.new_tokens}  # fmt: skip
+            ft = self.config.finetune
+            prov["finetune"] = {**FreezePolicy.parse(ft).record(), "context": self.context, "new_tokens": self.new_tokens,
+                                "trainable": self.trainable, "rehearsal": ft.rehearsal,
+                                "anchor": {"kind": ft.anchor, "weight": ft.anchor_weight} if ft.anchor else None}  # fmt: skip
         if self.teacher is not None:  # a name like "smiles-gpt-moses" may later hold other weights
             prov["teacher"] = self.teacher_info
         return prov
