@@ -283,25 +283,41 @@ def generate_cmd(
         False, "--resume",
         help="Continue an interrupted run from OUT.partial/ (same options): the file comes out as an uninterrupted run's.",
     ),
+    score: bool = typer.Option(False, "--score", help="Add RDKit scores (qed, sa, logp, ... alerts) to every row, chunk by chunk."),
+    objective: Path | None = typer.Option(
+        None, "--objective", help="Objective TOML (scripts/configs/objective_*.toml): adds its total 'score' and score_<component> columns.",
+    ),
+    min_score: float | None = typer.Option(
+        None, "--min-score", help="Drop rows whose objective score is below this (counted and reported; needs --objective).",
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: write only part K of the N-part run (contiguous seeded batches); shards 1..N joined = the whole run.",
+    ),
 ) -> None:
-    """Sample molecules from a model and write them to a file.
+    """Sample molecules from a model, optionally score and filter them, and write them to a file.
 
     The file appears only when complete; until then whole chunks sit in OUT.partial/, so an
-    interrupted or killed run keeps them and --resume continues it.
+    interrupted or killed run keeps them and --resume continues it. docs/batch.md: columns, shards.
     """
-    from molgen.models import load_pretrained
-    from molgen.sample import generate_to_file
+    import torch
 
-    summary = generate_to_file(
+    from molgen.batch import generate
+    from molgen.models import load_pretrained
+
+    workers = workers if workers == "auto" else _whole_number(workers, "--workers")
+    summary = generate(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature,
         grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision, unique=unique,
         valid_only=valid_only, batch_size=batch_size, device=device, resume=resume, chunk_size=chunk_size,
-        workers=workers if workers == "auto" else _whole_number(workers, "--workers"),
+        workers=workers, score=score, objective=objective, min_score=min_score, shard=shard,
+        n_jobs=torch.get_num_threads() if workers == "auto" else workers,
     )
     resumed = f", {summary['resumed_rows']:,} of them from the interrupted run" if summary["resumed_rows"] else ""
+    below = f", {summary['below_min_score']:,} below --min-score {min_score:g} dropped" if min_score is not None else ""
+    part = f" (shard {summary['shard']}: batches from {summary['first_batch']:,})" if shard else ""
     console.print(
-        f"[green]wrote[/] {summary['written']:,} molecules to {out} ({summary['valid']:,} valid of "
-        f"{summary['sampled']:,} sampled{resumed}, {summary['seconds']} s)"
+        f"[green]wrote[/] {summary['written']:,} molecules to {out}{part} ({summary['valid']:,} valid of "
+        f"{summary['sampled']:,} sampled{below}{resumed}, {summary['seconds']} s)"
     )
 
 
