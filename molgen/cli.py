@@ -443,8 +443,9 @@ def optimize_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Optimize config TOML (scripts/configs/optimize_*.toml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's out folder; nothing in its optimize.csv is scored again."),
 ) -> None:
-    """Reinforcement learning against the prior (REINVENT / Augmented Hill-Climb) on an objective,
-    within a budget of oracle calls; writes optimize.csv, steps.csv, checkpoints/ and agent/."""
+    """Optimise molecules for an objective within a budget of oracle calls: reinforcement learning
+    against the prior (REINVENT / Augmented Hill-Climb; writes optimize.csv, steps.csv, checkpoints/,
+    agent/), or with method = "latent" in the TOML CMA-ES in the graph-VAE's latent space."""
     from molgen.guide.rl import optimize
 
     result = optimize(config, resume=resume, log=lambda line: console.print(escape(line), soft_wrap=True, highlight=False))

@@ -44,7 +44,6 @@ which cost no oracle calls, for ever.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -53,6 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,19 @@ from molgen.errors import ConfigError, InputError
 from molgen.files import atomic_path, write_json
 from molgen.guide.memory import DiversityFilter, ReplayBuffer
 from molgen.guide.objectives import Objective, Oracle
+from molgen.guide.runlog import (
+    CSV_NAME,
+    STEPS_NAME,
+    append,
+    begin,
+    interrupted,
+    log_columns,
+    new_rows,
+    read_log,
+    refuse_overwrite,
+    restore_oracle,
+    settings,
+)
 from molgen.guide.transforms import describe_error
 from molgen.parallel import batch_seed
 
@@ -74,14 +87,43 @@ else:  # Python 3.10
 
 __all__ = ["OptimizeConfig", "OptimizeResult", "rl_loss", "optimize"]
 
-CSV_NAME, STEPS_NAME = "optimize.csv", "steps.csv"
-
-
 # --- configuration -------------------------------------------------------------------------------
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> _Section:
+        """Read and check a run file. ``objective`` (and ``prior`` / ``model`` when a folder there) are
+        relative to the file's folder; ``out`` is relative to the current folder."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a folder: pass an optimize TOML file (scripts/configs/optimize_*.toml)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8)") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        base = path.resolve().parent
+        if isinstance(data.get("objective"), str):
+            data["objective"] = str(base / data["objective"])
+        for key in ("prior", "model"):
+            if isinstance(data.get(key), str) and (base / data[key] / "config.json").is_file():
+                data[key] = str(base / data[key])
+        return cls.parse(data, source=str(path))
+
+    @classmethod
+    def parse(cls, data, source: str = "<config>") -> _Section:
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in err.errors())) from None
 
 
 class DiversityFilterConfig(_Section):
@@ -104,6 +146,7 @@ class StopConfig(_Section):
 class OptimizeConfig(_Section):
     """One RL run (``molgen optimize --config FILE``); see ``scripts/configs/optimize_qed.toml``."""
 
+    method: Literal["rl"] = Field("rl", description='"rl", or "latent" for molgen.guide.latent')
     prior: str = Field("smiles-gpt-moses-small", description="a SmilesGPT: shipped name or checkpoint folder")
     objective: Path = Field(description="objective TOML (molgen.guide.Objective.from_toml)")
     budget: int = Field(ge=1, description="oracle calls: distinct valid molecules scored")
@@ -119,37 +162,6 @@ class OptimizeConfig(_Section):
     diversity_filter: DiversityFilterConfig = DiversityFilterConfig()
     replay: ReplayConfig = ReplayConfig()
     stop: StopConfig = StopConfig()
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> OptimizeConfig:
-        """Read and check a run file. ``objective`` (and ``prior`` when it is a folder there) are
-        relative to the file's folder; ``out`` is relative to the current folder."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path} is a folder: pass an optimize TOML file (scripts/configs/optimize_*.toml)") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8)") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from None
-        base = path.resolve().parent
-        if isinstance(data.get("objective"), str):
-            data["objective"] = str(base / data["objective"])
-        if isinstance(data.get("prior"), str) and (base / data["prior"] / "config.json").is_file():
-            data["prior"] = str(base / data["prior"])
-        return cls.parse(data, source=str(path))
-
-    @classmethod
-    def parse(cls, data, source: str = "<config>") -> OptimizeConfig:
-        if isinstance(data, cls):
-            return data
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in err.errors())) from None
 
 
 # --- the loss ------------------------------------------------------------------------------------
@@ -224,7 +236,7 @@ class _Run:
         self.scaffolds: dict[str, str] = {}
         self.step = self.checkpointed = 0
         self.last_logged_step = 0  # the last step already in optimize.csv when the run (re)started
-        self.columns = ["step", "oracle_call", "smiles", *self.objective.columns, "scaffold"]
+        self.columns = log_columns(self.objective)
 
     # -- one step ---------------------------------------------------------------------------------
 
@@ -306,15 +318,9 @@ class _Run:
     # -- files ------------------------------------------------------------------------------------
 
     def append_rows(self, table: pd.DataFrame, canon: list[str | None], step: int, calls_before: int) -> None:
-        new = table[table["new"].to_numpy()]
-        if new.empty:
-            return
-        rows = pd.DataFrame({"step": step, "oracle_call": np.arange(calls_before + 1, calls_before + 1 + len(new)),
-                             "smiles": [canon[i] for i in new.index]})  # fmt: skip
-        for col in self.objective.columns:
-            rows[col] = new[col].to_numpy()
-        rows["scaffold"] = [self.scaffold_of(s) for s in rows["smiles"]]
-        _append(self.out / CSV_NAME, rows, self.columns)
+        rows = new_rows(table, canon, step, calls_before, self.objective, self.scaffold_of)
+        if len(rows):
+            append(self.out / CSV_NAME, rows, self.columns)
 
     def checkpoint(self, step: int) -> None:
         from safetensors.torch import save_file
@@ -367,14 +373,7 @@ class _Run:
     # -- resuming ---------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        rows = _read_csv(self.out / CSV_NAME, self.columns)
-        if rows["oracle_call"].tolist() != list(range(1, len(rows) + 1)):
-            raise ConfigError(f"{self.out / CSV_NAME}: oracle_call does not run 1, 2, 3, ...: not a file this run wrote")
-        for smi, values, scaf in zip(rows["smiles"], rows[self.objective.columns].to_numpy(np.float64),
-                                     rows["scaffold"], strict=True):  # fmt: skip
-            self.oracle.cache[smi] = values
-            self.scaffolds[smi] = scaf
-        self.oracle.calls_used = len(rows)
+        rows = restore_oracle(self.oracle, self.out, self.columns, self.scaffolds)
         self.step = self.checkpointed = self.load_checkpoint()
         self.last_logged_step = int(rows["step"].max()) if len(rows) else 0
         # the memories as they were after step `self.step`: its rows, in oracle order, step by step
@@ -414,35 +413,40 @@ def optimize(config: OptimizeConfig | dict | str | os.PathLike, resume: bool = F
         ConfigError: a bad config, or ``out`` holds a run and ``resume`` is False, or a run with
             other settings (only ``budget``, ``stop``, ``device`` and ``checkpoint_every`` may change).
     """
+    if _method(config) == "latent":  # the same command and files, CMA-ES in the graph-VAE's latent space
+        from molgen.guide.latent import optimize_latent
+
+        return optimize_latent(config, resume=resume, log=log)
     cfg = OptimizeConfig.from_toml(config) if isinstance(config, (str, os.PathLike)) else OptimizeConfig.parse(config)
     out = Path(cfg.out)
     csv = out / CSV_NAME
-    if csv.exists() and not resume:
-        raise ConfigError(f"{out} holds an optimisation run ({csv}); continue it with --resume "
-                          "(resume=True) or choose another out")  # fmt: skip
+    refuse_overwrite(out, resume)
     run = _Run(cfg, log)
-    settings = _settings(cfg, run.objective)
-    if resume and csv.exists():
-        _check_same(out, settings)
-        run.restore()
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / STEPS_NAME, out / "checkpoints" / "latest.json"):
-            stale.unlink(missing_ok=True)
-        _append(csv, pd.DataFrame(columns=run.columns), run.columns, header=True)
-    write_json(out / "config.json", settings)
+    begin(out, run.columns, settings(cfg, run.objective), resume, _MAY_CHANGE, run.restore,
+          stale=(out / STEPS_NAME, out / "checkpoints" / "latest.json"))
     try:
         reason = _loop(run)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted in step {run.step + 1}: {run.oracle.calls_used:,} molecules scored in "
-                                f"{csv}; continue with --resume") from None  # fmt: skip
+        raise interrupted(run.step + 1, run.oracle.calls_used, out) from None
     if run.checkpointed != run.step:
         run.checkpoint(run.step)
     run.save_agent(out / "agent", run.step)
-    molecules = _read_csv(csv, run.columns)
+    molecules = read_log(csv, run.columns)
     steps = pd.read_csv(out / STEPS_NAME) if (out / STEPS_NAME).is_file() else pd.DataFrame()
     run.log(f"stopped after step {run.step}: {reason}; {len(molecules):,} molecules in {csv}, agent in {out / 'agent'}")
     return OptimizeResult(out, molecules, steps, reason)
+
+
+def _method(config) -> str:
+    """The ``method`` a config names (``"rl"`` when it names none); a bad file is left to the config's reader."""
+    if isinstance(config, (str, os.PathLike)):
+        try:
+            config = tomllib.loads(Path(config).read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return "rl"
+    if isinstance(config, BaseModel):
+        return getattr(config, "method", "rl")
+    return config.get("method", "rl") if isinstance(config, dict) else "rl"
 
 
 def _loop(run: _Run) -> str:
@@ -481,65 +485,11 @@ def _log_step(run: _Run, step: int, canon, table: pd.DataFrame, loss: float, sec
            "unique": len(set(valid)) / len(canon), "new": run.new_fraction[-1], "mean_score": batch_scores.mean() if len(batch_scores) else math.nan,
            "best": top[0] if len(top) else math.nan, "top10_mean": top[:10].mean() if len(top) else math.nan,
            "scaffolds": n_scaffolds, "loss": loss, "seconds": round(seconds, 3)}  # fmt: skip
-    _append(run.out / STEPS_NAME, pd.DataFrame([rec]), list(rec), header=not (run.out / STEPS_NAME).exists())
+    append(run.out / STEPS_NAME, pd.DataFrame([rec]), list(rec), header=not (run.out / STEPS_NAME).exists())
     budget = f"{len(run.found):,}/{run.cfg.budget:,}"
     run.log(f"step {step:4d}  calls {budget}  best {rec['best']:.3f}  top-10 {rec['top10_mean']:.3f}  "
             f"batch {rec['mean_score']:.3f}  valid {rec['valid']:.0%}  unique {rec['unique']:.0%}  "
             f"new {rec['new']:.0%}  scaffolds {n_scaffolds:,}  loss {loss:.1f}  {seconds:.1f} s")
 
 
-# --- files ---------------------------------------------------------------------------------------
-
-
-def _append(path: Path, rows: pd.DataFrame, columns: list[str], header: bool = False) -> None:
-    """Append whole rows in one write, flushed to disk (a kill leaves whole steps, or a torn last line)."""
-    buf = io.StringIO()
-    rows[columns].to_csv(buf, index=False, header=header, lineterminator="\n")
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    """``optimize.csv`` without a torn last line (a kill during a write); the file is cut back to match."""
-    data = path.read_bytes()
-    whole = data[: data.rfind(b"\n") + 1]
-    if len(whole) != len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(len(whole))
-    if not whole:
-        raise ConfigError(f"{path} is empty: not a file molgen optimize wrote; remove it or choose another out")
-    text = io.StringIO(whole.decode("utf-8"))
-    numeric = [c for c in columns if c not in ("smiles", "scaffold")]
-    table = pd.read_csv(text, dtype={"smiles": str, "scaffold": str}, keep_default_na=False,
-                        na_values={c: [""] for c in numeric})  # fmt: skip
-    if list(table.columns) != columns:
-        raise ConfigError(f"{path} has columns {list(table.columns)}, but this objective writes {columns}: "
-                          "a run of another objective; choose another out")  # fmt: skip
-    return table.astype({"step": np.int64, "oracle_call": np.int64})
-
-
 _MAY_CHANGE = ("budget", "stop", "device", "checkpoint_every", "out")
-
-
-def _settings(cfg: OptimizeConfig, objective: Objective) -> dict:
-    import hashlib
-
-    settings = cfg.model_dump(mode="json")
-    settings["objective_sha256"] = hashlib.sha256(Path(cfg.objective).read_bytes()).hexdigest()
-    settings["objective_columns"] = objective.columns
-    return settings
-
-
-def _check_same(out: Path, settings: dict) -> None:
-    path = out / "config.json"
-    try:
-        before = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{out} has an optimize.csv but no readable config.json: not a run to resume") from None
-    differ = [k for k in settings if k not in _MAY_CHANGE and before.get(k) != settings[k]]
-    if differ:
-        what = ", ".join(f"{k} ({before.get(k)!r} -> {settings[k]!r})" for k in differ)
-        raise ConfigError(f"{out} was run with other settings: {what}; only {', '.join(_MAY_CHANGE[:-1])} "
-                          "may change on --resume")  # fmt: skip
