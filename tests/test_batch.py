@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_faults import molgen, start, wait_for_chunks  # the same subprocess helpers
+from test_faults import cli, molgen, start, wait_for_chunks  # the same subprocess helpers
 
 import molgen as mg
 from molgen import batch
@@ -70,6 +70,17 @@ def test_shards_joined_equal_the_single_run(model, tmp_path, suffix):
     a, b = read_table(whole), read_table(joined)
     assert len(a) == sum(s["written"] for s in written)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_cli_shard_writes_its_batches_and_says_which(model, tmp_path):
+    out = tmp_path / "s.csv"
+    code, line = cli("generate", "-m", SMALL, "-n", "100", "-o", str(out), "--seed", "3", "--batch-size", "64",
+                     "--workers", "1", "--shard", "2/2", "--score")  # fmt: skip
+    assert code == 0, line
+    assert "shard 2/2: batches from 1" in line
+    got = read_table(out)
+    assert got["smiles"].tolist() == mg.sample(model, 100, seed=3, batch_size=64, workers=1)["smiles"][64:].tolist()
+    assert "qed" in got.columns and "score" not in got.columns
 
 
 def test_shard_ranges_cover_the_batches_once():
