@@ -76,6 +76,8 @@ def test_optimize_toml_dispatches_on_method(tmp_path):
         optimize(toml, log=None)
     shipped = LatentConfig.from_toml(ROOT / "scripts" / "configs" / "optimize_latent_qed.toml")
     assert shipped.method == "latent" and shipped.objective == QED.resolve()
+    with pytest.raises(ConfigError, match="start.*'C1CC' is not a valid SMILES"):
+        optimize_latent(_config(tmp_path / "o4", start=["CCO", "C1CC"]), log=None)
     with pytest.raises(ConfigError, match="method"):
         optimize({"method": "bayes", "objective": str(QED), "budget": 5, "out": str(tmp_path / "o3")}, log=None)
 

@@ -43,9 +43,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from molgen.chem import scaffold
+from molgen.chem import canonicalize, scaffold
 from molgen.errors import ConfigError
 from molgen.guide.objectives import Objective, Oracle
 from molgen.guide.rl import OptimizeResult, _Section
@@ -92,6 +92,14 @@ class LatentConfig(_Section):
     seed: int = 0
     device: str = "auto"
     stop: LatentStopConfig = LatentStopConfig()
+
+    @field_validator("start")
+    @classmethod
+    def _parse_start(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if canonicalize(s) is None]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a valid SMILES")
+        return value
 
 
 _MAY_CHANGE = ("budget", "stop", "device", "out")
