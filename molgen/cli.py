@@ -172,21 +172,56 @@ def evaluate_cmd(
 @friendly
 def demo_cmd(
     out: Path = typer.Option(Path("results/demo"), "--out", "-o", help="Folder for the results."),
-    n: int = typer.Option(2000, "-n", min=100, help="Molecules per model (FCD compares only at equal n)."),
+    data: str = typer.Option("chembl2321810", "--data", help="Target set: a data set name (molgen datasets) or a molecule file (CSV, SDF, ...)."),
+    target_col: str = typer.Option("activity", "--target-col", help="The measured property column of the target set."),
+    smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column of a table (default: found by name)."),
+    lower_is_better: bool = typer.Option(False, "--lower-is-better", help="Guide toward low values of the property (e.g. IC50 in nM, clearance)."),
+    n_train: int = typer.Option(None, "--n-train", min=5, help="Target molecules to learn from (default 100, or 80 % of a smaller set); the rest judge."),
+    budget: int = typer.Option(2000, "--budget", min=64, help="Oracle calls for the optimisation."),
+    steps: int = typer.Option(150, "--finetune-steps", min=1, help="Fine-tuning steps at most (early stopping may end sooner)."),
+    n: int = typer.Option(2000, "-n", help="Molecules per shipped model in the MOSES table (FCD compares only at equal n); 0 leaves the table out."),
     seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo run with other settings in --out."),
 ) -> None:
-    """The main job on the shipped defaults: sample each shipped model, score, evaluate against MOSES."""
-    from molgen.demo import legend, run_demo, short_labels
+    """The main job: the shipped models against MOSES, then transfer to a small target set, a property
+    model, property-guided optimisation, candidates judged against the target set, and report.html.
 
-    summary = run_demo(out, n=n, seed=seed)
-    # one column per source (short labels, spelled out below), one row per metric: fits 80 columns
-    labels = short_labels(summary["source"])
-    sources = summary["source"].tolist()
-    _print_table(f"molgen demo: {n:,} molecules per source, seed {seed}",
-                 [{"metric": col, **{labels[s]: v for s, v in zip(sources, summary[col].tolist(), strict=True)}}
-                  for col in summary.columns if col != "source"])
-    Console().print(legend(labels), markup=False, highlight=False)
-    console.print(f"[green]results in[/] {out.resolve()} (summary.csv; per source molecules.csv, metrics.json)")
+    A rerun into the same folder with the same options keeps the finished stages and continues.
+    """
+    import pandas as pd
+
+    from molgen.demo import DemoSettings, legend, run_demo, short_labels
+
+    if n and n < 100:
+        raise InputError(f"-n {n}: at least 100 molecules per model (or 0 to leave the MOSES table out)")
+    settings = DemoSettings(data=data, target_col=target_col, smiles_col=smiles_col, higher_is_better=not lower_is_better,
+                            n_train=n_train, budget=budget, finetune_steps=steps, n=n, seed=seed)  # fmt: skip
+    state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), highlight=False))
+    stages = state["stages"]
+    if "pretrained" in stages:
+        summary = pd.DataFrame(stages["pretrained"]["summary"])
+        # one column per source (short labels, spelled out below), one row per metric: fits 80 columns
+        labels = short_labels(summary["source"])
+        sources = summary["source"].tolist()
+        _print_table(f"shipped models against MOSES: {n:,} molecules per source, seed {seed}",
+                     [{"metric": col, **{labels[s]: v for s, v in zip(sources, summary[col].tolist(), strict=True)}}
+                      for col in summary.columns if col != "source"])  # fmt: skip
+        Console().print(legend(labels), markup=False, highlight=False)
+    _print_mission(stages)
+    console.print(f"[green]results in[/] {out.resolve()}: candidates.csv, report.html, mission.json")
+
+
+def _print_mission(stages: dict) -> None:
+    """The mission's figures as two short tables: the generator before and after, and where guidance went."""
+    ft, fit, opt, cands = stages["finetune"], stages["property_model"], stages["optimize"], stages["candidates"]
+    _print_table(f"fine-tuning ({ft['steps']} steps); against the held-out target molecules",
+                 [{"metric": k, "parent": ft["before"].get(k), "fine-tuned": ft["after"].get(k)} for k in ft["before"]])
+    _print_table("predicted property (property model; held-out RMSE "
+                 f"{fit['rmse']:.2f}, mean-only {fit['baseline_rmse']:.2f}, Spearman {fit['spearman']:.2f})",
+                 [{"set": r["set"], "n": r["n"], "mean": r["mean"], "median": r["median"], "max": r["max"]}
+                  for r in cands["shift"]])  # fmt: skip
+    console.print(f"optimisation: {opt['calls']:,} oracle calls, best score {opt['best']:.3f}, top-10 mean "
+                  f"{opt['top10_mean']:.3f}; {cands['n']} candidates kept", highlight=False)
 
 
 # --- model commands (pretrain, generate) ---------------------------------------------------------

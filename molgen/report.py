@@ -4,7 +4,9 @@
 section for each kind it finds; it never needs the network (no CDN, no web fonts): molecules are
 inline SVG, plots base64 PNG, so the one file can be mailed or archived. What it recognises:
 
-- a demo run (``molgen demo``): ``summary.csv`` and source folders with ``metrics.json`` and a scored
+- a demo run (``molgen demo``): ``mission.json`` (the stages' figures), ``candidates.csv`` and
+  ``predicted.csv``: the mission's tables, the candidates as a grid, the predicted-property shift;
+  ``summary.csv`` and source folders with ``metrics.json`` and a scored
   ``molecules.csv``: the metrics table (one column per source), grids of the best molecules by QED,
   and property histograms of each source against the ``moses-test`` reference sample;
 - a transfer experiment (``molgen experiment transfer``): ``results.csv`` (+ ``experiment.json``,
@@ -71,7 +73,7 @@ def find(run_dir: str | Path) -> dict[str, list[Path]]:
     """What :func:`report` would render: kind -> files (``sources`` are folders, the rest files)."""
     run_dir = Path(run_dir)
     folders = [run_dir, *sorted(p for p in run_dir.iterdir() if p.is_dir())]
-    found: dict[str, list[Path]] = {"summary": [], "sources": [], "transfer": [], "optimize": [], "training": []}
+    found: dict[str, list[Path]] = {"mission": [], "summary": [], "sources": [], "transfer": [], "optimize": [], "training": []}
     for folder in folders:
         mols = folder / "molecules.csv"
         optimising = mols.is_file() and _has_column(mols, "oracle_call")
@@ -81,6 +83,7 @@ def find(run_dir: str | Path) -> dict[str, list[Path]]:
         found["optimize"] += [p for p in [folder / "optimize.csv"] if p.is_file()]
         found["transfer"] += [p for p in [folder / "results.csv"] if p.is_file()]
     found["summary"] = [p for p in [run_dir / "summary.csv"] if p.is_file()]
+    found["mission"] = [p for p in [run_dir / "mission.json"] if p.is_file()]
     found["training"] = sorted(p for p in run_dir.rglob("metrics.csv") if _has_column(p, "step"))
     return {k: v for k, v in found.items() if v}
 
@@ -184,7 +187,8 @@ def _grid(table: pd.DataFrame, by: str, legend, query, top: int = 12) -> str:
                                useSVG=True, drawOptions=options, highlightAtomLists=[h[0] for h in highlights],
                                highlightBondLists=[h[1] for h in highlights])
     svg = getattr(svg, "data", svg)  # IPython's console patch returns an SVG object
-    cols = ["smiles", *dict.fromkeys(c for c in (by, "oracle_call", *PROPERTIES) if c in table and c != "smiles")]
+    shown = (by, "predicted", "predicted_std", "nearest_target_similarity", "oracle_call", *PROPERTIES)
+    cols = ["smiles", *dict.fromkeys(c for c in shown if c in table and c != "smiles")]
     smiles_table = _table(cols, [[r[c] if c != "smiles" else str(r[c]) for c in cols] for r in picked])
     return (f'<div class="grid">{svg[svg.index("<svg"):]}</div>'
             f"<details><summary>SMILES and scores</summary>{smiles_table}</details>")
@@ -267,6 +271,86 @@ def _distributions_section(sources: dict[str, dict]) -> str:
               "percentiles are piled into the end bins.</p>")
 
 
+def _mission_section(run_dir: Path, state: dict, query, top: int) -> str:
+    """The demo's stages: target set, fine-tuning before/after, property model, guidance, candidates."""
+    st = state.get("stages", {})
+    parts = ['<h2 id="mission">The mission: from the pretrained models to candidates</h2>']
+    tgt, ft, fit = st.get("target"), st.get("finetune"), st.get("property_model")
+    opt, cand = st.get("optimize"), st.get("candidates")
+    if tgt:
+        skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in tgt.get("skipped", {}).items() if v) or "none"
+        parts.append(f"<p>Target set <code>{_e(tgt['name'])}</code>, property <code>{_e(tgt['column'])}</code>: "
+                     f"{tgt['n']:,} molecules, {tgt['n_train']:,} to learn from (seeded), {tgt['n_held_out']:,} "
+                     f"held out to judge. Rows skipped: {_e(skipped)}."
+                     + (f" Common substructure (highlighted): <code>{_e(tgt['scaffold'])}</code>." if tgt.get("scaffold") else "")
+                     + "</p>")
+    stage_rows = [[name, f"{v.get('seconds', math.nan):.0f} s"] for name, v in st.items() if isinstance(v, dict)]
+    if ft:
+        parts.append(f"<h3>Fine-tuning the generator ({ft['steps']} steps)</h3>"
+                     + _table(["figure", "parent", "fine-tuned"], [[k, ft["before"].get(k), ft["after"].get(k)]
+                                                                    for k in ft["before"]])
+                     + '<p class="note">Against the held-out target molecules: FCD, SNN, scaffold share; novelty '
+                       "against the training molecules; held-out NLL in nats per token over the molecules both "
+                       "models can read.</p>")
+    if fit:
+        parts.append(f"<h3>Property model: frozen {_e(fit['features'])} features + {_e(fit['head'])}</h3>"
+                     + _table(["held-out figure", "value"],
+                              [["RMSE", fit["rmse"]], ["RMSE of the training mean (no model)", fit["baseline_rmse"]],
+                               ["MAE", fit["mae"]], ["Spearman", fit["spearman"]],
+                               ["within ±1 sd", fit["within_1sd"]], ["molecules judged", fit["n_held_out"]]])
+                     + f'<p class="note">Fitted on the {fit["n_train"]} training molecules, judged on the held-out '
+                       "ones; the same model scores the optimisation.</p>")
+    if opt:
+        parts.append(f"<p>Optimisation: {opt['calls']:,} oracle calls ({_e(opt['stopped'])}); best score "
+                     f"{_fmt(opt['best'])}, top-10 mean {_fmt(opt['top10_mean'])}. Curve below.</p>")
+    if cand:
+        parts.append(_shift_part(run_dir, cand))
+        parts.append(_candidates_part(run_dir, cand, query, top))
+    parts.append("<h3>Stage times</h3>" + _table(["stage", "time"], stage_rows))
+    return "".join(parts)
+
+
+def _shift_part(run_dir: Path, cand: dict) -> str:
+    rows = [[r["set"], r["n"], r["mean"], r["median"], r["q75"], r["max"]] for r in cand.get("shift", [])]
+    html_ = ("<h3>Where guidance moved the molecules</h3>"
+             + _table(["set", "n", "mean", "median", "75th pct", "max"], rows))
+    path = run_dir / "predicted.csv"
+    if path.is_file():
+        values = pd.read_csv(path)
+        fig, (ax,) = _figure(1, size=(7, 3.4))
+        finite = values["value"].replace([np.inf, -np.inf], np.nan).dropna()
+        if len(finite):
+            bins = np.linspace(finite.min() - 1e-9, finite.max() + 1e-9, 31)
+            for i, (name, part) in enumerate(values.groupby("set", sort=False)):
+                style = (dict(histtype="stepfilled", color="0.6", alpha=0.5) if i == 0
+                         else dict(histtype="step", linewidth=1.6))
+                ax.hist(part["value"].dropna(), bins=bins, density=True, label=name, **style)
+            ax.set_xlabel("property (measured for the target set, predicted for the others)")
+            ax.set_yticks([])
+            ax.legend(fontsize=7)
+            html_ += _fig_png(fig, "predicted property shift")
+    return html_ + ('<p class="note">Predictions of the property model; far from its training molecules they are '
+                    "extrapolations (see <code>predicted_std</code> in candidates.csv).</p>")
+
+
+def _candidates_part(run_dir: Path, cand: dict, query, top: int) -> str:
+    path = run_dir / "candidates.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path)
+    figures = [[k.replace("_", " "), v] for k, v in cand.items() if k not in ("shift", "seconds") and not isinstance(v, dict)]
+
+    def legend(r: dict) -> str:
+        std = f"±{r['predicted_std']:.1f}" if r.get("predicted_std") == r.get("predicted_std") else ""
+        return f"pred {r['predicted']:.2f}{std}  QED {r['qed']:.2f}  sim {r['nearest_target_similarity']:.2f}"
+
+    return (f"<h3>Candidates ({len(table)} in <code>candidates.csv</code>)</h3>" + _table(["figure", "value"], figures)
+            + _grid(table, "score", legend, query, top)
+            + '<p class="note">New molecules (none of the target set), no PAINS/Brenk alert, ranked by the objective\'s '
+              "score; <i>pred</i>: predicted property ± sd, <i>sim</i>: Tanimoto similarity (Morgan, r 2) to the "
+              "nearest target molecule.</p>")
+
+
 def _mean_sd(row) -> str:
     return _fmt(row.mean) + (f" ± {_fmt(row.std)}" if math.isfinite(row.std) else "")  # one seed: no sd
 
@@ -346,7 +430,7 @@ def _training_section(paths: list[Path], run_dir: Path) -> str:
 
 
 def _contents(found: dict[str, list[Path]], run_dir: Path, scaffold: str | None) -> str:
-    labels = {"summary": "demo summary", "sources": "molecule sources", "transfer": "transfer experiments",
+    labels = {"mission": "the mission (molgen demo)", "summary": "demo summary", "sources": "molecule sources", "transfer": "transfer experiments",
               "optimize": "optimisation logs", "training": "training logs"}
     items = "".join(f"<li>{_e(labels[k])}: " + ", ".join(f"<code>{_e(p.relative_to(run_dir))}</code>"
                                                        for p in v) + "</li>" for k, v in found.items())
@@ -379,6 +463,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, scaffold: str | N
     summary = pd.read_csv(found["summary"][0]) if "summary" in found else None
     sources = _read_sources(found.get("sources", []), summary)
     body = [_contents(found, run_dir, scaffold)]
+    if "mission" in found:
+        body.append(_mission_section(run_dir, json.loads(found["mission"][0].read_text()), query, top))
     if sources:
         body += [_metrics_section(sources, summary), _grids_section(sources, query, top),
                  _distributions_section(sources)]

@@ -388,12 +388,26 @@ def _summary() -> pd.DataFrame:
                           "mean QED": 0.75, "mean SA": 2.9, "seconds": 12.5} for i, s in enumerate(sources)])
 
 
+def _mission_state() -> dict:
+    """What run_demo returns: every stage's figures (the shapes the demo writes to mission.json)."""
+    figures = {"valid": 0.988, "unique": 1.0, "novel_target": 0.91, "FCD": 84.9, "SNN": 0.21, "scaffold_share": 0.0,
+               "IntDiv": 0.85, "held_out_nll_common": 1.42}
+    shift = [{"set": s, "n": n, "mean": 6.1, "q25": 5.7, "median": 6.0, "q75": 6.4, "max": 8.68}
+             for s, n in (("target (measured)", 100), ("parent samples", 494), ("fine-tuned samples", 460),
+                          ("candidates", 100))]
+    return {"stages": {"pretrained": {"summary": _summary().to_dict("records")},
+                       "finetune": {"steps": 150, "before": figures, "after": figures},
+                       "property_model": {"rmse": 0.8, "baseline_rmse": 1.1, "spearman": 0.7},
+                       "optimize": {"calls": 2000, "best": 0.81, "top10_mean": 0.79},
+                       "candidates": {"n": 100, "shift": shift}}}  # fmt: skip
+
+
 def test_demo_table_fits_80_columns(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from molgen.cli import app
 
-    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: _summary())
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: _mission_state())
     result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -409,7 +423,7 @@ def test_demo_writes_strict_json_into_folders_without_spaces(monkeypatch, tmp_pa
     sources = {"smiles-gpt-moses": pd.DataFrame({"smiles": DRUGS, "log_likelihood": -20.0}),
                demo.REFERENCE_ROW: pd.DataFrame({"smiles": ["C1CC", "xx"]})}  # nothing valid: null metrics
     monkeypatch.setattr(demo, "_sources", lambda n, seed, models: sources)
-    summary = demo.run_demo(tmp_path, n=5, n_jobs=1, progress=False)
+    summary = demo.compare_pretrained(tmp_path, n=5, n_jobs=1, progress=False)
     folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert folders == ["moses-test", "smiles-gpt-moses"] and summary["n"].tolist() == [5, 2]
     for folder in folders:

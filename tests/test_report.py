@@ -48,11 +48,38 @@ def run_dir(tmp_path_factory):
     (root / "opt").mkdir()
     pd.DataFrame({"step": np.repeat(np.arange(5), 6), "oracle_call": np.arange(30), "smiles": smiles[:30],
                   "score": np.random.default_rng(0).random(30)}).to_csv(root / "opt" / "optimize.csv", index=False)
+    _mission(root, scored)
     log = root / "opt" / "logs" / "version_0"
     log.mkdir(parents=True)
     pd.DataFrame({"epoch": [0, 0, 1, 1], "step": [10, 10, 20, 20], "train_loss": [2.0, np.nan, 1.5, np.nan],
                   "val_nll": [np.nan, 1.9, np.nan, 1.6]}).to_csv(log / "metrics.csv", index=False)
     return root
+
+
+def _mission(root, scored: pd.DataFrame) -> None:
+    """What molgen demo writes for the mission: mission.json, candidates.csv, predicted.csv (real molecules)."""
+    from molgen.demo import CANDIDATE_COLUMNS
+
+    good = scored[scored["valid"]].head(6).reset_index(drop=True)
+    cands = pd.DataFrame({"smiles": good["smiles"], "score": np.linspace(0.8, 0.5, len(good)), "predicted": 7.0,
+                          "predicted_std": 0.4, **{p: good[p] for p in ("qed", "sa", "logp", "mw", "tpsa")},
+                          "nearest_target": good["smiles"].iloc[0], "nearest_target_similarity": 0.5,
+                          "nearest_target_value": 6.5, "shares_target_scaffold": False, "step": 1,
+                          "oracle_call": np.arange(len(good))})  # fmt: skip
+    cands[list(CANDIDATE_COLUMNS)].to_csv(root / "candidates.csv", index=False)
+    pd.DataFrame({"set": ["target (measured)"] * 3 + ["candidates"] * 3, "smiles": good["smiles"],
+                  "value": [5.0, 6.0, 7.0, 7.1, 7.2, np.nan]}).to_csv(root / "predicted.csv", index=False)
+    shift = [{"set": "target (measured)", "n": 3, "mean": 6.0, "q25": 5.5, "median": 6.0, "q75": 6.5, "max": 7.0}]
+    state = {"settings": {}, "stages": {
+        "target": {"name": "<b>series</b>", "column": "pIC50", "n": 30, "n_train": 20, "n_held_out": 10,
+                   "skipped": {"unreadable_molecule": 1}, "scaffold": "c1ccccc1", "seconds": 1.0},
+        "finetune": {"steps": 150, "before": {"valid": 0.99, "FCD": 84.9}, "after": {"valid": 0.92, "FCD": 12.0},
+                     "seconds": 90.0},
+        "property_model": {"features": "graph-vae-moses", "head": "gp", "n_train": 20, "n_held_out": 10, "rmse": 0.8,
+                           "baseline_rmse": 1.1, "mae": 0.6, "spearman": 0.7, "within_1sd": 0.7, "seconds": 3.0},
+        "optimize": {"calls": 30, "stopped": "budget spent", "best": 0.8, "top10_mean": 0.6, "seconds": 20.0},
+        "candidates": {"n": 6, "IntDiv": 0.8, "shift": shift, "seconds": 5.0}}}  # fmt: skip
+    (root / "mission.json").write_text(json.dumps(state))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +94,7 @@ def test_find_names_every_kind(run_dir):
     assert [p.parent.name for p in found["transfer"]] == ["transfer"]
     assert [p.name for p in found["optimize"]] == ["optimize.csv"]
     assert [p.name for p in found["training"]] == ["metrics.csv"]
+    assert [p.name for p in found["mission"]] == ["mission.json"]
 
 
 def test_page_is_self_contained(page, run_dir):
@@ -79,17 +107,20 @@ def test_page_is_self_contained(page, run_dir):
 
 def test_page_has_tables_grids_and_images(page):
     _, text = page
-    for heading in ("Metrics", "Best molecules by QED", "Property distributions", "Transfer experiment: expt",
+    for heading in ("The mission", "Fine-tuning the generator (150 steps)", "Where guidance moved the molecules",
+                    "Candidates (6 in", "Metrics", "Best molecules by QED", "Property distributions", "Transfer experiment: expt",
                     "Optimisation", "Training curves"):
         assert heading in text
     for metric in ("FCD/Test", "mean QED", "smiles-gpt-moses", REFERENCE_ROW):
         assert f"<th>{metric}</th>" in text or f"<td>{metric}</td>" in text
     assert re.search(r"<td>ecfp\+ridge</td><td><b>\d+\.\d+</b></td>", text)  # one seed: no sd
-    assert text.count("<svg") == 3  # two sources, one optimisation
-    assert text.count("<summary>SMILES and scores</summary>") == 3  # a copyable table under each grid
+    assert text.count("<svg") == 4  # the candidates, two sources, one optimisation
+    assert text.count("<summary>SMILES and scores</summary>") == 4  # a copyable table under each grid
+    assert "&lt;b&gt;series&lt;/b&gt;" in text and "1 unreadable molecule" in text
+    assert "<th>predicted_std</th><th>nearest_target_similarity</th>" in text  # the candidates' table
     assert "#FF7F7F" in text  # the benzene highlight
     images = _IMG.findall(text)
-    assert len(images) == 4  # distributions, learning curve, optimisation curve, training curves
+    assert len(images) == 5  # property shift, distributions, learning curve, optimisation curve, training curves
     for data in images:
         raw = base64.b64decode(data, validate=True)
         assert raw.startswith(b"\x89PNG\r\n\x1a\n")
