@@ -26,14 +26,14 @@ CELLS = [
         import warnings
         from pathlib import Path
 
-        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
-
         import matplotlib.pyplot as plt
         import numpy as np
         import pandas as pd
 
         import molgen as mg
         from molgen.experiment import scaffold_split
+
+        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
 
         sol = mg.datasets.load("solubility")
         sol = sol[sol.valid].assign(smiles=lambda d: [mg.chem.canonicalize(s) for s in d.smiles])

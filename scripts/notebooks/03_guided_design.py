@@ -33,8 +33,6 @@ CELLS = [
         import warnings
         from pathlib import Path
 
-        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
-
         import matplotlib.pyplot as plt
         import numpy as np
         from rdkit import Chem
@@ -42,6 +40,8 @@ CELLS = [
 
         import molgen as mg
         from molgen.guide.rl import optimize
+
+        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
 
         OBJECTIVE = '''
         description = "drug-like: QED, easy to make, logP 1-4, no PAINS or Brenk alerts"
@@ -145,6 +145,6 @@ CELLS = [
         top = result.top(12)
         Draw.MolsToGridImage([Chem.MolFromSmiles(s) for s in top.smiles], molsPerRow=4, subImgSize=(220, 180),
                              legends=[f"score {s:.2f}  QED {q:.2f}  SA {a:.1f}"
-                                      for s, q, a in zip(top.score, top.qed, top.sa)])
+                                      for s, q, a in zip(top.score, top.qed, top.sa, strict=True)])
     """),
 ]

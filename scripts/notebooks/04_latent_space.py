@@ -24,14 +24,14 @@ CELLS = [
     ("code", """
         import warnings
 
-        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
-
         import matplotlib.pyplot as plt
         import numpy as np
         from rdkit import Chem, DataStructs
         from rdkit.Chem import Draw
 
         import molgen as mg
+
+        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
 
         vae = mg.load_pretrained("graph-vae-moses", device="cpu")
         lidocaine, metoprolol = "CCN(CC)CC(=O)Nc1c(C)cccc1C", "COCCc1ccc(OCC(O)CNC(C)C)cc1"
@@ -80,7 +80,7 @@ CELLS = [
         near.round(3)
     """),
     ("code", """
-        grid(near.smiles, [f"r {r:.2f}  sim {s:.2f}" for r, s in zip(near.radius, near.similarity)])
+        grid(near.smiles, [f"r {r:.2f}  sim {s:.2f}" for r, s in zip(near.radius, near.similarity, strict=True)])
     """),
     ("md", """
         ## A map of the space
@@ -107,11 +107,11 @@ CELLS = [
     ("code", """
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
         for ax, (xy, name), prop in zip(axes, [(xy_pca, "PCA"), (xy_pca, "PCA"), (xy_tsne, "t-SNE")],
-                                        ["qed", "logp", "qed"]):
+                                        ["qed", "logp", "qed"], strict=True):
             points = ax.scatter(xy[:, 0], xy[:, 1], c=props[prop], s=10, cmap="viridis")
             fig.colorbar(points, ax=ax, label=prop)
             ax.set(title=f"{name} of {len(Z)} MOSES test molecules", xticks=[], yticks=[])
-        for (x, y), label in zip(pca.transform(drugs), ["lidocaine", "metoprolol"]):
+        for (x, y), label in zip(pca.transform(drugs), ["lidocaine", "metoprolol"], strict=True):
             for ax in axes[:2]:
                 ax.scatter([x], [y], marker="*", s=200, c="crimson", edgecolors="k")
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6))

@@ -20,12 +20,12 @@ CELLS = [
         import warnings
         from pathlib import Path
 
-        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
-
         import numpy as np
         import pandas as pd
 
         import molgen as mg
+
+        warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bars want ipywidgets
 
         work = Path(tempfile.mkdtemp())
     """),
