@@ -135,18 +135,33 @@ class Embedder(*_sklearn_bases()):
 
     ``Embedder("graph-vae-moses")`` goes into a ``Pipeline`` before any regressor; it holds the
     model's *name*, so ``clone``, ``GridSearchCV`` and pickling never copy weights (the model is
-    loaded once per process on first use). Rows of molecules the model cannot read are NaN.
+    loaded once per process on first use).
+
+    A molecule the model cannot read (an atom or token outside its vocabulary, a graph too large)
+    is an :class:`~molgen.errors.InputError` naming the rows (``unreadable="raise"``, the default:
+    a scikit-learn estimator downstream would only say "Input X contains NaN"), or a row of NaN
+    (``unreadable="nan"``, for a pipeline with an imputer such as ``SimpleImputer``).
     """
 
-    def __init__(self, model: str = "graph-vae-moses", batch_size: int = 256):
+    def __init__(self, model: str = "graph-vae-moses", batch_size: int = 256, unreadable: str = "raise"):
         self.model = model
         self.batch_size = batch_size
+        self.unreadable = unreadable
 
     def fit(self, X, y=None):  # noqa: N803  (scikit-learn's argument names)
+        if self.unreadable not in ("raise", "nan"):
+            raise InputError(f"unreadable must be 'raise' or 'nan', not {self.unreadable!r}")
         return self
 
     def transform(self, X) -> np.ndarray:  # noqa: N803
-        return embed(self.model, _smiles_list(X), batch_size=self.batch_size)
+        smiles = _smiles_list(X)
+        out = embed(self.model, smiles, batch_size=self.batch_size)
+        bad = np.flatnonzero(np.isnan(out).any(axis=1))
+        if len(bad) and self.unreadable != "nan":
+            shown = ", ".join(f"{i} ({smiles[i]!r})" for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise InputError(f"{self.model} cannot read {len(bad)} of {len(smiles)} molecules (rows {shown}): drop "
+                             "them first, or use Embedder(..., unreadable='nan') with an imputer")  # fmt: skip
+        return out
 
 
 def _smiles_list(X) -> list:  # noqa: N803

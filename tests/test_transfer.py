@@ -97,6 +97,19 @@ def test_the_embedder_sits_in_a_scikit_learn_pipeline_and_travels_by_name(solubi
         embed("ecfp", "CCO")
 
 
+def test_the_embedder_names_the_molecules_it_cannot_read():
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    smiles = ["CCO", "CCI", "c1ccccc1[Sn](C)(C)C", "CCN"]  # iodine and tin: outside the GPT's vocabulary
+    with pytest.raises(InputError, match=r"cannot read 2 of 4 molecules \(rows 1 \('CCI'\), 2 "):
+        Embedder("smiles-gpt-moses-small").fit(smiles).transform(smiles)
+    X = make_pipeline(Embedder("smiles-gpt-moses-small", unreadable="nan"), SimpleImputer()).fit_transform(smiles)  # noqa: N806
+    assert X.shape == (4, 128) and np.isfinite(X).all()
+    with pytest.raises(InputError, match="unreadable must be"):
+        Embedder("ecfp", unreadable="skip").fit(smiles)
+
+
 def test_fit_property_and_predict_on_the_command_line(solubility, tmp_path):
     train, test = solubility
     train[["smiles", "logS"]].to_csv(tmp_path / "train.csv", index=False)

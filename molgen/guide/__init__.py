@@ -16,3 +16,12 @@ from molgen.guide.transforms import TRANSFORMS, Transform, parse_transform
 
 __all__ = ["Objective", "Oracle", "BudgetExhausted", "COMPONENTS", "Component", "register", "TRANSFORMS",
            "Transform", "parse_transform", "pmo"]
+
+
+def __getattr__(name: str):
+    """``mg.guide.rl``, ``mg.guide.latent``, ...: the submodules load on first use (torch, cma)."""
+    import importlib
+
+    if name in ("rl", "latent", "memory", "runlog", "components", "objectives", "transforms"):
+        return importlib.import_module(f"molgen.guide.{name}")
+    raise AttributeError(f"module 'molgen.guide' has no attribute {name!r}")
