@@ -439,21 +439,27 @@ def experiment_transfer_cmd(
     smiles_col: str = typer.Option("smiles", "--smiles-col"),
     sizes: str = typer.Option("25,50,100,200,500,all", "--sizes", help="Training-set sizes, comma-separated; 'all' = every non-test molecule."),
     seeds: str = typer.Option("3", "--seeds", help="A count (3 = seeds 0, 1, 2) or a list (0,5,7)."),
-    methods: str | None = typer.Option(None, "--methods", help="Comma-separated; default: " + ",".join(("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "..."))),
-    tasks: str = typer.Option("property", "--tasks", help="property (generation is not available yet)."),
-    out: Path = typer.Option(Path("results/transfer"), "--out", "-o", help="Folder for results.csv, results.md, learning_curve.png, splits/."),
+    methods: str | None = typer.Option(None, "--methods", help="Comma-separated, of either task; default: each task's (ecfp+rf, ecfp+gp, graph-vae-moses+ridge, ...; pretrained, scratch, finetune-none, finetune-lora, ...)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="property, generation or property,generation; default: both when the data has the property column, else generation."),
+    generator: str = typer.Option("smiles-gpt-moses-small", "--generator", help="Generation: the pretrained GPT (name or folder)."),
+    eval_samples: int = typer.Option(1000, "--eval-samples", min=10, help="Generation: molecules sampled from each model."),
+    steps: int = typer.Option(150, "--steps", min=1, help="Generation: training steps of each fine-tuned or scratch model (early stopping may stop sooner)."),
+    forgetting_molecules: int = typer.Option(2000, "--forgetting-molecules", min=0, help="Generation: MOSES test molecules scored for forgetting (0: none)."),
+    out: Path = typer.Option(Path("results/transfer"), "--out", "-o", help="Folder for results.csv, results.md, learning_curve*.png, splits/."),
 ) -> None:
-    """Frozen pretrained features vs. fingerprint baselines on a scaffold split, by training size."""
-    from molgen.experiment import DEFAULT_METHODS, experiment
+    """Transfer vs. no transfer on a scaffold split, by training size: property prediction (pretrained
+    features vs. fingerprint baselines) and generation (fine-tuned vs. pretrained and scratch GPTs)."""
+    from molgen.experiment import experiment
 
-    if tasks != "property":
-        raise InputError(f"--tasks {tasks!r}: only 'property' is available yet (generation comes with fine-tuning)")
     size_list = [s.strip() if s.strip() == "all" else _whole_number(s.strip(), "--sizes") for s in sizes.split(",")]
     seed_list = (list(range(_whole_number(seeds, "--seeds"))) if "," not in seeds
                  else [_whole_number(s.strip(), "--seeds") for s in seeds.split(",")])
-    method_list = DEFAULT_METHODS if methods is None else tuple(m.strip() for m in methods.split(","))
-    results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out)
-    console.print(f"[green]{len(results):,} runs[/]; table in {out / 'results.md'}, curve in {out / 'learning_curve.png'}")
+    method_list = None if methods is None else tuple(m.strip() for m in methods.split(","))
+    task_list = None if tasks is None else tuple(t.strip() for t in tasks.split(","))
+    results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out, tasks=task_list,
+                         generator=generator, eval_samples=eval_samples, steps=steps,
+                         forgetting_molecules=forgetting_molecules)  # fmt: skip
+    console.print(f"[green]{len(results):,} runs[/]; table in {out / 'results.md'}, curves in {out}/learning_curve*.png")
     Console().print((out / "results.md").read_text(), markup=False, highlight=False)
 
 

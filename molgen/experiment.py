@@ -19,6 +19,12 @@ It writes ``results.csv`` (one row per method x size x seed: ``rmse``, ``mae``, 
 methods ``epochs``, ``best_epoch`` and ``not_encodable``, the training molecules skipped), the exact
 molecules of every split (``splits/<size>_<seed>.csv``, so anyone can run another model on the
 same split), ``results.md`` (mean ± sd over seeds) and ``learning_curve.png``.
+
+The generation task (``tasks=("generation",)``, :mod:`molgen.experiment_generation`) uses the same
+fixed test set and training draws: the pretrained generator, the same architecture from scratch and
+the generator fine-tuned under each freeze policy, judged against the test molecules; its rows join
+``results.csv`` (a ``task`` column tells them apart), ``results.md`` gets a generation section and
+``learning_curve_generation.png`` plots FCD to the held-out molecules against N.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from molgen import chem
 from molgen.errors import InputError
 from molgen.files import atomic_path, write_json
 
-__all__ = ["experiment", "scaffold_split", "fit_end_to_end", "EndToEnd", "METHODS", "DEFAULT_METHODS"]
+__all__ = ["experiment", "scaffold_split", "fit_end_to_end", "EndToEnd", "METHODS", "DEFAULT_METHODS", "TASKS"]
+
+TASKS = ("property", "generation")
 
 METHODS = ("ecfp+rf", "ecfp+ridge", "ecfp+gp",
            "graph-vae-moses+ridge", "graph-vae-moses+gp", "graph-vae-moses+mlp",
@@ -248,7 +256,8 @@ def _fit_predict(method: str, train: pd.DataFrame, test: pd.DataFrame, seed: int
     return pred["mean"].to_numpy(), pred["std"].to_numpy(), {}
 
 
-def _load(dataset: str | None, data, smiles_col: str, target: str | None) -> tuple[pd.DataFrame, str, str]:
+def _load(dataset: str | None, data, smiles_col: str, target: str | None,
+          need_target: bool = True) -> tuple[pd.DataFrame, str | None, str]:  # fmt: skip
     from molgen import datasets, io
 
     if dataset is not None:
@@ -263,14 +272,19 @@ def _load(dataset: str | None, data, smiles_col: str, target: str | None) -> tup
         smiles_col = "smiles"
     else:
         raise InputError("give a dataset name or data (a file or a DataFrame)")
-    if target is None or target not in df.columns:
-        raise InputError(f"target column {target!r} not found; columns: {list(df.columns)}")
     if smiles_col not in df.columns:
         raise InputError(f"no {smiles_col!r} column; columns: {list(df.columns)}")
-    y = pd.to_numeric(df[target], errors="coerce")
+    has_target = target is not None and target in df.columns
+    if not has_target and need_target:
+        raise InputError(f"target column {target!r} not found; columns: {list(df.columns)}")
+    y = pd.to_numeric(df[target], errors="coerce") if has_target else pd.Series(0.0, index=df.index)
     canon = [chem.canonicalize(s) if isinstance(s, str) else None for s in df[smiles_col]]
-    table = pd.DataFrame({"smiles": canon, "y": y})
+    table = pd.DataFrame({"smiles": canon, "y": y.to_numpy()})
     bad = table.smiles.isna() | ~np.isfinite(table.y)
+    if not has_target:
+        return (table[~bad].drop_duplicates("smiles").reset_index(drop=True), None,
+                f"{label}: {len(df):,} rows, {int(bad.sum()):,} without a molecule, "
+                f"{len(set(table.smiles[~bad])):,} distinct molecules (no property column)")  # fmt: skip
     table = table[~bad].groupby("smiles", sort=False, as_index=False)["y"].mean()
     return table, target, f"{label}: {len(df):,} rows, {int(bad.sum()):,} without a molecule or a finite {target}, " \
                           f"{len(table):,} distinct molecules"
@@ -278,26 +292,57 @@ def _load(dataset: str | None, data, smiles_col: str, target: str | None) -> tup
 
 def experiment(dataset: str | None = None, data=None, target: str | None = None, smiles_col: str = "smiles",
                sizes: Sequence[int | str] = (25, 50, 100, 200, 500, "all"), seeds: Sequence[int] = (0, 1, 2),
-               methods: Sequence[str] = DEFAULT_METHODS, out: str | os.PathLike | None = None,
-               test_fraction: float = 0.2, progress: bool = True) -> pd.DataFrame:  # fmt: skip
-    """Property prediction from frozen pretrained features against the baselines, on a scaffold split.
+               methods: Sequence[str] | None = None, out: str | os.PathLike | None = None,
+               test_fraction: float = 0.2, progress: bool = True, tasks: Sequence[str] | None = None,
+               generator: str = "smiles-gpt-moses-small", eval_samples: int = 1000, steps: int = 150,
+               forgetting_molecules: int = 2000) -> pd.DataFrame:  # fmt: skip
+    """Transfer against no transfer on a scaffold split: property prediction from pretrained features
+    against fingerprint baselines, and generation from a fine-tuned generator against the pretrained
+    one and the same architecture from scratch.
 
     Args:
         dataset: a named data set (``molgen datasets``), or ``data``: a file or DataFrame.
-        target: the property column (a named data set's first target by default).
+        target: the property column (a named data set's first target by default); generation alone
+            needs none.
         sizes: training-set sizes; ``"all"`` takes every non-test molecule. Sizes larger than
             the pool are skipped and said so.
         seeds: one run per seed and size (which training molecules are drawn; the test set is fixed).
-        methods: from :data:`METHODS`.
-        out: folder for ``results.csv``, ``results.md``, ``learning_curve.png``, ``splits/``.
+        methods: from :data:`METHODS` (property) and
+            :data:`~molgen.experiment_generation.GEN_METHODS` (generation); ``None``: each task's defaults
+            (:data:`DEFAULT_METHODS`, every generation method).
+        out: folder for ``results.csv``, ``results.md``, ``learning_curve*.png``, ``splits/``.
+        tasks: ``"property"``, ``"generation"`` or both; ``None``: both when the data has the property
+            column, generation alone when it has none.
+        generator, eval_samples, steps, forgetting_molecules: generation: the pretrained GPT, the
+            molecules sampled from each model, the training steps of each fine-tuned or scratch model
+            (early stopping may stop sooner), the MOSES test molecules scored for forgetting (0: none).
 
     Returns:
-        The results table (also written to ``out``).
+        The results table (also written to ``out``, after every training set, so an interrupted run
+        keeps what it finished).
     """
-    unknown = [m for m in methods if m not in METHODS]
+    from molgen.experiment_generation import GEN_METHODS, generation_rows
+
+    if tasks is not None:
+        stray = [t for t in tasks if t not in TASKS]
+        if stray or not tasks:
+            raise InputError(f"unknown tasks {stray or list(tasks)}; choose from {list(TASKS)}")
+    unknown = [m for m in methods or () if m not in METHODS and m not in GEN_METHODS]
     if unknown:
-        raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    table, target, summary = _load(dataset, data, smiles_col, target)
+        raise InputError(f"unknown methods {unknown}; choose from {list(METHODS)} (property) or "
+                         f"{list(GEN_METHODS)} (generation)")  # fmt: skip
+    chosen = {"property": [m for m in methods if m in METHODS] if methods is not None else list(DEFAULT_METHODS),
+              "generation": [m for m in methods if m in GEN_METHODS] if methods is not None else list(GEN_METHODS)}
+    if tasks is None:  # the tasks the methods name; property only where the data has its column
+        tasks = [t for t in TASKS if chosen[t]]
+        table, target, summary = _load(dataset, data, smiles_col, target, need_target=tasks == ["property"] or target is not None)
+        tasks = [t for t in tasks if t == "generation" or target is not None]
+    else:
+        table, target, summary = _load(dataset, data, smiles_col, target, need_target="property" in tasks)
+    chosen = {t: chosen[t] for t in tasks}
+    idle = [t for t, m in chosen.items() if not m]
+    if idle:
+        raise InputError(f"no method of the {idle[0]} task among the methods {list(methods)}")
     test_mask = scaffold_split(table.smiles.tolist(), test_fraction, seed=0)
     test, pool = table[test_mask].reset_index(drop=True), table[~test_mask].reset_index(drop=True)
     if len(test) < 10 or len(pool) < 10:
@@ -310,62 +355,83 @@ def experiment(dataset: str | None = None, data=None, target: str | None = None,
             continue
         plan.extend((n, size == "all", seed) for seed in (seeds if n < len(pool) else seeds[:1]))
     out = Path(out) if out is not None else None
+    moses = None
+    if "generation" in chosen and forgetting_molecules:
+        from molgen.datasets import moses_sample
+
+        moses = moses_sample("test", forgetting_molecules, 0)
     rows = []
     from molgen.parallel import progress_bar
 
-    with progress_bar(progress, "transfer experiment", len(plan) * len(methods)) as advance:
+    total = len(plan) * sum(len(m) for m in chosen.values())
+    with progress_bar(progress, "transfer experiment", total) as advance:
         for n, is_all, seed in plan:
             train = pool.sample(n=n, random_state=seed) if not is_all else pool
             if out is not None:
-                split = pd.concat([train.assign(set="train"), test.assign(set="test")]).rename(columns={"y": target})
+                split = pd.concat([train.assign(set="train"), test.assign(set="test")])
+                split = split.rename(columns={"y": target}) if target is not None else split.drop(columns="y")
                 with atomic_path(out / "splits" / f"{n}_{seed}.csv") as tmp:
                     split.to_csv(tmp, index=False)
-            for method in methods:
+            for method in chosen.get("property", ()):
                 t0 = time.perf_counter()
                 with warnings.catch_warnings():  # a GP at its bounds on 25 molecules is a result, not news
                     warnings.simplefilter("ignore")
                     mean, std, info = _fit_predict(method, train, test, seed)
-                rows.append({"method": method, "size": n, "seed": seed, **_metrics(test.y.to_numpy(), mean, std),
-                             "seconds": round(time.perf_counter() - t0, 2), **info})
+                rows.append({"task": "property", "method": method, "size": n, "seed": seed,
+                             **_metrics(test.y.to_numpy(), mean, std), "seconds": round(time.perf_counter() - t0, 2),
+                             **info})  # fmt: skip
                 advance(1)
-    results = pd.DataFrame(rows)
-    if out is not None:
-        _write(results, out, target, summary, test_fraction, len(test))
-    return results
+            if "generation" in chosen:
+                rows += generation_rows(train.smiles.tolist(), test.smiles.tolist(), n, seed, chosen["generation"],
+                                        generator, steps, eval_samples, moses, advance=advance)  # fmt: skip
+            if out is not None:
+                _write(pd.DataFrame(rows), out, target, summary, test_fraction, len(test))
+    return pd.DataFrame(rows)
 
 
-def _write(results: pd.DataFrame, out: Path, target: str, summary: str, test_fraction: float, n_test: int) -> None:
+def _write(results: pd.DataFrame, out: Path, target: str | None, summary: str, test_fraction: float, n_test: int) -> None:
+    from molgen.experiment_generation import markdown as generation_markdown
+
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    agg = results.groupby(["method", "size"])["rmse"].agg(["mean", "std"]).reset_index()
-    wide = agg.assign(cell=[f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(agg["mean"], agg["std"], strict=True)])
-    wide = wide.pivot(index="method", columns="size", values="cell")
-    lines = [f"# Transfer experiment: {target}", "", summary + f"; scaffold split, fixed test set of {n_test} "
-             f"molecules ({test_fraction:.0%}).", "", "Test RMSE (mean ± sd over seeds), by training size:", "",
-             "| method | " + " | ".join(str(c) for c in wide.columns) + " |",
-             "|---|" + "---|" * len(wide.columns)]  # fmt: skip
-    lines += ["| " + m + " | " + " | ".join(str(v) if isinstance(v, str) else "" for v in row) + " |"
-              for m, row in wide.iterrows()]
+    lines = [f"# Transfer experiment: {target or summary.split(':')[0]}", "", summary + f"; scaffold split, fixed test "
+             f"set of {n_test} molecules ({test_fraction:.0%})."]  # fmt: skip
+    prop = results[results["task"] == "property"]
+    if not prop.empty:
+        agg = prop.groupby(["method", "size"])["rmse"].agg(["mean", "std"]).reset_index()
+        wide = agg.assign(cell=[f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(agg["mean"], agg["std"], strict=True)])
+        wide = wide.pivot(index="method", columns="size", values="cell")
+        lines += ["", "Test RMSE (mean ± sd over seeds), by training size:", "",
+                  "| method | " + " | ".join(str(c) for c in wide.columns) + " |",
+                  "|---|" + "---|" * len(wide.columns)]  # fmt: skip
+        lines += ["| " + m + " | " + " | ".join(str(v) if isinstance(v, str) else "" for v in row) + " |"
+                  for m, row in wide.iterrows()]
+        _plot(agg, out / "learning_curve.png", f"test RMSE ({target})", "Transfer vs. baselines, scaffold split")
+    gen = results[results["task"] == "generation"]
+    if not gen.empty:
+        lines += generation_markdown(results)
+        agg = gen.groupby(["method", "size"], sort=False)["fcd"].agg(["mean", "std"]).reset_index()
+        _plot(agg, out / "learning_curve_generation.png", "FCD to the held-out molecules",
+              "Generation: pretrained, scratch and fine-tuned")  # fmt: skip
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     write_json(out / "experiment.json", {"target": target, "summary": summary, "n_test": n_test,
                                          "test_fraction": test_fraction})
-    _plot(agg, out / "learning_curve.png", target)
 
 
-def _plot(agg: pd.DataFrame, path: Path, target: str) -> None:
+def _plot(agg: pd.DataFrame, path: Path, ylabel: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, part in agg.groupby("method"):
+    for method, part in agg.groupby("method", sort=False):
         ax.errorbar(part["size"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xlabel("training molecules")
-    ax.set_ylabel(f"test RMSE ({target})")
-    ax.set_title("Transfer vs. baselines, scaffold split")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:

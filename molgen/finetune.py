@@ -35,7 +35,7 @@ import pandas as pd
 
 from molgen.errors import ConfigError, InputError
 
-__all__ = ["finetune", "finetune_config", "assess", "REPORT_KEYS"]
+__all__ = ["finetune", "finetune_config", "run_config", "assess", "REPORT_KEYS"]
 
 REPORT_KEYS = ("valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "Frag", "Scaf", "scaffold_share",
                "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n",
@@ -72,14 +72,39 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
     Returns:
         ``(model, report)``: the fine-tuned model and the report dict (``before``, ``after``, ...).
     """
+    out = Path(out)
+    source = _materialise(data, target_col, min_target, smiles_col, out)
+    config = run_config(base, source, out, policy, n_train=n_train, max_steps=max_steps, lr=lr, patience=patience,
+                        val_every_steps=val_every_steps, batch_size=batch_size, augment=augment, dropout=dropout,
+                        eval_samples=eval_samples, rehearsal=rehearsal, anchor=anchor, anchor_weight=anchor_weight,
+                        forgetting_molecules=forgetting_molecules, seed=seed)  # fmt: skip
+    return finetune_config(config)
+
+
+def run_config(base: str, source: str, out: str | Path, policy="none", *, scratch: bool = False,
+               n_train: int | None = None, max_steps: int = 300, lr: float = 3e-4, patience: int | None = 5,
+               val_every_steps: int = 20, batch_size: int = 32, augment: float | None = None,
+               dropout: float | None = None, eval_samples: int = 1000, rehearsal: float = 0.0,
+               anchor: str | None = None, anchor_weight: float | None = None, forgetting_molecules: int = 2000,
+               max_block_size: int = 256, seed: int = 0):  # fmt: skip
+    """The training run of :func:`finetune` as a checked :class:`~molgen.config.RunConfig` (the same
+    arguments; ``source`` is what ``[data] dataset`` names, ``out`` the run folder).
+
+    ``scratch=True`` is the no-pretraining control: ``base``'s architecture (layers, heads, width,
+    dropout) with fresh weights, ``task = "pretrain"`` on the same data, steps, schedule and early
+    stopping, its vocabulary built from the data (in the parent's SMILES form) and its context fitted
+    to the longest training molecule the way fine-tuning grows the parent's
+    (:func:`molgen.train.gpt.context_for`); freeze policies, rehearsal and anchors do not apply.
+    """
+    from molgen.config import parse_config
     from molgen.models.hub import read_config, resolve
     from molgen.train.freeze import FreezePolicy
 
     out = Path(out)
-    source = _materialise(data, target_col, min_target, smiles_col, out)
     policy = FreezePolicy.parse(policy)
+    parent = read_config(resolve(base))
     raw = {
-        "model_type": read_config(resolve(base))["model_type"],
+        "model_type": parent["model_type"],
         "task": "finetune",
         "name": out.name,
         "run_dir": str(out),
@@ -91,16 +116,40 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
                     "progress_bar": False, "seed": seed},  # fmt: skip
         "finetune": {"freeze": policy.kind, "k": policy.k, "dropout": dropout, "n_train": n_train,
                      "eval_samples": eval_samples, "rehearsal": rehearsal, "anchor": anchor,
-                     "forgetting_molecules": forgetting_molecules},  # fmt: skip
+                     "forgetting_molecules": forgetting_molecules, "max_block_size": max_block_size},  # fmt: skip
     }
+    if scratch:
+        if policy.kind != "none" or rehearsal or anchor:
+            raise InputError("a model from scratch has no parent to freeze, rehearse or anchor to: policy 'none' only")
+        raw.update(task="pretrain", init_from=None, finetune={"n_train": n_train, "eval_samples": eval_samples})
+        raw["model"], raw["data"]["kekule"] = _scratch_shape(base, parent, source, n_train, seed, max_block_size)
     if policy.lora is not None:
         lora = policy.lora.to_dict()
         raw["finetune"].update({f"lora_{k}": lora[k] for k in ("r", "alpha", "dropout", "targets")})
     if anchor_weight is not None:
         raw["finetune"]["anchor_weight"] = anchor_weight
-    from molgen.config import parse_config
+    return parse_config(raw, "finetune()")
 
-    return finetune_config(parse_config(raw, "finetune()"))
+
+def _scratch_shape(base: str, parent: dict, source: str, n_train: int | None, seed: int, limit: int) -> tuple[dict, bool]:
+    """The ``[model]`` table of a from-scratch copy of ``base`` (its shape, and a context that fits
+    the training molecules in the parent's spelling as a fine-tuned parent's would) and that spelling
+    (Kekulé or not)."""
+    from molgen.data import target_split
+    from molgen.models.hub import VOCAB_NAME, resolve
+    from molgen.tokenize import SmilesTokenizer
+    from molgen.train.gpt import context_for, read_molecules
+
+    shape = parent["config"]
+    tok = SmilesTokenizer.load(resolve(base) / VOCAB_NAME)
+    df = read_molecules(source)
+    smiles = df.loc[df["valid"], "smiles"].tolist()
+    if n_train:
+        smiles = [smiles[i] for i in target_split(len(smiles), n_train, seed)[0]]
+    longest = max((len(tok.tokens(s)) + 2 for s in smiles), default=0)
+    block = context_for(longest, limit) if longest > shape["block_size"] else shape["block_size"]
+    keep = ("n_layer", "n_head", "n_embd", "n_kv_head", "bias", "dropout")
+    return {**{k: shape[k] for k in keep if k in shape}, "block_size": block}, tok.kekule
 
 
 def finetune_config(config) -> tuple:

@@ -20,7 +20,8 @@ LAYERS = {
     "molgen.models": 2,
     "molgen.config": 3, "molgen.data": 3, "molgen.train": 3,
     "molgen.transfer": 4, "molgen.sample": 4, "molgen.score": 4,
-    "molgen.guide": 5, "molgen.metrics": 5, "molgen.experiment": 5, "molgen.finetune": 5, "molgen.batch": 5,
+    "molgen.guide": 5, "molgen.metrics": 5, "molgen.experiment": 5, "molgen.experiment_generation": 5,
+    "molgen.finetune": 5, "molgen.batch": 5,
     "molgen.report": 6, "molgen.demo": 6, "molgen.cli": 6,
 }  # fmt: skip
 

@@ -413,9 +413,15 @@ def fit_context(model: SmilesGPT, longest: int, limit: int) -> dict | None:
     old = model.config.block_size
     if longest <= old:
         return None
-    new = min(limit, -(-int(longest * 1.125) // 8) * 8)
+    new = context_for(longest, limit)
     model.extend_context(new)
     return {"from": old, "to": new}
+
+
+def context_for(longest: int, limit: int) -> int:
+    """The context for training rows of at most ``longest`` tokens: an eighth more, rounded up to a
+    multiple of 8, at most ``limit`` (a fine-tuned parent's grown context; a from-scratch control's)."""
+    return min(limit, -(-int(longest * 1.125) // 8) * 8)
 
 
 class GPTTask(PretrainModule):
