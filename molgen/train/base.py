@@ -17,6 +17,7 @@ A model type becomes trainable with one :func:`register_task` call in its module
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import signal
@@ -353,6 +354,29 @@ def _precision(cfg) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
+# Lightning's advice that does not apply to a molgen run (a small fine-tuning set has few batches per
+# epoch on purpose; the deprecation is inside Lightning itself), kept off the chemist's screen
+_LIGHTNING_NOISE = (r"The number of training batches \(\d+\) is smaller than the logging interval",
+                    r".*isinstance\(treespec, LeafSpec\)` is deprecated", r"`weights_only` was not set")
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's start-up lines (GPU/TPU available, an advert for a logging service) at WARNING only;
+    molgen prints its own line of what is trained where."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def build_trainer(config: RunConfig, on_interrupt: _SaveOnInterrupt | None = None) -> L.Trainer:
     """The Lightning Trainer for a run config (checkpointing, logging, schedule, DDP, a checkpoint on Ctrl-C)."""
     tc, run_dir = config.trainer, Path(config.run_dir)
@@ -430,15 +454,18 @@ def pretrain(config: RunConfig | str | Path, resume: bool = False) -> Path:
     try:
         L.seed_everything(tc.seed, workers=True, verbose=False)
         module, datamodule = _task(config.model_type)(config)
-        trainer = build_trainer(config, saver)
+        with _quiet_lightning():
+            trainer = build_trainer(config, saver)
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             if source is not None and source.resolve() != (run_dir / "config.toml").resolve():
                 shutil.copyfile(source, run_dir / "config.toml")
         print(f"training {config.model_type} ({config.task}) '{config.name}' -> {run_dir}" + (f" (resuming from {start})" if resume else ""),
               file=sys.stderr, flush=True)  # fmt: skip
-        with warnings.catch_warnings():  # a freeze policy's parts are in eval mode on purpose
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        with warnings.catch_warnings(), _quiet_lightning():
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen on purpose
+            for noise in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=noise)
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if resume else None)
     except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
         if saver.signum is None and not isinstance(err, KeyboardInterrupt):
