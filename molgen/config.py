@@ -167,12 +167,31 @@ class FinetuneConfig(Section):
         description="molgen finetune: seeded MOSES test molecules scored before and after (NLL), with the samples' "
         "FCD to MOSES test: what the parent's skill the run forgot; 0 = skip",
     )
+    weight_by: str | None = Field(
+        None,
+        description="property-guided fine-tuning: a column of the data with a measured property; training molecules "
+        "with better values are drawn more often (molgen.data.property_weights); None = uniform",
+    )
+    weight_direction: Literal["max", "min"] = Field("max", description="with weight_by: which values are better")
+    weight_scheme: Literal["rank", "softmax"] = Field(
+        "rank", description="with weight_by: 'rank' (w ~ 1 / (k N + rank), Tripp et al. 2020) or 'softmax' (w ~ exp(z / T))"
+    )
+    weight_k: float = Field(0.1, gt=0, description="weight_scheme = 'rank': small k favours the best few, large k is near uniform")
+    weight_temperature: float = Field(1.0, gt=0, description="weight_scheme = 'softmax': temperature on the standardised values")
+    property_model: str | None = Field(
+        None,
+        description="molgen finetune: a saved PropertyModel folder (molgen fit-property) that predicts the property of "
+        "the samples before and after; None with weight_by: a GP on graph-VAE features fitted to the training molecules",
+    )
 
     @model_validator(mode="after")
     def _options_fit(self):
         stray = sorted(k for k in self.model_fields_set if k.startswith("lora_")) if self.freeze != "lora" else []
         if stray:
             raise ValueError(f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} for freeze = 'lora', not {self.freeze!r}")
+        weighting = sorted(k for k in self.model_fields_set if k.startswith("weight_") and k != "weight_by")
+        if weighting and self.weight_by is None:
+            raise ValueError(f"{', '.join(weighting)} need{'s' if len(weighting) == 1 else ''} weight_by, the property column")
         if self.anchor is not None and self.freeze == "lora":
             raise ValueError("anchor keeps the parent's weights close, but freeze = 'lora' keeps them exactly (the adapter "
                              "is the change); use rehearsal with LoRA, or another freeze policy with the anchor")  # fmt: skip

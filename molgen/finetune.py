@@ -19,6 +19,13 @@ grown to the target's molecules) and measure the parent and the child the same w
   before for both and for ``valid``. Rehearsal and the L2-SP/EWC anchor (``[finetune] rehearsal``,
   ``anchor``) are there to keep these small; ``trainable`` says how much of the model trained
   (a LoRA run: its adapters and the rows it added).
+- property-guided fine-tuning (``[finetune] weight_by``: training molecules drawn by their measured
+  property, :func:`molgen.data.property_weights`): ``property_mean`` and the quartiles
+  ``property_q25`` / ``property_median`` / ``property_q75`` of the valid samples' property as a
+  :class:`~molgen.transfer.PropertyModel` predicts it (``[finetune] property_model``, or a GP on
+  graph-VAE features fitted to the training molecules), before and after, so the shift sits beside
+  its cost in validity, novelty and diversity; ``property_model`` in the report says which model and
+  how well it predicts the held-out molecules' measured values.
 
 The target split is :func:`molgen.data.target_split` (a seeded ``n_train``; the training task cuts
 the same rows and takes its validation molecules from them). ``report.json`` and ``report.md`` land
@@ -39,7 +46,7 @@ __all__ = ["finetune", "finetune_config", "run_config", "assess", "REPORT_KEYS"]
 
 REPORT_KEYS = ("valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "Frag", "Scaf", "scaffold_share",
                "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n",
-               "moses_FCD", "moses_nll")  # fmt: skip
+               "moses_FCD", "moses_nll", "property_mean", "property_q25", "property_median", "property_q75")  # fmt: skip
 
 
 def finetune(base: str, data, target_col: str | None = None, min_target: float | None = None, policy="none",
@@ -47,7 +54,9 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
              smiles_col: str | None = None, lr: float = 3e-4, patience: int | None = 5, val_every_steps: int = 20,
              batch_size: int = 32, augment: float | None = None, dropout: float | None = None,
              eval_samples: int = 1000, rehearsal: float = 0.0, anchor: str | None = None,
-             anchor_weight: float | None = None, forgetting_molecules: int = 2000, seed: int = 0):  # fmt: skip
+             anchor_weight: float | None = None, forgetting_molecules: int = 2000, weight_by: str | None = None,
+             weight_direction: str = "max", weight_scheme: str = "rank", property_model: str | None = None,
+             seed: int = 0):  # fmt: skip
     """Fine-tune ``base`` on ``data`` and report before and after.
 
     Args:
@@ -68,16 +77,22 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
         rehearsal: share of each batch that is MOSES train molecules (against forgetting).
         anchor, anchor_weight: ``"l2sp"`` or ``"ewc"``: a pull towards the parent's weights.
         forgetting_molecules: MOSES test molecules scored before and after (0: no forgetting figures).
+        weight_by, weight_direction, weight_scheme: property-guided fine-tuning: draw training molecules
+            by their measured ``weight_by`` column (``"max"``/``"min"`` is better; ``"rank"`` or
+            ``"softmax"`` weights); ``property_model``: a saved PropertyModel folder that predicts the
+            samples' property for the report (default with ``weight_by``: a GP fitted to the training molecules).
 
     Returns:
         ``(model, report)``: the fine-tuned model and the report dict (``before``, ``after``, ...).
     """
     out = Path(out)
-    source = _materialise(data, target_col, min_target, smiles_col, out)
+    source = _materialise(data, target_col, min_target, smiles_col, out, keep=weight_by)
     config = run_config(base, source, out, policy, n_train=n_train, max_steps=max_steps, lr=lr, patience=patience,
                         val_every_steps=val_every_steps, batch_size=batch_size, augment=augment, dropout=dropout,
                         eval_samples=eval_samples, rehearsal=rehearsal, anchor=anchor, anchor_weight=anchor_weight,
-                        forgetting_molecules=forgetting_molecules, seed=seed)  # fmt: skip
+                        forgetting_molecules=forgetting_molecules, weight_by=weight_by,
+                        weight_direction=weight_direction, weight_scheme=weight_scheme, property_model=property_model,
+                        seed=seed)  # fmt: skip
     return finetune_config(config)
 
 
@@ -86,7 +101,8 @@ def run_config(base: str, source: str, out: str | Path, policy="none", *, scratc
                val_every_steps: int = 20, batch_size: int = 32, augment: float | None = None,
                dropout: float | None = None, eval_samples: int = 1000, rehearsal: float = 0.0,
                anchor: str | None = None, anchor_weight: float | None = None, forgetting_molecules: int = 2000,
-               max_block_size: int = 256, seed: int = 0):  # fmt: skip
+               max_block_size: int = 256, weight_by: str | None = None, weight_direction: str = "max",
+               weight_scheme: str = "rank", property_model: str | None = None, seed: int = 0):  # fmt: skip
     """The training run of :func:`finetune` as a checked :class:`~molgen.config.RunConfig` (the same
     arguments; ``source`` is what ``[data] dataset`` names, ``out`` the run folder).
 
@@ -128,6 +144,10 @@ def run_config(base: str, source: str, out: str | Path, policy="none", *, scratc
         raw["finetune"].update({f"lora_{k}": lora[k] for k in ("r", "alpha", "dropout", "targets")})
     if anchor_weight is not None:
         raw["finetune"]["anchor_weight"] = anchor_weight
+    if weight_by is not None:
+        raw["finetune"].update(weight_by=weight_by, weight_direction=weight_direction, weight_scheme=weight_scheme)
+    if property_model is not None:
+        raw["finetune"]["property_model"] = str(property_model)
     return parse_config(raw, "finetune()")
 
 
@@ -174,16 +194,18 @@ def finetune_config(config) -> tuple:
     ft, seed = config.finetune, config.trainer.seed
     df = read_molecules(config.data.dataset)
     smiles = df.loc[df["valid"], "smiles"].tolist()
-    train, held = (smiles, []) if not ft.n_train else (
-        [smiles[i] for i in idx] for idx in target_split(len(smiles), ft.n_train, seed))
+    parts = [np.arange(len(smiles)), np.zeros(0, int)] if not ft.n_train else target_split(len(smiles), ft.n_train, seed)
+    train, held = ([smiles[i] for i in idx] for idx in parts)
     moses = moses_sample("test", ft.forgetting_molecules, seed) if ft.forgetting_molecules else None
+    measured = pd.to_numeric(df.loc[df["valid"], ft.weight_by], errors="coerce").to_numpy() if ft.weight_by in df else None
+    predictor, predictor_info = _property_model(ft, train, held, measured, parts, seed)
     base = load_pretrained(config.init_from, device="cpu")
     print(f"measuring the parent {config.init_from} ({ft.eval_samples} samples)", flush=True)
-    before = assess(base, train, held, ft.eval_samples, seed, moses)
+    before = assess(base, train, held, ft.eval_samples, seed, moses, predictor)
     export = pretrain(source if source is not None else config)
     model = load_pretrained(export, device="cpu")  # a LoRA run's adapter comes merged into its base
     print(f"measuring the fine-tuned model {export} ({ft.eval_samples} samples)", flush=True)
-    after = assess(model, train, held, ft.eval_samples, seed, moses)
+    after = assess(model, train, held, ft.eval_samples, seed, moses, predictor)
     _common_fit(before, after)
     prov = model.provenance
     done = prov.get("finetune", {})
@@ -196,6 +218,7 @@ def finetune_config(config) -> tuple:
         "context": done.get("context"), "new_tokens": done.get("new_tokens"),
         "steps": prov["steps"], "validation": prov.get("validation"), "early_stopping": prov.get("early_stopping"),
         "eval_samples": ft.eval_samples, "forgetting_molecules": len(moses or []), "seed": seed,
+        "weights": prov["data"].get("weights"), "property_model": predictor_info,
         "before": before, "after": after, "forgetting": _forgetting(before, after),
     }  # fmt: skip
     run_dir = Path(config.run_dir)
@@ -204,7 +227,7 @@ def finetune_config(config) -> tuple:
     return model, report
 
 
-def _materialise(data, target_col, min_target, smiles_col, out: Path) -> str:
+def _materialise(data, target_col, min_target, smiles_col, out: Path, keep: str | None = None) -> str:
     """The target set as something ``[data] dataset`` names: a data set name or file as given, or
     ``<out>/target.csv`` for a table, a list, or a selection by ``target_col >= min_target``."""
     from molgen.io import read_table
@@ -230,14 +253,18 @@ def _materialise(data, target_col, min_target, smiles_col, out: Path) -> str:
             raise InputError(f"no molecule has {target_col} >= {min_target}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "target.csv"
-    df[["smiles"]].to_csv(path, index=False)
+    if keep is not None and keep not in df.columns:
+        raise InputError(f"weight_by {keep!r} is not a column of the target table; columns: {list(df.columns)}")
+    df[["smiles"] + ([keep] if keep and keep != "smiles" else [])].to_csv(path, index=False)
     return str(path)
 
 
 def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: int = 0,
-           moses: list[str] | None = None) -> dict:  # fmt: skip
+           moses: list[str] | None = None, property_model=None) -> dict:  # fmt: skip
     """The report's figures for one model (see the module docstring); ``held_out`` may be empty;
-    ``moses`` (MOSES test molecules) adds the forgetting figures ``moses_FCD`` and ``moses_nll``."""
+    ``moses`` (MOSES test molecules) adds the forgetting figures ``moses_FCD`` and ``moses_nll``;
+    ``property_model`` (``smiles -> DataFrame(mean, ...)``, a PropertyModel) the predicted property's
+    mean and quartiles over the valid samples."""
     from molgen.chem import scaffold, to_smiles
     from molgen.metrics import evaluate, novelty
     from molgen.metrics.features import smiles_hashes
@@ -266,8 +293,49 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
     if moses:
         out["moses_FCD"] = _moses_fcd(valid)
         out["moses_nll"], out["moses_unreadable"], _ = _nll(model, moses)
+    if property_model is not None and valid:
+        pred = property_model.predict(valid)["mean"].to_numpy()
+        pred = pred[np.isfinite(pred)]
+        if len(pred):
+            q25, q50, q75 = np.quantile(pred, [0.25, 0.5, 0.75])
+            out.update(property_mean=float(pred.mean()), property_q25=float(q25), property_median=float(q50),
+                       property_q75=float(q75), property_predicted=len(pred))  # fmt: skip
     out["n_samples"] = n
     return out
+
+
+def _property_model(ft, train: list[str], held: list[str], measured, parts, seed: int):
+    """The model that predicts the samples' property for the report, and what the report says of it:
+    ``[finetune] property_model`` loaded, or with ``weight_by`` a GP on graph-VAE features fitted to the
+    training molecules' measured values; its RMSE and Spearman correlation on the held-out molecules'
+    measured values say how far to trust the shift it reports. ``(None, None)`` without either."""
+    from molgen.transfer import PropertyModel
+
+    if ft.property_model:
+        model = PropertyModel.load(ft.property_model)
+        info = {"path": ft.property_model, "features": model.features, "head": model.head, "target": model.target}
+    elif ft.weight_by and measured is not None:
+        y = measured[parts[0]]
+        ok = np.isfinite(y)
+        print(f"fitting a GP on graph-vae-moses features to the {int(ok.sum())} training molecules' {ft.weight_by} "
+              "(predicts the samples' property for the report)", flush=True)  # fmt: skip
+        model = PropertyModel("graph-vae-moses", "gp", seed=seed).fit(([s for s, k in zip(train, ok, strict=True) if k], y[ok]))
+        info = {"features": "graph-vae-moses", "head": "gp", "target": ft.weight_by, "fitted_on": int(ok.sum())}
+    else:
+        return None, None
+    if held and measured is not None:
+        from scipy.stats import spearmanr
+
+        y, pred = measured[parts[1]], model.predict(held)["mean"].to_numpy()
+        ok = np.isfinite(y) & np.isfinite(pred)
+        if ok.sum() >= 3:
+            info.update(held_out_rmse=float(np.sqrt(np.mean((pred[ok] - y[ok]) ** 2))),
+                        held_out_spearman=float(spearmanr(pred[ok], y[ok]).statistic), held_out_n=int(ok.sum()),
+                        held_out_measured_mean=float(y[ok].mean()))  # fmt: skip
+    if measured is not None:
+        y = measured[parts[0]]
+        info["train_measured_mean"] = float(np.nanmean(y))
+    return model, info
 
 
 def _moses_fcd(valid: list[str]) -> float:
@@ -326,6 +394,10 @@ def markdown(report: dict) -> str:
     freeze = f"{report['freeze']} (r {lora['r']}, alpha {lora['alpha']:g})" if lora else report["freeze"]
     keep = [f"rehearsal {report['rehearsal']:g}" if report.get("rehearsal") else "",
             f"anchor {report['anchor']['kind']} {report['anchor']['weight']:g}" if report.get("anchor") else ""]
+    w = report.get("weights")
+    if w:
+        keep.append(f"drawn by {w['by']} ({w['scheme']}, {w['direction']}: the best tenth {w['top_decile_share']:.0%} of "
+                    f"draws, mean {w['mean']:.3g} -> {w['weighted_mean']:.3g} as drawn)")  # fmt: skip
     keep = "".join(f"; {k}" for k in keep if k)
     lines = [f"# Fine-tuning {report['base']} on {report['data']}", "",
              f"{report['n_train']} training molecules (validation taken from them), {report['n_held_out']} held out, "
@@ -335,6 +407,13 @@ def markdown(report: dict) -> str:
     for key in REPORT_KEYS:
         if key in b or key in a:
             lines.append(f"| {key} | {_fmt(b.get(key))} | {_fmt(a.get(key))} |")
+    pm = report.get("property_model")
+    if pm:
+        fit = (f"; on the held-out molecules RMSE {pm['held_out_rmse']:.3f}, Spearman {pm['held_out_spearman']:.2f}"
+               if "held_out_rmse" in pm else "")  # fmt: skip
+        lines += ["", f"property_*: the valid samples' {pm['target']} as predicted by {pm['features']} + {pm['head']}"
+                  + (f" ({pm['path']})" if "path" in pm else f" fitted to the {pm['fitted_on']} training molecules")
+                  + fit + "."]  # fmt: skip
     if report.get("forgetting"):
         lines += ["", f"Forgetting (after - before; MOSES NLL on {report['forgetting_molecules']} seeded MOSES test "
                   "molecules, FCD of the samples to MOSES test): "

@@ -226,3 +226,75 @@ def test_new_tokens_start_from_a_related_known_token():
     assert chosen == {t: s for t, s in expected.items() if s}
     w = model.wte.weight
     assert torch.equal(w[tok.stoi["I"]], w[tok.stoi["Br"]]) and torch.equal(w[tok.stoi["[Na+]"]], w[:old].mean(0))
+
+
+# --- property-guided fine-tuning ------------------------------------------------------------------
+
+
+def test_property_weights_favour_better_values_by_rank_or_softmax():
+    from molgen.data import property_weights
+    from molgen.errors import InputError
+
+    y = np.array([5.0, 7.0, 6.0, 7.0, 4.0])
+    w = property_weights(y, k=0.1)
+    assert w.sum() == pytest.approx(1) and w[1] == w[3] > w[2] > w[0] > w[4]  # ties share their mean rank
+    ranks = np.array([3, 0.5, 2, 0.5, 4])  # from the best, 0-based; kN = 0.5 (Tripp et al. 2020)
+    np.testing.assert_allclose(w, (1 / (0.5 + ranks)) / np.sum(1 / (0.5 + ranks)))
+    low = property_weights(y, "min")
+    assert np.argmax(low) == 4 and np.argmin(low) in (1, 3)
+    assert property_weights(y, k=100).std() < property_weights(y, k=0.01).std()  # large k tends to uniform
+    soft = property_weights(y, scheme="softmax", temperature=0.5)
+    assert soft[1] == soft[3] > soft[2] and soft.sum() == pytest.approx(1)
+    with pytest.raises(InputError, match="1 missing or infinite of 3"):
+        property_weights([1.0, np.nan, 2.0])
+
+
+def test_weight_by_draws_the_better_molecules_more_often(tmp_path):
+    from molgen.errors import InputError
+    from molgen.train.gpt import build
+
+    series = load("chembl2321810").sample(80, random_state=0)[["smiles", "activity"]]  # activity 4.6 to 9.2
+    data = tmp_path / "series.csv"
+    series.to_csv(data, index=False)
+    raw = finetune_raw(tmp_path, data)
+    raw["finetune"] = {"weight_by": "activity", "weight_k": 0.02}
+    _, dm = build(parse_config(raw, "w"))
+    measured = {mg.chem.canonicalize(s): v for s, v in zip(series.smiles, series.activity, strict=True)}
+    rows = [mg.chem.canonicalize(s) for s in dm.tokenizer.decode_batch(np.asarray(dm.train_ids))]
+    uniform = np.mean([measured[s] for s in rows])
+    drawn = []
+    for _ in range(5):
+        for batch in dm.train_dataloader():
+            drawn += [measured[mg.chem.canonicalize(s)] for s in dm.tokenizer.decode_batch(batch.numpy())]
+    assert len(drawn) == 5 * len(rows)  # an epoch is as many draws as training rows
+    info = dm.info["weights"]
+    assert info["mean"] == pytest.approx(uniform) and info["weighted_mean"] > uniform + 1
+    assert np.mean(drawn) == pytest.approx(info["weighted_mean"], abs=0.25)  # the loader draws as the weights say
+    assert info["top_decile_share"] > 0.3
+    raw["finetune"] = {"weight_scheme": "softmax"}
+    with pytest.raises(ConfigError, match="weight_scheme needs weight_by"):
+        parse_config(raw, "w")
+    raw["finetune"] = {"weight_by": "pIC50"}
+    with pytest.raises(InputError, match="no column 'pIC50' for finetune.weight_by"):
+        build(parse_config(raw, "w"))
+    in_training = [mg.chem.canonicalize(s) for s in series.smiles].index(rows[0])
+    series.assign(activity=series.activity.where(series.index != series.index[in_training])).to_csv(data, index=False)
+    raw["finetune"] = {"weight_by": "activity"}
+    with pytest.raises(InputError, match=f"1 of {len(rows)} training molecules have no finite 'activity'"):
+        build(parse_config(raw, "w"))
+
+
+def test_property_guided_finetune_reports_the_predicted_property_before_and_after(tmp_path):
+    from molgen.finetune import finetune
+
+    series = load("chembl2321810").sample(60, random_state=0)[["smiles", "activity"]]
+    _, report = finetune(SMALL, series, n_train=30, max_steps=3, out=tmp_path / "run", val_every_steps=3,
+                         eval_samples=16, forgetting_molecules=0, weight_by="activity", seed=0)  # fmt: skip
+    assert report["weights"]["by"] == "activity" and report["weights"]["weighted_mean"] > report["weights"]["mean"]
+    pm = report["property_model"]
+    assert pm["head"] == "gp" and pm["fitted_on"] == 30 and pm["held_out_n"] == 30 and pm["held_out_rmse"] > 0
+    for side in ("before", "after"):
+        r = report[side]
+        assert r["property_q25"] <= r["property_median"] <= r["property_q75"] and np.isfinite(r["property_mean"])
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "| property_median |" in md and "drawn by activity (rank, max" in md and "fitted to the 30 training" in md

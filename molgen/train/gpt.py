@@ -231,20 +231,30 @@ class RehearsalBatches(Sampler):
     replay of the pretraining data against forgetting; e.g. Robins 1995, "Catastrophic forgetting,
     rehearsal and pseudorehearsal"). An epoch is one pass over the shuffled target rows, ``take`` of
     them a batch; each batch adds ``round(len * fraction / (1 - fraction))`` rehearsal rows drawn
-    (with replacement) from the pool, whose indices follow the target's.
+    (with replacement) from the pool, whose indices follow the target's. With ``weights`` (one per
+    target row, ``[finetune] weight_by``) an epoch is as many target rows drawn by weight with
+    replacement; ``fraction`` 0 gives plain batches.
     """
 
-    def __init__(self, n_target: int, n_pool: int, batch_size: int, fraction: float, generator: torch.Generator):
+    def __init__(self, n_target: int, n_pool: int, batch_size: int, fraction: float, generator: torch.Generator,
+                 weights: np.ndarray | None = None):  # fmt: skip
         self.n_target, self.n_pool, self.fraction, self.generator = n_target, n_pool, fraction, generator
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.take = max(1, round(batch_size * (1 - fraction)))
 
     def __len__(self) -> int:
         return -(-self.n_target // self.take)
 
     def __iter__(self):
-        order = torch.randperm(self.n_target, generator=self.generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.n_target, generator=self.generator).tolist()
+        else:  # property-guided: an epoch of draws by weight, with replacement
+            order = torch.multinomial(self.weights, self.n_target, replacement=True, generator=self.generator).tolist()
         for start in range(0, self.n_target, self.take):
             chunk = order[start : start + self.take]
+            if not self.n_pool:  # weighted batches without rehearsal
+                yield chunk
+                continue
             m = round(len(chunk) * self.fraction / (1 - self.fraction))
             pool = torch.randint(self.n_pool, (m,), generator=self.generator) + self.n_target
             yield chunk + pool.tolist()
@@ -289,6 +299,7 @@ class GPTDataModule(L.LightningDataModule):
             self.val_ids = self._moses_val(moses_path(d.val_split))
         else:
             self._setup_from_file(Path(d.dataset), tokenizer)
+        self.train_weights = self._property_weights() if config.finetune.weight_by else None
         self.rehearsal_ids = None
         f = config.finetune.rehearsal
         if f:  # enough pool for every step's draws, within reason
@@ -349,6 +360,39 @@ class GPTDataModule(L.LightningDataModule):
             print(f"{what}: skipped {len(smiles) - len(keep)} of {len(smiles)} molecules longer than {limit} tokens")
         return keep, len(smiles) - len(keep)
 
+    def _property_weights(self) -> np.ndarray:
+        """The training rows' sampling probabilities from their measured ``[finetune] weight_by`` values
+        (:func:`molgen.data.property_weights`), matched to the rows kept by canonical SMILES (a molecule
+        listed twice takes its mean value)."""
+        from molgen.chem import canonicalize
+        from molgen.data import property_weights
+
+        ft, source = self.config.finetune, self.config.data.dataset
+        if source == "moses":
+            raise ConfigError("finetune.weight_by needs [data] dataset to be a file or named data set with that column")
+        df = read_molecules(source)
+        if ft.weight_by not in df.columns:
+            raise InputError(f"{source}: no column {ft.weight_by!r} for finetune.weight_by; columns: {list(df.columns)}")
+        canon = [canonicalize(s) if ok else None for s, ok in zip(df["smiles"], df["valid"], strict=True)]
+        measured = pd.Series(pd.to_numeric(df[ft.weight_by], errors="coerce").to_numpy(), index=canon)
+        measured = measured[measured.index.notna()].groupby(level=0).mean()
+        rows = [canonicalize(s) for s in self.tokenizer.decode_batch(np.asarray(self.train_ids))]
+        y = measured.reindex(rows).to_numpy()
+        missing = np.flatnonzero(~np.isfinite(y))
+        if len(missing):
+            raise InputError(f"{source}: {len(missing)} of {len(rows)} training molecules have no finite {ft.weight_by!r} "
+                             f"(first: {rows[missing[0]]}); fill the column or drop those rows")  # fmt: skip
+        w = property_weights(y, ft.weight_direction, ft.weight_scheme, ft.weight_k, ft.weight_temperature)
+        top = np.argsort(-w)[: max(1, len(w) // 10)]
+        self.info["weights"] = {"by": ft.weight_by, "direction": ft.weight_direction, "scheme": ft.weight_scheme,
+                                "k": ft.weight_k, "temperature": ft.weight_temperature,
+                                "effective_n": float(1 / np.sum(w**2)), "top_decile_share": float(w[top].sum()),
+                                "mean": float(y.mean()), "weighted_mean": float(np.sum(w * y))}  # fmt: skip
+        print(f"{ft.weight_by}-weighted sampling ({ft.weight_scheme}, {ft.weight_direction}): the best tenth of the "
+              f"{len(w)} training molecules takes {w[top].sum():.0%} of the draws; mean {ft.weight_by} "
+              f"{y.mean():.3g} -> {np.sum(w * y):.3g} as drawn")  # fmt: skip
+        return w
+
     def augment(self) -> float:
         """The chance of a randomised SMILES per training row: ``data.augment``, or when unset 0.5 for a
         fine-tuning set of fewer than 1,000 molecules (so few are learnt, not memorised) and 0 otherwise."""
@@ -397,10 +441,12 @@ class GPTDataModule(L.LightningDataModule):
         rows = _Rows(self.train_ids, self.tokenizer, self.augment())
         if self.condition is not None:
             rows = _Conditioned(rows, self.train_values, self.condition, self.config.condition.drop)
-        if self.rehearsal_ids is not None:
-            batches = RehearsalBatches(len(rows), len(self.rehearsal_ids), self.config.trainer.batch_size,
-                                       self.config.finetune.rehearsal, shuffle_generator(self))  # fmt: skip
-            return DataLoader(_Mixed(rows, self.rehearsal_ids), batch_sampler=batches, collate_fn=collate,
+        if self.rehearsal_ids is not None or self.train_weights is not None:
+            pool = 0 if self.rehearsal_ids is None else len(self.rehearsal_ids)
+            batches = RehearsalBatches(len(rows), pool, self.config.trainer.batch_size, self.config.finetune.rehearsal,
+                                       shuffle_generator(self), self.train_weights)  # fmt: skip
+            data = rows if self.rehearsal_ids is None else _Mixed(rows, self.rehearsal_ids)
+            return DataLoader(data, batch_sampler=batches, collate_fn=collate,
                               num_workers=d.num_workers, persistent_workers=d.num_workers > 0)  # fmt: skip
         return DataLoader(
             rows,
