@@ -38,8 +38,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: each kind of model's sampling options and their defaults (``model_type`` -> option -> default)
 OPTIONS: dict[str, dict[str, object]] = {
     "gpt": {"temperature": 1.0, "top_k": None, "top_p": None, "condition": None, "grammar": True,
-            "precision": "auto", "prefix": None},
-    "graph_vae": {"temperature": 0.0, "prior": None, "max_ring": None, "ring_rules": None, "prefix": None},
+            "precision": "auto", "prefix": None, "scaffold": None},
+    "graph_vae": {"temperature": 0.0, "prior": None, "max_ring": None, "ring_rules": None, "prefix": None,
+                  "scaffold": None},
 }
 
 # why a kind of model lacks an option another kind has (the CLI names its flag)
@@ -97,18 +98,31 @@ def check_options(model, n: int, batch_size: int = 1024, workers="auto", **optio
     opts = {k: (options.get(k) if options.get(k) is not None else default) for k, default in OPTIONS[kind].items()}
     check_sampling(n, opts["temperature"], batch_size, workers, opts.get("top_k"), opts.get("top_p"))
     if kind == "gpt":
-        from molgen.models.gpt import condition_rows
-
         model._need_tokenizer()
         _check_precision(opts["precision"])
-        condition_rows(opts["condition"], n, model.config)  # names and values, before anything runs
     else:
         if opts["prior"] not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {opts['prior']!r}")
         if opts["prior"] == "fitted" and not model.config.fitted_prior:
             raise InputError("this model has no fitted prior: call model.fit_prior(smiles) first, or sample the standard one")
         model._ring_options(opts["max_ring"], opts["ring_rules"])
+    if opts["scaffold"] is not None:
+        _check_scaffold(model, opts)
     return opts
+
+
+def _check_scaffold(model, opts: dict) -> None:
+    """A scaffold is parsed and written in the model's terms before anything runs (one InputError line)."""
+    if opts["prefix"]:
+        raise InputError("give a scaffold or a prefix, not both")
+    if model.model_type == "gpt":
+        from molgen.models.scaffold import ScaffoldTemplate
+
+        if not opts["grammar"]:
+            raise InputError("scaffold decoding needs the SMILES grammar: leave --no-grammar (grammar=False) out")
+        ScaffoldTemplate.from_smiles(opts["scaffold"], model.tokenizer)
+    else:
+        model.scaffold_graphs(opts["scaffold"], 1, opts["max_ring"], opts["ring_rules"])
 
 
 def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, workers="auto",
@@ -125,11 +139,9 @@ def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, wo
         start_batch: continue a seeded run where an earlier call stopped (``sample(m, 2048)`` is
             ``sample(m, 1024)`` followed by ``sample(m, 1024, start_batch=1)`` at ``batch_size`` 1,024).
         **options: the kind's options (:data:`OPTIONS`). SMILES GPT: ``temperature`` (1.0),
-            ``top_k``, ``top_p``, ``condition`` (a conditional model's target properties as raw
-            values by name, ``{"logp": 2.5, "tpsa": 60}``, one number or ``n`` each; names the model
-            was not trained on are refused; see :func:`molgen.models.gpt.condition_rows`),
-            ``grammar`` (True: mask tokens that break SMILES syntax; False samples the raw model),
-            ``precision`` (``"auto"`` computes in bf16 with float32 sums where the device
+            ``top_k``, ``top_p``, ``condition`` (one vector, or ``(n, cond_dim)``, for conditional
+            models), ``grammar`` (True: mask tokens that break SMILES syntax; False samples the raw
+            model), ``precision`` (``"auto"`` computes in bf16 with float32 sums where the device
             multiplies bf16 natively, :func:`native_bf16`, else float32; ``"fp32"``/``"bf16"``
             force one; bf16 draws other molecules from the same seed, of the same quality, and
             ``log_likelihood`` is then good to about 0.1 nats), ``prefix`` (a SMILES fragment, in
@@ -138,6 +150,12 @@ def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, wo
             distribution), ``prior`` (``"fitted"`` where the model has one, or ``"standard"``
             N(0, I)), ``max_ring`` / ``ring_rules`` (``None``: the model's), ``prefix`` (a SMILES,
             e.g. a scaffold, whose atoms and bonds every decode starts from and keeps).
+            Both kinds: ``scaffold`` (a SMILES with ``[*]`` at the attachment points, e.g.
+            ``"c1ccc([*])cc1C(=O)N[*]"``; without ``[*]`` any atom with a hydrogen may grow): the GPT
+            writes the scaffold's tokens and samples only the decorations
+            (:mod:`molgen.models.scaffold`), the graph-VAE decodes from the scaffold's atoms and bonds
+            (:meth:`~molgen.models.graph_vae.GraphVAE.scaffold_graphs`); the table gains
+            ``contains_scaffold`` (RDKit substructure match of the scaffold without its ``[*]``).
 
     Returns:
         One row per sample: ``smiles``, ``valid`` (and ``log_likelihood`` for the GPT, the model's
@@ -161,7 +179,12 @@ def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, wo
     bytes_each = model.cache_bytes(batch_size) if kind == "gpt" else 0
     procs = resolve_workers(workers, model.device, len(plan), bytes_each=bytes_each)
     parts = map_batches(lambda b: batch(*b), [(i, start, rows) for i, start, rows in plan], procs)
-    return pd.concat(parts, ignore_index=True)
+    df = pd.concat(parts, ignore_index=True)
+    if opts["scaffold"] is not None:
+        from molgen.models.scaffold import contains_scaffold
+
+        df["contains_scaffold"] = contains_scaffold(df["smiles"].where(df["valid"], None), opts["scaffold"])
+    return df
 
 
 def _prepare(model, n: int, opts: dict) -> dict:
@@ -173,7 +196,7 @@ def _prepare(model, n: int, opts: dict) -> dict:
         from molgen.models.gpt import condition_rows
         from molgen.tokenize import tokenize
 
-        opts["condition"] = condition_rows(opts["condition"], n, model.config)
+        opts["condition"] = condition_rows(opts["condition"], n, model.config.cond_dim)
         if opts["prefix"]:
             stoi = model.tokenizer.stoi
             missing = [t for t in tokenize(opts["prefix"]) if t not in stoi]
@@ -181,11 +204,15 @@ def _prepare(model, n: int, opts: dict) -> dict:
                 raise InputError(f"prefix {opts['prefix']!r} holds tokens outside the model's vocabulary: {missing}"
                                  + (" (this model writes Kekulé SMILES: no aromatic atoms)" if model.tokenizer.kekule else ""))
             opts["prefix"] = torch.tensor([stoi[t] for t in tokenize(opts["prefix"])], dtype=torch.long)
+        if opts["scaffold"]:
+            from molgen.models.scaffold import ScaffoldTemplate
+
+            opts["scaffold"] = ScaffoldTemplate.from_smiles(opts["scaffold"], model.tokenizer)
     return opts  # a graph-VAE prefix stays a SMILES: each batch turns it into graphs for its own rows
 
 
 def _gpt_batch(model, index: int, start: int, rows: int, seed: int, temperature, top_k, top_p, condition, grammar,
-               precision, prefix) -> pd.DataFrame:  # fmt: skip
+               precision, prefix, scaffold) -> pd.DataFrame:  # fmt: skip
     """Batch ``index`` of the run seeded ``seed``: ``rows`` molecules, validity checked in this process."""
     import torch
 
@@ -198,7 +225,8 @@ def _gpt_batch(model, index: int, start: int, rows: int, seed: int, temperature,
     syntax = SmilesGrammar(tok.itos, size=model.config.vocab_size, aromatic=not tok.kekule) if grammar else None
     c = None if condition is None else torch.as_tensor(condition[start : start + rows], dtype=torch.float32)
     with _autocast(dev, precision):
-        ids, lp, done = model.generate(rows, temperature, top_k, top_p, c, gen, grammar=syntax, prefix=prefix)
+        ids, lp, done = model.generate(rows, temperature, top_k, top_p, c, gen, grammar=syntax, prefix=prefix,
+                                       scaffold=scaffold)
     smiles = tok.decode_batch(ids.cpu().numpy())
     # a row cut at block_size is invalid even when its prefix happens to parse
     mols = [to_mol(s) if ok else None for s, ok in zip(smiles, done.tolist(), strict=True)]
@@ -209,7 +237,7 @@ def _gpt_batch(model, index: int, start: int, rows: int, seed: int, temperature,
 
 
 def _vae_batch(model, index: int, start: int, rows: int, seed: int, temperature, prior, max_ring, ring_rules,
-               prefix) -> pd.DataFrame:  # fmt: skip
+               prefix, scaffold) -> pd.DataFrame:  # fmt: skip
     import torch
 
     from molgen.parallel import batch_seed
@@ -218,6 +246,8 @@ def _vae_batch(model, index: int, start: int, rows: int, seed: int, temperature,
         gen = torch.Generator(device=model.device).manual_seed(int(batch_seed(seed, index)))
         z = model.draw_latents(rows, gen, standard=prior == "standard")
         graphs = model.prefix_graphs(prefix, n=rows) if prefix else None
+        if scaffold:
+            graphs = model.scaffold_graphs(scaffold, rows, max_ring, ring_rules)
         smiles = model.dense_to_smiles(*model.decode_graphs(z, temperature, gen, max_ring, ring_rules, prefix=graphs))
     return pd.DataFrame({"smiles": smiles, "valid": [s is not None for s in smiles]})
 
@@ -276,7 +306,7 @@ def generate_to_file(
     max_ring: int | None = None,
     ring_rules: bool | None = None,
     precision: str | None = None,
-    condition: dict | None = None,
+    scaffold: str | None = None,
     chunk_size: int = 16_384,
     unique: bool = False,
     valid_only: bool = False,
@@ -308,8 +338,8 @@ def generate_to_file(
         ring_rules: graph-VAE only: ``False`` allows bridged systems and fused 3-/4-membered rings.
         precision: SMILES models only: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`sample`);
             ``None`` keeps the default (auto).
-        condition: conditional GPTs only: raw target property values by name, one number each
-            (``{"logp": 2.5}``; see :func:`sample`); recorded in the run's request.
+        scaffold: a SMILES with ``[*]`` attachment points every molecule is built on (see :func:`sample`);
+            the rows gain ``contains_scaffold``.
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
             up to ``max_tries * n`` draws; a model that cannot give that many (greedy decoding has
             one answer) raises :class:`IncompleteRun` and keeps the rows in the ``.partial`` folder.
@@ -354,7 +384,8 @@ def generate_to_file(
     path = Path(path)
     table_format(path)  # every refusal before any file is touched
     given = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
-             "ring_rules": ring_rules, "precision": precision, "condition": condition}  # fmt: skip
+             "ring_rules": ring_rules, "precision": precision}  # fmt: skip
+    given["scaffold"] = scaffold
     check_options(model, n, batch_size, workers, **given)
     opts = {k: v for k, v in given.items() if v is not None}
     if not isinstance(max_tries, int) or max_tries < 1:

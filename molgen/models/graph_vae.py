@@ -213,6 +213,39 @@ class GraphVAE(nn.Module):
             types, band = types.expand(n, -1), band.expand(n, -1, -1)
         return types, band
 
+    def scaffold_graphs(self, scaffold: str, n: int, max_ring: int | None = None,
+                        ring_rules: bool | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """A scaffold as the prefix every one of ``n`` decodes starts from (:meth:`prefix_graphs`), checked.
+
+        Its ``[*]`` attachment points are dropped: the decoder adds atoms after the scaffold's, and a
+        new atom bonds only to the ``window`` atoms before it, so the scaffold grows wherever one of its
+        last ``window`` atoms in canonical BFS order has valence to spare, not only at the ``[*]``
+        (a scaffold of at most ``window`` atoms may grow anywhere). Every decode keeps the scaffold's
+        atoms and bonds, so every valid molecule contains it.
+
+        Raises:
+            InputError: a scaffold that does not parse, or that this decoder can never produce: an atom
+                outside its vocabulary, more than ``max_atoms`` atoms, a bond spanning more than
+                ``window`` atoms, or a ring its ring rules forbid.
+        """
+        from rdkit import Chem
+
+        from molgen.models.scaffold import scaffold_core
+
+        core = Chem.MolToSmiles(scaffold_core(scaffold))
+        max_ring, ring_rules = self._ring_options(max_ring, ring_rules)
+        try:
+            blocked = bool(self.blocked(core, max_ring, ring_rules))
+        except InputError as err:
+            raise InputError(f"scaffold {scaffold!r}: {str(err).removeprefix('row 0: ')}") from None
+        if blocked:
+            raise InputError(
+                f"scaffold {scaffold!r} cannot be decoded by this graph-VAE: more than {self.config.max_atoms} atoms, "
+                f"a bond spanning more than {self.config.window} atoms in BFS order, or a ring its ring rules forbid "
+                f"(max_ring {max_ring}, ring_rules {ring_rules}); try --no-ring-rules / --max-ring 0, or the SMILES GPT"
+            )
+        return self.prefix_graphs(core, n=n)
+
     def _ring_options(self, max_ring: int | None, ring_rules: bool | None) -> tuple[int, bool]:
         """The decoder's ring rules: the arguments, or the config's where ``None``; checked."""
         max_ring = self.config.max_ring if max_ring is None else max_ring
