@@ -303,6 +303,10 @@ def generate_cmd(
         None, "--precision",
         help="SMILES models: auto (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32), fp32 or bf16.",
     ),
+    condition: list[str] | None = typer.Option(
+        None, "--condition",
+        help="Conditional GPTs: a target property as NAME=VALUE in raw units (e.g. logp=2.5); repeat for more.",
+    ),
     scaffold: str | None = typer.Option(
         None, "--scaffold",
         help="Build every molecule on this scaffold SMILES, [*] at the attachment points (none: any H-bearing atom "
@@ -347,7 +351,8 @@ def generate_cmd(
     workers = workers if workers == "auto" else _whole_number(workers, "--workers")
     summary = generate(
         load_pretrained(model, device=device), n, out, seed=seed, temperature=temperature, scaffold=scaffold,
-        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision, unique=unique,
+        grammar=grammar, prior=prior, max_ring=max_ring, ring_rules=ring_rules, precision=precision,
+        condition=_conditions(condition), unique=unique,
         valid_only=valid_only, batch_size=batch_size, device=device, resume=resume, chunk_size=chunk_size,
         workers=workers, score=score, objective=objective, min_score=min_score, shard=shard,
         n_jobs=torch.get_num_threads() if workers == "auto" else workers,
@@ -359,6 +364,25 @@ def generate_cmd(
         f"[green]wrote[/] {summary['written']:,} molecules to {out}{part} ({summary['valid']:,} valid of "
         f"{summary['sampled']:,} sampled{below}{resumed}, {summary['seconds']} s)"
     )
+
+
+def _conditions(pairs: list[str] | None) -> dict | None:
+    """``["logp=2.5", "tpsa=60"]`` -> ``{"logp": 2.5, "tpsa": 60.0}``; a malformed or repeated one is an InputError."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not name.strip() or number is None:
+            raise InputError(f"--condition {pair!r}: write NAME=VALUE, e.g. --condition logp=2.5")
+        if name.strip() in out:
+            raise InputError(f"--condition {name.strip()} is given twice")
+        out[name.strip()] = number
+    return out
 
 
 # --- transfer commands (fit-property, predict) -----------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "TrainerConfig",
     "DistillConfig",
     "FinetuneConfig",
+    "ConditionConfig",
     "RunConfig",
     "ModelSection",
     "model_section",
@@ -197,6 +198,36 @@ class FinetuneConfig(Section):
         if self.anchor is None and {"anchor_weight", "fisher_molecules"} & self.model_fields_set:
             raise ValueError("anchor_weight and fisher_molecules need anchor = 'l2sp' or 'ewc'")
         return self
+
+
+class ConditionConfig(Section):
+    """Conditional training (GPT): the RDKit properties of each training molecule, standardised by the
+    training set's mean and std (stored in the model's config, so that callers give raw values), feed
+    the model with every row, and ``molgen.sample(model, n, condition={...})`` asks for values.
+    A parent without a condition gets one that starts as a no-op (``SmilesGPT.add_condition``)."""
+
+    properties: list[str] = Field(
+        [], description="properties to condition on, from molgen.data.CONDITION_PROPERTIES (logp, qed, tpsa, mw); "
+        "[] = unconditional",
+    )
+    drop: float = Field(
+        0.5, ge=0, lt=1,
+        description="each property is left out of a training row's condition with this chance (its 'given' flag "
+        "0), so a caller may ask for only some; 0 = always all, and sampling then needs every property",
+    )
+    n_jobs: int = Field(1, ge=1, description="processes that compute the training molecules' properties (cached once)")
+
+    @field_validator("properties")
+    @classmethod
+    def _known(cls, properties: list[str]) -> list[str]:
+        from molgen.data import CONDITION_PROPERTIES
+
+        unknown = [p for p in properties if p not in CONDITION_PROPERTIES]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(CONDITION_PROPERTIES)}")
+        if len(set(properties)) < len(properties):
+            raise ValueError(f"a property is named twice in {properties}")
+        return properties
 
 
 class RunConfig(Section):

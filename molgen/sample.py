@@ -98,8 +98,11 @@ def check_options(model, n: int, batch_size: int = 1024, workers="auto", **optio
     opts = {k: (options.get(k) if options.get(k) is not None else default) for k, default in OPTIONS[kind].items()}
     check_sampling(n, opts["temperature"], batch_size, workers, opts.get("top_k"), opts.get("top_p"))
     if kind == "gpt":
+        from molgen.models.gpt import condition_rows
+
         model._need_tokenizer()
         _check_precision(opts["precision"])
+        condition_rows(opts["condition"], n, model.config)  # names and values, before anything runs
     else:
         if opts["prior"] not in (None, "fitted", "standard"):
             raise InputError(f"prior must be 'fitted' or 'standard', not {opts['prior']!r}")
@@ -139,9 +142,11 @@ def sample(model, n: int, seed: int = 0, batch_size: int = 1024, device=None, wo
         start_batch: continue a seeded run where an earlier call stopped (``sample(m, 2048)`` is
             ``sample(m, 1024)`` followed by ``sample(m, 1024, start_batch=1)`` at ``batch_size`` 1,024).
         **options: the kind's options (:data:`OPTIONS`). SMILES GPT: ``temperature`` (1.0),
-            ``top_k``, ``top_p``, ``condition`` (one vector, or ``(n, cond_dim)``, for conditional
-            models), ``grammar`` (True: mask tokens that break SMILES syntax; False samples the raw
-            model), ``precision`` (``"auto"`` computes in bf16 with float32 sums where the device
+            ``top_k``, ``top_p``, ``condition`` (a conditional model's target properties as raw
+            values by name, ``{"logp": 2.5, "tpsa": 60}``, one number or ``n`` each; names the model
+            was not trained on are refused; see :func:`molgen.models.gpt.condition_rows`),
+            ``grammar`` (True: mask tokens that break SMILES syntax; False samples the raw model),
+            ``precision`` (``"auto"`` computes in bf16 with float32 sums where the device
             multiplies bf16 natively, :func:`native_bf16`, else float32; ``"fp32"``/``"bf16"``
             force one; bf16 draws other molecules from the same seed, of the same quality, and
             ``log_likelihood`` is then good to about 0.1 nats), ``prefix`` (a SMILES fragment, in
@@ -196,7 +201,7 @@ def _prepare(model, n: int, opts: dict) -> dict:
         from molgen.models.gpt import condition_rows
         from molgen.tokenize import tokenize
 
-        opts["condition"] = condition_rows(opts["condition"], n, model.config.cond_dim)
+        opts["condition"] = condition_rows(opts["condition"], n, model.config)
         if opts["prefix"]:
             stoi = model.tokenizer.stoi
             missing = [t for t in tokenize(opts["prefix"]) if t not in stoi]
@@ -307,6 +312,7 @@ def generate_to_file(
     ring_rules: bool | None = None,
     precision: str | None = None,
     scaffold: str | None = None,
+    condition: dict | None = None,
     chunk_size: int = 16_384,
     unique: bool = False,
     valid_only: bool = False,
@@ -338,6 +344,8 @@ def generate_to_file(
         ring_rules: graph-VAE only: ``False`` allows bridged systems and fused 3-/4-membered rings.
         precision: SMILES models only: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :func:`sample`);
             ``None`` keeps the default (auto).
+        condition: conditional GPTs only: raw target property values by name, one number each
+            (``{"logp": 2.5}``; see :func:`sample`); recorded in the run's request.
         scaffold: a SMILES with ``[*]`` attachment points every molecule is built on (see :func:`sample`);
             the rows gain ``contains_scaffold``.
         n: rows to write. With ``unique`` or ``valid_only`` sampling goes on until ``n`` rows pass,
@@ -384,7 +392,7 @@ def generate_to_file(
     path = Path(path)
     table_format(path)  # every refusal before any file is touched
     given = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
-             "ring_rules": ring_rules, "precision": precision}  # fmt: skip
+             "ring_rules": ring_rules, "precision": precision, "condition": condition}  # fmt: skip
     given["scaffold"] = scaffold
     check_options(model, n, batch_size, workers, **given)
     opts = {k: v for k, v in given.items() if v is not None}

@@ -28,11 +28,10 @@ def tok(real_smiles):
 
 def _incremental_logits(model, ids, condition=None):
     """Logits from feeding one token at a time through the KV cache."""
-    n_prefix = 1 if model.config.cond_dim else 0
-    cache = KVCache(model.config, ids.size(0), ids.size(1) + n_prefix, ids.device, model.wte.weight.dtype)
+    cache = KVCache(model.config, ids.size(0), ids.size(1), ids.device, model.wte.weight.dtype)
     hs = [model._hidden(ids[:, :1], condition, cache, 0)]
     for t in range(1, ids.size(1)):
-        hs.append(model._hidden(ids[:, t : t + 1], condition, cache, n_prefix + t))
+        hs.append(model._hidden(ids[:, t : t + 1], condition, cache, t))
     return model.lm_head(torch.cat(hs, 1))
 
 

@@ -341,7 +341,10 @@ def test_a_config_without_a_task_gets_the_one_its_content_implies(changes, task)
         ({"task": "finetune"}, r"task = 'finetune' needs init_from"),
         ({"task": "finetune", "init_from": "p", "distill": {"teacher": "t"}}, r"that is task = 'distill'"),
         ({"task": "distill"}, r"task = 'distill' needs distill\.teacher"),
-        ({"model": {"cond_dim": 4}}, r"model\.cond_dim = 4: conditional training is not available yet"),
+        ({"model": {"cond_dim": 4}}, r"unknown key 'model\.cond_dim'"),  # [condition] properties set it
+        ({"condition": {"properties": ["logp", "clogp"]}}, r"condition\.properties: unknown 'clogp'; known: logp, qed, tpsa, mw"),
+        ({"init_from": "p", "condition": {"properties": ["qed"]}, "finetune": {"rehearsal": 0.2}},
+         r"\[condition\] properties cannot be combined with finetune\.rehearsal"),
         ({"model": {"n_layer": 0}}, r"model\.n_layer: Input should be greater than or equal to 1"),
         ({"model": {"n_embd": 100, "n_head": 3}}, r"model: n_embd \(100\) must be a multiple of n_head \(3\)"),
         ({"model": {"vocab_size": 30}}, r"unknown key 'model\.vocab_size'"),  # the data sets it
@@ -352,7 +355,7 @@ def test_task_and_shape_errors_are_one_clear_config_error(changes, message):
         parse_config(_tiny_raw(**changes), "bad.toml")
 
 
-def test_a_conditional_parent_is_refused_until_conditional_training_exists(tmp_path):
+def test_a_parent_conditional_on_other_values_is_refused(tmp_path):
     from molgen.models.gpt import GPTConfig, SmilesGPT
     from molgen.models.hub import save_pretrained
     from molgen.tokenize import SmilesTokenizer
@@ -363,7 +366,7 @@ def test_a_conditional_parent_is_refused_until_conditional_training_exists(tmp_p
     save_pretrained(parent, tmp_path / "cond")
     data = _tiny_raw(task="finetune", init_from=str(tmp_path / "cond"), run_dir=str(tmp_path / "run"),
                      data={"limit": 20, "val_size": 5}, trainer={"max_steps": 1})  # fmt: skip
-    with pytest.raises(ConfigError, match=r"is conditional \(cond_dim = 3\); conditional training is not available yet"):
+    with pytest.raises(ConfigError, match=r"is conditional on 3 unnamed values; fine-tune it with \[condition\] properties"):
         pretrain(parse_config(data, "cond"))
 
 

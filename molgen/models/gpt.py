@@ -2,7 +2,7 @@
 
 Pre-LayerNorm decoder blocks, ``F.scaled_dot_product_attention`` (flash attention on CUDA),
 learned positions, the token embedding tied to the output layer, and an optional condition
-vector (e.g. target properties) projected to one prefix token in front of ``<bos>``.
+vector (e.g. target properties) projected and added to the ``<bos>`` embedding.
 :meth:`SmilesGPT.generate` decodes with a key/value cache, temperature, top-k / top-p; each row
 stops at its ``<eos>`` and finished rows leave the batch, so a batch costs what its longest
 molecule costs only for the rows still running.
@@ -42,12 +42,23 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     cond_dim: int = 0  # length of the condition vector; 0 = unconditional
+    # the named properties behind the condition vector (set by conditional training): {"names": [...],
+    # "mean": [...], "std": [...], "partial": bool}; the vector is the standardised values then one
+    # "given" flag per name (cond_dim = 2 x names); "partial": trained with names left out at random, so
+    # a caller may leave names out (see condition_rows)
+    condition: dict | None = None
     n_kv_head: int | None = None  # key/value heads (grouped-query attention); None = n_head
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
 
     def __post_init__(self):
+        if self.condition is not None:
+            c = self.condition
+            names = list(c.get("names", []))
+            if not names or any(len(c.get(k, [])) != len(names) for k in ("mean", "std")) or self.cond_dim != 2 * len(names):
+                raise ConfigError(f"condition {c!r} needs names, mean and std of one length k and cond_dim = 2k "
+                                  f"(cond_dim is {self.cond_dim})")  # fmt: skip
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
@@ -171,9 +182,8 @@ class SmilesGPT(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.tokenizer = None
-        n_prefix = 1 if cfg.cond_dim else 0
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size + n_prefix, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.cond_proj = nn.Linear(cfg.cond_dim, cfg.n_embd) if cfg.cond_dim else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -204,25 +214,27 @@ class SmilesGPT(nn.Module):
     # --- forward --------------------------------------------------------------------------------
 
     def _hidden(self, idx, condition=None, cache=None, pos=0):
-        """Final hidden states for the tokens of ``idx`` (the prefix position removed).
+        """Final hidden states for the tokens of ``idx``.
+
+        A conditional model adds the projected condition to the embedding of the first position, the
+        ``<bos>`` (rather than a position of its own in front of it): every token keeps its position,
+        so a parent made conditional by :meth:`add_condition` starts out computing exactly what it did.
 
         Shapes:
             idx: (B, T) token ids; condition: (B, cond_dim); returns (B, T, C).
         """
         x = self.wte(idx)  # (B, T, C)
-        n_prefix = 0
         if self.cond_proj is not None and pos == 0:
             if condition is None:
                 raise ValueError(f"this model is conditional: pass condition of shape (B, {self.config.cond_dim})")
-            x = torch.cat([self.cond_proj(condition.to(x.dtype))[:, None], x], dim=1)  # (B, 1+T, C)
-            n_prefix = 1
+            x = torch.cat([x[:, :1] + self.cond_proj(condition.to(x.dtype))[:, None], x[:, 1:]], dim=1)
         T = x.size(1)
         if pos + T > self.wpe.num_embeddings:
             raise ValueError(f"sequence of {pos + T} positions exceeds block_size {self.config.block_size}")
         x = self.drop(x + self.wpe(torch.arange(pos, pos + T, device=idx.device)))
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i, pos)
-        return self.ln_f(x)[:, n_prefix:]
+        return self.ln_f(x)
 
     def forward(self, idx, targets=None, condition=None):
         """Logits for the next token at every position, and the mean loss when ``targets`` given.
@@ -286,7 +298,6 @@ class SmilesGPT(nn.Module):
         """
         cfg, dev = self.config, self.device
         max_len = min(max_len or cfg.block_size, cfg.block_size)
-        n_prefix = 1 if cfg.cond_dim else 0
         active = torch.arange(n, device=dev)
         seq = torch.full((n, 1), cfg.bos_id, dtype=torch.long, device=dev)  # rows in the batch so far
         start = 0
@@ -308,7 +319,7 @@ class SmilesGPT(nn.Module):
         dtype = self.wte.weight.dtype
         if torch.is_autocast_enabled(dev.type):  # keys/values come out in the autocast dtype (bf16)
             dtype = torch.get_autocast_dtype(dev.type)
-        cache = KVCache(cfg, n, max_len + n_prefix, dev, dtype) if use_cache else None
+        cache = KVCache(cfg, n, max_len, dev, dtype) if use_cache else None
         never = torch.tensor([cfg.pad_id, cfg.bos_id], device=dev)
         # no token budget (grammar.start(..., max_tokens=...)): forcing a wandering row to close in time
         # turns it into a large macrocycle rather than a molecule; a row cut at the context stays invalid
@@ -366,10 +377,10 @@ class SmilesGPT(nn.Module):
                 if slots is not None:
                     slots.keep(alive)
                 if cache is not None:
-                    cache.keep(alive, n_prefix + t + 1)
+                    cache.keep(alive, t + 1)
                 alive = alive[alive]
             if cache is not None:
-                h = self._hidden(nxt[:, None], cond, cache, n_prefix + t + 1)[:, -1]
+                h = self._hidden(nxt[:, None], cond, cache, t + 1)[:, -1]
             else:
                 seq = torch.cat([seq, nxt[:, None]], 1)
                 h = self._hidden(seq, cond)[:, -1]
@@ -378,14 +389,14 @@ class SmilesGPT(nn.Module):
     def cache_bytes(self, batch: int) -> int:
         """Memory of one batch's key/value cache in float32, twice over (dropping finished rows copies it)."""
         cfg = self.config
-        return 2 * 4 * cfg.n_layer * 2 * math.prod(KVCache.shape(cfg, batch, cfg.block_size + 1))
+        return 2 * 4 * cfg.n_layer * 2 * math.prod(KVCache.shape(cfg, batch, cfg.block_size))
 
     @torch.no_grad()
     def log_likelihood(self, smiles, batch_size: int = 512, condition=None) -> np.ndarray:
         """Log-likelihood of given SMILES under the model (e.g. the prior in RL fine-tuning)."""
         tok = self._need_tokenizer()
         self.eval()
-        conds = condition_rows(condition, len(smiles), self.config.cond_dim)
+        conds = condition_rows(condition, len(smiles), self.config)
         out = []
         for start in range(0, len(smiles), batch_size):
             ids = torch.as_tensor(tok.encode_batch(smiles[start : start + batch_size]), device=self.device)
@@ -451,7 +462,7 @@ class SmilesGPT(nn.Module):
         self._check_pooling(pooling)
         tok = self._need_tokenizer()
         items = [smiles] if isinstance(smiles, str) else list(smiles)
-        conds = condition_rows(condition, len(items), self.config.cond_dim)
+        conds = condition_rows(condition, len(items), self.config)
         encoded, failed = {}, {}
         for row, s in enumerate(items):
             text = to_smiles(s, isomeric=False) if canonical else s
@@ -516,14 +527,43 @@ class SmilesGPT(nn.Module):
         ``config.block_size`` and follows.
         """
         old = self.wpe.weight.data
-        n_prefix = old.size(0) - self.config.block_size  # the condition's position, if any
         if new_block_size < self.config.block_size:
             raise ConfigError(f"cannot shrink the context from {self.config.block_size} to {new_block_size}")
-        wpe = nn.Embedding(new_block_size + n_prefix, old.size(1), device=old.device, dtype=old.dtype)
+        wpe = nn.Embedding(new_block_size, old.size(1), device=old.device, dtype=old.dtype)
         wpe.weight.data[: old.size(0)] = old
-        wpe.weight.data[old.size(0) :] = old[n_prefix + self.config.block_size // 2 :].mean(0)
+        wpe.weight.data[old.size(0) :] = old[self.config.block_size // 2 :].mean(0)
         self.wpe = wpe
         self.config.block_size = new_block_size
+
+    def add_condition(self, names, mean, std, partial: bool = True) -> None:
+        """Make an unconditional model conditional on named properties, on purpose (before fine-tuning
+        with conditions): a projection of the condition vector (standardised values, then one "given"
+        flag per name) added to the ``<bos>`` embedding, its weights and bias zero, so the model starts
+        out exactly as its parent, every condition giving the parent's logits; the gradient of the
+        loss reaches the weights through the ``<bos>`` state all the same. The condition's place
+        follows MolGPT (Bagal et al. 2021, J. Chem. Inf. Model. 62, 2064), which feeds the properties
+        in front of the SMILES; added to ``<bos>`` instead of a position of its own, no token's
+        position moves, so the learnt position rows stay right.
+
+        Args:
+            names: the properties' names, in the vector's order.
+            mean, std: each property's mean and standard deviation on the training molecules; callers
+                give raw values and :func:`condition_rows` standardises them.
+            partial: the training leaves names out at random, so a caller may give only some.
+        """
+        if self.config.cond_dim:
+            raise ConfigError(f"this model is conditional already (cond_dim = {self.config.cond_dim})")
+        std = [float(v) for v in std]
+        if any(not math.isfinite(v) or v <= 0 for v in std):
+            raise ConfigError(f"condition std must be finite and > 0, got {std}")
+        condition = {"names": list(names), "mean": [float(v) for v in mean], "std": std, "partial": bool(partial)}
+        dim = 2 * len(condition["names"])
+        GPTConfig(**{**self.config.__dict__, "cond_dim": dim, "condition": condition})  # the same checks as a file
+        w = self.wte.weight
+        self.cond_proj = nn.Linear(dim, self.config.n_embd, device=w.device, dtype=w.dtype)
+        nn.init.zeros_(self.cond_proj.weight)
+        nn.init.zeros_(self.cond_proj.bias)
+        self.config.cond_dim, self.config.condition = dim, condition
 
     def _need_tokenizer(self):
         if self.tokenizer is None:
@@ -551,15 +591,30 @@ def _sample_next(logits, temperature, top_k, top_p, generator) -> torch.Tensor:
     return draw(torch.softmax(logits, -1), generator)
 
 
-def condition_rows(condition, n: int, cond_dim: int) -> np.ndarray | None:
-    """The condition as ``(n, cond_dim)`` float32 rows (one vector is repeated), ``None`` for an
-    unconditional model; a clear error for a condition that does not fit the model."""
+def condition_rows(condition, n: int, config: GPTConfig) -> np.ndarray | None:
+    """The condition as the model's ``(n, cond_dim)`` float32 input rows, ``None`` for an unconditional
+    model; a clear error for a condition that does not fit the model.
+
+    A model with named conditions (``config.condition``, from conditional training) takes raw
+    property values: a dict by name (``{"logp": 2.5, "tpsa": 60}``; a value is one number or ``n``
+    numbers, one per row), or one vector (or ``(n, k)`` rows) of all its properties in order.
+    They are standardised with the training set's mean and std, and each name's "given" flag is
+    set. Names the model does not know are refused, naming those it knows; names left out (and
+    ``None``: all of them) leave the property free where the model was trained with names left out
+    at random (``partial``), and are refused otherwise. A model with an unnamed ``cond_dim`` takes
+    its input vector as it is.
+    """
+    cond_dim, named = config.cond_dim, config.condition
     if not cond_dim:
         if condition is not None:
             raise InputError("this model is unconditional; do not pass condition")
         return None
+    if named is not None:
+        return _named_rows(condition, n, named)
     if condition is None:
         raise InputError(f"this model is conditional: pass condition with {cond_dim} values")
+    if isinstance(condition, dict):
+        raise InputError(f"this model's {cond_dim} condition values have no names: pass them as a vector")
     c = np.asarray(condition, dtype=np.float32)
     c = np.tile(c, (n, 1)) if c.ndim == 1 else c
     if c.shape != (n, cond_dim):
@@ -568,3 +623,37 @@ def condition_rows(condition, n: int, cond_dim: int) -> np.ndarray | None:
 
 
 register_model(SmilesGPT.model_type, SmilesGPT)
+
+
+def _named_rows(condition, n: int, named: dict) -> np.ndarray:
+    """Raw values by property name -> standardised values and "given" flags (see :func:`condition_rows`)."""
+    names = list(named["names"])
+    known = ", ".join(names)
+    if condition is None:
+        condition = {}
+    elif not isinstance(condition, dict):
+        rows = np.asarray(condition, dtype=np.float64)
+        if rows.shape[-1:] != (len(names),) or rows.ndim > 2:
+            raise InputError(f"condition has shape {rows.shape}: give the model's {len(names)} properties ({known}) "
+                             f"by name, e.g. {{{names[0]!r}: ...}}, or as ({len(names)},) or ({n}, {len(names)}) values")  # fmt: skip
+        condition = {name: rows[..., i] for i, name in enumerate(names)}
+    unknown = [k for k in condition if k not in names]
+    if unknown:
+        raise InputError(f"this model is conditioned on {known}; it has no condition {', '.join(map(repr, unknown))}")
+    missing = [k for k in names if k not in condition]
+    if missing and not named.get("partial"):
+        raise InputError(f"this model needs every one of its conditions ({known}); {', '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} missing")  # fmt: skip
+    out = np.zeros((n, 2 * len(names)), dtype=np.float32)
+    for i, name in enumerate(names):
+        if name not in condition:
+            continue
+        try:
+            v = np.broadcast_to(np.asarray(condition[name], dtype=np.float64), (n,))
+        except (TypeError, ValueError):
+            raise InputError(f"condition {name!r} must be a number or {n} numbers, got {condition[name]!r}") from None
+        if not np.isfinite(v).all():
+            raise InputError(f"condition {name!r} must be finite, got {condition[name]!r}")
+        out[:, i] = (v - named["mean"][i]) / named["std"][i]
+        out[:, len(names) + i] = 1.0
+    return out

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from molgen.cache import cache_dir, sha256_file, sha256_strings
-from molgen.config import DistillConfig, RunConfig, model_section
+from molgen.config import ConditionConfig, DistillConfig, RunConfig, model_section
 from molgen.errors import ConfigError, InputError
 from molgen.files import atomic_path
 from molgen.models.gpt import GPTConfig, SmilesGPT
@@ -41,9 +41,9 @@ __all__ = ["GPTModelConfig", "GPTRunConfig", "TokenizedSmiles", "tokenized_file"
 GPTModelConfig = model_section(
     GPTConfig,
     name="GPTModelConfig",
-    set_by_task=("vocab_size", "pad_id", "bos_id", "eos_id"),
+    set_by_task=("vocab_size", "pad_id", "bos_id", "eos_id", "cond_dim", "condition"),  # conditions: [condition]
     limits={"n_layer": Field(ge=1), "n_head": Field(ge=1), "n_embd": Field(ge=8), "n_kv_head": Field(ge=1),
-            "block_size": Field(ge=8), "dropout": Field(ge=0, lt=1), "cond_dim": Field(ge=0)},  # fmt: skip
+            "block_size": Field(ge=8), "dropout": Field(ge=0, lt=1)},  # fmt: skip
 )
 
 
@@ -51,6 +51,7 @@ class GPTRunConfig(RunConfig):
     model_type: Literal["gpt"]
     model: GPTModelConfig = GPTModelConfig()
     distill: DistillConfig = DistillConfig()
+    condition: ConditionConfig = ConditionConfig()
 
     def teacher(self) -> str | None:
         return self.distill.teacher
@@ -61,12 +62,16 @@ class GPTRunConfig(RunConfig):
         return self
 
     @model_validator(mode="after")
-    def _unconditional(self):
-        if self.model.cond_dim:
-            raise ValueError(
-                f"model.cond_dim = {self.model.cond_dim}: conditional training is not available yet (no condition "
-                "reaches the training loss); leave cond_dim at 0"
-            )
+    def _condition_fits(self):
+        if not self.condition.properties:
+            return self
+        ft = self.finetune
+        clash = [what for what, on in (("distill.teacher", self.distill.teacher), ("finetune.rehearsal", ft.rehearsal),
+                                       ("finetune.anchor", ft.anchor), ("finetune.freeze = 'lora'", ft.freeze == "lora"))
+                 if on]  # fmt: skip
+        if clash:
+            raise ValueError(f"[condition] properties cannot be combined with {clash[0]} (its molecules or weights have "
+                             "no condition); leave one of them out")  # fmt: skip
         return self
 
 _CHUNK = 100_000
@@ -167,15 +172,41 @@ class _Rows(Dataset):
         return out
 
 
-def collate(rows) -> torch.Tensor:
-    """Stack rows and cut the padding columns that no row of this batch uses.
+def collate(rows) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Stack rows and cut the padding columns that no row of this batch uses; ``(row, condition)``
+    items (:class:`_Conditioned`) give the ids and the stacked conditions.
 
     Shapes:
-        returns (B, L) long with L = longest row in the batch.
+        returns (B, L) long with L = longest row in the batch, or that and (B, cond_dim) float32.
     """
+    if isinstance(rows[0], tuple):
+        return collate([r for r, _ in rows]), torch.from_numpy(np.stack([c for _, c in rows]))
     batch = torch.from_numpy(np.stack(rows))
     width = int((batch != 0).sum(1).max())
     return batch[:, :width]
+
+
+class _Conditioned(Dataset):
+    """Rows with their condition: the row's properties standardised by the model's mean and std, then
+    one "given" flag per property; each property is left out (value 0, flag 0) with chance ``drop``,
+    and always where it is NaN (a molecule RDKit could not read), so the model also learns to
+    generate with only some properties given (condition dropout, as classifier-free guidance trains
+    its unconditional model: Ho & Salimans 2022).
+    """
+
+    def __init__(self, rows: Dataset, values: np.ndarray, condition: dict, drop: float):
+        self.rows, self.drop = rows, drop
+        self.z = ((values - np.asarray(condition["mean"])) / np.asarray(condition["std"])).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        z = self.z[i]
+        given = np.isfinite(z)
+        if self.drop:
+            given &= np.array([random.random() >= self.drop for _ in z])
+        return self.rows[i], np.concatenate([np.where(given, z, 0.0), given]).astype(np.float32)
 
 
 class _Mixed(Dataset):
@@ -252,7 +283,13 @@ class GPTDataModule(L.LightningDataModule):
         if d.dataset == "moses":
             from molgen.datasets import moses_path
 
-            if d.limit:  # tiny runs: tokenise in memory, no cache
+            n_train = config.finetune.n_train
+            if n_train:  # a seeded sample of the split, in memory (e.g. conditional fine-tuning)
+                from molgen.datasets import moses_sample
+
+                train = moses_sample(d.split, n_train, config.trainer.seed)[: d.limit]
+                self._setup_in_memory(train, tokenizer, f"moses/{d.split} (seeded {len(train):,})")
+            elif d.limit:  # tiny runs: tokenise in memory, no cache
                 train = pd.read_csv(moses_path(d.split), usecols=["SMILES"], nrows=d.limit)["SMILES"].tolist()
                 self._setup_in_memory(train, tokenizer, f"moses/{d.split}[:{d.limit}]")
             else:
@@ -270,6 +307,30 @@ class GPTDataModule(L.LightningDataModule):
             n_pool = int(min(50_000, max(1_000, t.max_steps * round(t.batch_size * f))))
             self.rehearsal_ids = moses_rows(self.tokenizer, n_pool, t.seed, self.max_tokens())
             self.info["rehearsal"] = {"fraction": f, "pool": len(self.rehearsal_ids), "source": "moses/train"}
+        self.train_values = self.val_values = None
+        self.condition: dict | None = None  # the model's names, mean and std; set by build() once the model exists
+        if config.condition.properties:
+            self._compute_conditions(config.condition)
+
+    def _compute_conditions(self, c: ConditionConfig) -> None:
+        """The raw ``[condition]`` properties of every training and validation row (cached), decoded from the
+        rows themselves so that they follow every row the data set kept."""
+        from molgen.data import property_values
+
+        values = []
+        for ids in (self.train_ids, self.val_ids):
+            smiles = self.tokenizer.decode_batch(np.asarray(ids))
+            values.append(property_values(smiles, c.properties, n_jobs=c.n_jobs))
+        self.train_values, self.val_values = values
+        unread = int(np.isnan(self.train_values).any(1).sum())
+        if unread:
+            print(f"conditions: RDKit cannot read {unread} of {len(self.train_values)} training molecules; they train "
+                  "with their properties left out")  # fmt: skip
+        self.info["condition"] = {"properties": c.properties, "drop": c.drop, "unreadable": unread}
+
+    def condition_stats(self) -> tuple[list[float], list[float]]:
+        """Mean and std of each property over the training rows: a new condition's standardisation."""
+        return np.nanmean(self.train_values, 0).tolist(), np.nanstd(self.train_values, 0).tolist()
 
     def _setup_in_memory(self, smiles: list[str], tokenizer, name: str) -> None:
         if tokenizer is None:
@@ -378,6 +439,8 @@ class GPTDataModule(L.LightningDataModule):
     def train_dataloader(self):
         d = self.config.data
         rows = _Rows(self.train_ids, self.tokenizer, self.augment())
+        if self.condition is not None:
+            rows = _Conditioned(rows, self.train_values, self.condition, self.config.condition.drop)
         if self.rehearsal_ids is not None or self.train_weights is not None:
             pool = 0 if self.rehearsal_ids is None else len(self.rehearsal_ids)
             batches = RehearsalBatches(len(rows), pool, self.config.trainer.batch_size, self.config.finetune.rehearsal,
@@ -396,7 +459,10 @@ class GPTDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self):
-        return DataLoader(_Rows(self.val_ids, self.tokenizer), batch_size=self.config.trainer.batch_size, collate_fn=collate)
+        rows = _Rows(self.val_ids, self.tokenizer)
+        if self.condition is not None:  # every property given: val_nll measures the model as asked
+            rows = _Conditioned(rows, self.val_values, self.condition, 0.0)
+        return DataLoader(rows, batch_size=self.config.trainer.batch_size, collate_fn=collate)
 
 
 def read_molecules(name_or_path: str) -> pd.DataFrame:
@@ -478,7 +544,10 @@ class GPTTask(PretrainModule):
     cross-entropy on the validation molecules, comparable with a model trained without a teacher.
     """
 
-    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer, rows: list[np.ndarray] | None = None):
+    def __init__(self, config: GPTRunConfig, tokenizer: SmilesTokenizer, rows: list[np.ndarray] | None = None,
+                 condition_stats: tuple[list[float], list[float]] | None = None):  # fmt: skip
+        """``condition_stats``: the ``[condition]`` properties' mean and std on the training rows, which
+        standardise a new condition (a conditional parent keeps its own)."""
         super().__init__(config)
         self.context: dict | None = None  # {"from", "to", "rows_longer"} when fine-tuning extended the context
         self.new_tokens: dict[str, str] = {}  # token added for fine-tuning -> the known token its row started from
@@ -504,9 +573,14 @@ class GPTTask(PretrainModule):
             from molgen.models.hub import from_pretrained
 
             self.model = from_pretrained(config.init_from, device="cpu", model_type="gpt").train()
-            if self.model.config.cond_dim:  # no condition would reach the loss
-                raise ConfigError(f"init_from {config.init_from!r} is conditional (cond_dim = {self.model.config.cond_dim}); "
-                                  "conditional training is not available yet: start from an unconditional model")  # fmt: skip
+            if self.model.config.cond_dim:  # its condition must reach the loss, by the same names
+                names = (self.model.config.condition or {}).get("names")
+                if names != config.condition.properties:
+                    has = f"conditioned on {names}" if names else f"conditional on {self.model.config.cond_dim} unnamed values"
+                    raise ConfigError(f"init_from {config.init_from!r} is {has}; fine-tune it with [condition] properties "
+                                      f"= {names or '(names it does not have)'}")  # fmt: skip
+            else:
+                self._add_condition(config, condition_stats)
             parent_rows = {"wte": self.model.config.vocab_size, "wpe": self.model.wpe.num_embeddings}
             if len(tokenizer) > self.model.config.vocab_size:
                 first_new = self.model.config.vocab_size
@@ -527,6 +601,8 @@ class GPTTask(PretrainModule):
             if config.finetune.anchor:  # before the freeze policy: EWC's Fisher is the parent's, on MOSES
                 self.anchor = self._anchor(config, tokenizer)
             self.frozen = apply_freeze(self.model, FreezePolicy.parse(config.finetune), self.first_new)
+            if self.model.cond_proj is not None:  # the condition is what this run teaches, whatever stays frozen
+                self.model.cond_proj.requires_grad_(True)
             if self.anchor is not None:  # anchor only what trains
                 trains = {n for n, p in self.model.named_parameters() if p.requires_grad}
                 self.anchor.ref = {n: v for n, v in self.anchor.ref.items() if n in trains}
@@ -535,7 +611,21 @@ class GPTTask(PretrainModule):
                   f"({self.trainable['fraction']:.2%}; freeze {FreezePolicy.parse(config.finetune)})")  # fmt: skip
         else:
             self.model = SmilesGPT(config.model.shape(vocab_size=len(tokenizer)))
+            self._add_condition(config, condition_stats)
         self.model.tokenizer = tokenizer
+
+    def _add_condition(self, config: GPTRunConfig, stats) -> None:
+        c = config.condition
+        if not c.properties:
+            return
+        mean, std = stats
+        constant = [name for name, v in zip(c.properties, std, strict=True) if not v > 0]
+        if constant:
+            raise InputError(f"[condition] {', '.join(constant)}: the same value for every training molecule; "
+                             "there is nothing to condition on")  # fmt: skip
+        self.model.add_condition(c.properties, mean, std, partial=c.drop > 0)
+        print(f"conditional on {', '.join(f'{k} (mean {m:.3g}, std {s:.3g})' for k, m, s in zip(c.properties, mean, std, strict=True))}"
+              f"; each left out of a training row with chance {c.drop:g}")  # fmt: skip
 
     def _anchor(self, config: GPTRunConfig, tokenizer: SmilesTokenizer) -> Anchor:
         ft = config.finetune
@@ -549,8 +639,11 @@ class GPTTask(PretrainModule):
         return Anchor(self.model, first_new, fisher, ft.anchor_weight)
 
     def step_loss(self, batch):
+        condition = None
+        if isinstance(batch, (tuple, list)):  # (ids, conditions) from a conditional data set
+            batch, condition = batch
         x, y = batch[:, :-1], batch[:, 1:]
-        logits, loss = self.model(x, y)
+        logits, loss = self.model(x, y, condition=condition)
         real = y != self.model.config.pad_id
         if self.teacher is not None and self.training:
             d = self.config.distill
@@ -627,7 +720,9 @@ def build(config: GPTRunConfig):
     if tokenizer is not None and kekule is not None:  # e.g. an aromatic parent taught to write Kekulé SMILES
         tokenizer.kekule = kekule
     datamodule = GPTDataModule(config, tokenizer)
-    module = GPTTask(config, datamodule.tokenizer, [datamodule.train_ids, datamodule.val_ids])
+    stats = datamodule.condition_stats() if config.condition.properties else None
+    module = GPTTask(config, datamodule.tokenizer, [datamodule.train_ids, datamodule.val_ids], stats)
+    datamodule.condition = module.model.config.condition  # the rows are standardised as the model reads them
     module.data_info = datamodule.info
     return module, datamodule
 
