@@ -6,6 +6,7 @@ and are printed as one red line with exit code 2, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
@@ -54,6 +55,34 @@ def friendly(fn):
     return wrapper
 
 
+FORMAT_HELP = ("What goes to stdout: 'table' (for reading), 'csv' or 'json' (for scripts); 'auto' is a table on a "
+               "terminal and CSV when piped. Progress and messages always go to stderr.")
+
+
+def _format(fmt: str) -> str:
+    """'table', 'csv' or 'json' for a --format value ('auto': a table only when stdout is a terminal)."""
+    if fmt not in ("auto", "table", "csv", "json"):
+        raise InputError(f"--format must be auto, table, csv or json, not {fmt!r}")
+    if fmt == "auto":
+        return "table" if sys.stdout.isatty() else "csv"
+    return fmt
+
+
+def _emit(fmt: str, data) -> None:
+    """A machine-readable document to stdout: a list of row dicts (or a DataFrame) as CSV, anything as strict JSON."""
+    import json
+
+    import pandas as pd
+
+    from molgen.files import strict_json
+
+    if fmt == "json":
+        rows = data.to_dict("records") if isinstance(data, pd.DataFrame) else data
+        sys.stdout.write(json.dumps(strict_json(rows), indent=1, allow_nan=False, default=str) + "\n")
+    else:
+        (data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)).to_csv(sys.stdout, index=False)
+
+
 # --- data and scoring commands (datasets, score, evaluate) -------------------------------------
 
 
@@ -61,12 +90,19 @@ def friendly(fn):
 @friendly
 def datasets_cmd(
     verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every data file."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
 ) -> None:
     """List the named data sets: size, splits, targets, source and licence."""
     from rich.table import Table
 
     from molgen import datasets
 
+    fmt = _format(fmt)
+    if fmt != "table":
+        listing = datasets.list()
+        if verify:
+            listing["sha256"] = ["ok" if datasets.verify(name) else "-" for name in listing["name"]]
+        return _emit(fmt, listing)
     table = Table(title="molgen data sets (load with molgen.datasets.load(name))")
     for col in ("name", "n", "splits", "targets", "source", "licence"):
         table.add_column(col, justify="right" if col == "n" else "left", overflow="fold")
@@ -150,6 +186,7 @@ def evaluate_cmd(
     smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
     n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --n sample."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
 ) -> None:
     """MOSES metrics of a generated set: validity, uniqueness, novelty, FCD, SNN, Frag, Scaf, IntDiv ..."""
     from molgen.files import write_json
@@ -157,8 +194,16 @@ def evaluate_cmd(
 
     if reference != "moses":
         raise typer.BadParameter("only 'moses' is built in; call molgen.metrics.evaluate(...) for your own")
+    fmt = _format(fmt)
     smiles = _read_molecules(generated, smiles_col)["smiles"].tolist()
     metrics = evaluate(smiles, reference=reference, n=n, n_jobs=n_jobs, seed=seed, progress=True)
+    if fmt != "table":
+        _emit(fmt, metrics if fmt == "json" else [{"metric": k, "value": v} for k, v in metrics.items() if k != "caveats"])
+        if metrics.get("caveats"):
+            console.print("caveats: " + "; ".join(metrics["caveats"]), markup=False, highlight=False)
+        if json_out is not None:
+            write_json(json_out, metrics)
+        return
     _print_table(f"MOSES metrics of {generated.name} (n={metrics.get('n', len(smiles)):,})",
                  [{"metric": k, "value": v} for k, v in metrics.items() if k != "caveats"])
     if metrics.get("caveats"):
@@ -182,6 +227,7 @@ def demo_cmd(
     n: int = typer.Option(2000, "-n", help="Molecules per shipped model in the MOSES table (FCD compares only at equal n); 0 leaves the table out."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo run with other settings in --out."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV: the candidates; JSON: every stage's figures (mission.json)."),
 ) -> None:
     """The main job: the shipped models against MOSES, then transfer to a small target set, a property
     model, property-guided optimisation, candidates judged against the target set, and report.html.
@@ -196,7 +242,11 @@ def demo_cmd(
         raise InputError(f"-n {n}: at least 100 molecules per model (or 0 to leave the MOSES table out)")
     settings = DemoSettings(data=data, target_col=target_col, smiles_col=smiles_col, higher_is_better=not lower_is_better,
                             n_train=n_train, budget=budget, finetune_steps=steps, n=n, seed=seed)  # fmt: skip
-    state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), highlight=False))
+    fmt = _format(fmt)
+    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+        state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), highlight=False))
+    if fmt != "table":
+        return _emit(fmt, state if fmt == "json" else pd.read_csv(out / "candidates.csv"))
     stages = state["stages"]
     if "pretrained" in stages:
         summary = pd.DataFrame(stages["pretrained"]["summary"])

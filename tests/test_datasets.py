@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -132,9 +133,25 @@ def test_moses_without_molsets_says_how_to_install(monkeypatch):
 
 def test_cli_datasets_table():
     runner = CliRunner()
-    result = runner.invoke(app, ["datasets", "--verify"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["datasets", "--verify", "--format", "table"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for name in ["moses", *SMALL]:
         assert name in result.output
     assert "1,936,962" in result.output and "logS" in result.output
     assert result.output.count(" ok ") == 6
+
+
+def test_cli_datasets_for_scripts():
+    """Piped (not a terminal), the listing is CSV with every column whole, not a table squeezed to 80 columns."""
+    import io
+    import json
+
+    runner = CliRunner()
+    piped = runner.invoke(app, ["datasets"], env={"COLUMNS": "80"})
+    assert piped.exit_code == 0, piped.output
+    table = pd.read_csv(io.StringIO(piped.stdout))
+    assert table["name"].tolist()[:3] == ["moses", "freesolv", "solubility"] and "licence" in table.columns
+    assert table.set_index("name").loc["moses", "n"] == 1936962
+    rows = json.loads(runner.invoke(app, ["datasets", "--format", "json"]).stdout)
+    assert {r["name"] for r in rows} >= set(SMALL)
+    assert runner.invoke(app, ["datasets", "--format", "xml"]).exit_code == 2

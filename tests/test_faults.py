@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -361,12 +362,18 @@ def test_size_limits_are_settable_and_read_from_the_environment():
 def test_evaluate_of_nothing_valid_writes_strict_json(tmp_path):
     inp, js = tmp_path / "bad.smi", tmp_path / "metrics.json"
     inp.write_text("C1CC\nnot a smiles\nc1cccc1\n")
-    proc = molgen("evaluate", str(inp), "--json", str(js), "-j", "1")
+    proc = molgen("evaluate", str(inp), "--json", str(js), "-j", "1", "--format", "table")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = strict_loads(js.read_text())  # bare NaN would raise
     assert metrics["valid"] == 0.0 and metrics["FCD/Test"] is None and metrics["SNN/Test"] is None
     assert metrics["caveats"] == ["no valid molecules: every metric but valid is undefined (null)"]
     assert "caveats: no valid molecules" in one_line(proc.stdout)
+    piped = molgen("evaluate", str(inp), "-j", "1")  # not a terminal: CSV on stdout, the caveats on stderr
+    table = pd.read_csv(StringIO(piped.stdout))
+    assert list(table.columns) == ["metric", "value"] and table.set_index("metric").loc["valid", "value"] == 0.0
+    assert "caveats: no valid molecules" in one_line(piped.stderr)
+    as_json = strict_loads(molgen("evaluate", str(inp), "-j", "1", "--format", "json").stdout)
+    assert as_json["FCD/Test"] is None and as_json["caveats"]
 
 
 def test_small_evaluate_warns_nothing_and_says_why_in_caveats():
@@ -408,7 +415,7 @@ def test_demo_table_fits_80_columns(monkeypatch, tmp_path):
     from molgen.cli import app
 
     monkeypatch.setattr(demo, "run_demo", lambda *a, **k: _mission_state())
-    result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path)], env={"COLUMNS": "80"})
+    result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path), "--format", "table"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "…" not in result.output and max(len(line) for line in lines) <= 80
