@@ -244,7 +244,7 @@ def demo_cmd(
                             n_train=n_train, budget=budget, finetune_steps=steps, n=n, seed=seed)  # fmt: skip
     fmt = _format(fmt)
     with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
-        state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), highlight=False))
+        state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), soft_wrap=True, highlight=False))
     if fmt != "table":
         return _emit(fmt, state if fmt == "json" else pd.read_csv(out / "candidates.csv"))
     stages = state["stages"]
