@@ -311,14 +311,23 @@ def pretrain_cmd(
 @friendly
 def finetune_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Fine-tuning run config (scripts/configs/finetune_*.toml)."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV: figure, before, after; JSON: report.json."),
 ) -> None:
     """Fine-tune a pretrained GPT to a target set (freeze policy, early stopping, a longer context where
     the molecules need it) and report validity, uniqueness, novelty, FCD/SNN and scaffold share to the
     held-out target molecules, before and after; writes RUN_DIR/report.md and report.json."""
     from molgen.finetune import finetune_config, markdown
 
-    _, report = finetune_config(config)
-    Console().print(markdown(report), markup=False, highlight=False)
+    fmt = _format(fmt)
+    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+        _, report = finetune_config(config)
+    if fmt == "json":
+        _emit(fmt, report)
+    elif fmt == "csv":
+        keys = [k for k in dict.fromkeys([*report["before"], *report["after"]]) if k != "caveats"]
+        _emit(fmt, [{"figure": k, "before": report["before"].get(k), "after": report["after"].get(k)} for k in keys])
+    else:
+        Console().print(markdown(report), markup=False, highlight=False)
     console.print(f"[green]exported[/] {escape(report['export'])}")
 
 

@@ -4,6 +4,7 @@ checkpoint round-trips through save/load, molgen finetune and molgen generate.""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -188,6 +189,8 @@ forgetting_molecules = 40
     result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
+    piped = pd.read_csv(io.StringIO(result.stdout))  # not a terminal: only the before/after table, as CSV, on stdout
+    assert list(piped.columns) == ["figure", "before", "after"] and "FCD" in set(piped["figure"])
     assert (report["n_train"], report["n_held_out"]) == (30, 30)
     assert report["context"]["from"] == 64 and report["context"]["to"] > 64 and report["context"]["rows_longer"] > 0
     for side in ("before", "after"):
