@@ -57,7 +57,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from molgen.chem import canonicalize, scaffold
 from molgen.errors import ConfigError, InputError
@@ -159,9 +159,22 @@ class OptimizeConfig(_Section):
     temperature: float = Field(1.0, gt=0)
     device: str = "auto"
     checkpoint_every: int = Field(5, ge=1)
+    scaffold: str | None = Field(None, description='every molecule built on it: "c1ccc([*])cc1C(=O)N[*]"')
     diversity_filter: DiversityFilterConfig = DiversityFilterConfig()
     replay: ReplayConfig = ReplayConfig()
     stop: StopConfig = StopConfig()
+
+    @field_validator("scaffold")
+    @classmethod
+    def _scaffold_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from molgen.models.scaffold import scaffold_mol
+
+            try:
+                scaffold_mol(value)
+            except InputError as err:
+                raise ValueError(str(err)) from None
+        return value
 
 
 # --- the loss ------------------------------------------------------------------------------------
@@ -236,21 +249,48 @@ class _Run:
         self.scaffolds: dict[str, str] = {}
         self.step = self.checkpointed = 0
         self.last_logged_step = 0  # the last step already in optimize.csv when the run (re)started
-        self.columns = log_columns(self.objective)
+        self.template = self._template() if cfg.scaffold is not None else None
+        self.spelling: dict[str, str] = {}  # scaffold runs: canonical SMILES -> the spelling first scored
+        self.free_of: dict[str, tuple[list[int], list[bool]] | None] = {}  # spelling -> its tokens, which sampled
+        self.columns = log_columns(self.objective, ("contains_scaffold", "sampled") if self.template else ())
+
+    def _template(self):
+        """The scaffold written in the prior's tokens, checked before anything is sampled."""
+        from molgen.models.scaffold import ScaffoldTemplate
+
+        try:
+            template = ScaffoldTemplate.from_smiles(self.cfg.scaffold, self.tok)
+        except InputError as err:
+            raise ConfigError(f"scaffold: {err}") from None
+        if len(template.ids) + 1 >= self.prior.config.block_size:  # <bos>, the forced tokens, a token a slot
+            raise ConfigError(f"scaffold: {self.cfg.scaffold!r} takes {len(template.ids)} tokens, too many for "
+                              f"{self.cfg.prior!r}'s context of {self.prior.config.block_size}")  # fmt: skip
+        return template
 
     # -- one step ---------------------------------------------------------------------------------
 
     def sample(self, step: int):
+        """One batch: ``<bos>``-led token rows, the sampled SMILES (``None`` when invalid), their
+        canonical forms, and for a scaffold run which tokens were sampled (``None`` otherwise)."""
         gen = torch.Generator(device=self.dev).manual_seed(batch_seed(self.cfg.seed, step))
         self.agent.eval()
-        ids, _, finished = self.agent.generate(self.cfg.batch_size, self.cfg.temperature, generator=gen,
-                                               grammar=self.grammar)  # fmt: skip
+        free = None
+        if self.template is None:
+            ids, _, finished = self.agent.generate(self.cfg.batch_size, self.cfg.temperature, generator=gen,
+                                                   grammar=self.grammar)  # fmt: skip
+        else:
+            ids, _, finished, free = self.agent.generate(self.cfg.batch_size, self.cfg.temperature, generator=gen,
+                                                         grammar=self.grammar, scaffold=self.template,
+                                                         return_free=True)  # fmt: skip
         raw = self.tok.decode_batch(ids.cpu().numpy())
         # a row cut at the context is invalid even when its start parses
         canon = [canonicalize(s) if ok else None for s, ok in zip(raw, finished.tolist(), strict=True)]
         raw = [s if c is not None else None for s, c in zip(raw, canon, strict=True)]
         seq = torch.cat([torch.full((len(ids), 1), self.prior.config.bos_id, device=self.dev), ids], 1)
-        return seq[:, : int((seq != self.prior.config.pad_id).sum(1).max())], raw, canon
+        length = int((seq != self.prior.config.pad_id).sum(1).max())
+        if free is not None:
+            free = torch.cat([torch.zeros((len(ids), 1), dtype=torch.bool, device=self.dev), free], 1)[:, :length]
+        return seq[:, :length], raw, canon, free
 
     def score(self, raw: list[str | None], canon: list[str | None]) -> pd.DataFrame:
         # the sampled spelling goes in: the oracle's key is canonicalize(raw), the very string in `canon`
@@ -278,19 +318,21 @@ class _Run:
         self.found.update((c, self.oracle.cache[c][0]) for c in first if c in self.oracle.cache)
         return rewards
 
-    def train(self, seq: torch.Tensor, rewards: np.ndarray, step: int) -> float:
+    def train(self, seq: torch.Tensor, rewards: np.ndarray, step: int, free: torch.Tensor | None = None) -> float:
+        """One Adam step on :func:`rl_loss`; ``free`` (a scaffold run) limits both log-likelihoods to
+        the sampled tokens: the forced scaffold tokens are no choice of the agent's."""
         rng = np.random.default_rng([self.cfg.seed, step])
         replay, replay_rewards = self.replay.sample(self.cfg.replay.sample, rng)
-        ids, keep = self._encode(replay)
+        ids, keep, replay_free = self._encode(replay)
         self.agent.train()
-        agent_logp = self.agent.sequence_log_prob(seq)
+        agent_logp = self.agent.sequence_log_prob(seq, mask=free)
         with torch.no_grad():
-            prior_logp = self.prior.sequence_log_prob(seq)
+            prior_logp = self.prior.sequence_log_prob(seq, mask=free)
         scores = torch.as_tensor(rewards, dtype=torch.float32, device=self.dev)
         if ids is not None:
-            agent_logp = torch.cat([agent_logp, self.agent.sequence_log_prob(ids)])
+            agent_logp = torch.cat([agent_logp, self.agent.sequence_log_prob(ids, mask=replay_free)])
             with torch.no_grad():
-                prior_logp = torch.cat([prior_logp, self.prior.sequence_log_prob(ids)])
+                prior_logp = torch.cat([prior_logp, self.prior.sequence_log_prob(ids, mask=replay_free)])
             scores = torch.cat([scores, torch.as_tensor(replay_rewards[keep], dtype=torch.float32, device=self.dev)])
         loss = rl_loss(agent_logp, prior_logp, scores, self.cfg.sigma, self.cfg.topk, n_replay=len(keep))
         self.optim.zero_grad(set_to_none=True)
@@ -299,26 +341,93 @@ class _Run:
         return float(loss.detach())
 
     def _encode(self, smiles: list[str]):
-        rows, keep = [], []
+        """Replayed molecules as ``<bos>``-led token rows, the indices of those kept, and for a scaffold
+        run their free-token masks.
+
+        A plain run replays the canonical spelling. A scaffold run replays the spelling the agent
+        wrote when the molecule was first scored (``sampled`` in ``optimize.csv``): its forced/free
+        split is recomputed by walking its tokens through the scaffold template
+        (:meth:`_free_tokens`), the very masks :meth:`SmilesGPT.generate` applied, so a replayed row
+        counts exactly the tokens that were sampled. The canonical spelling would not do: it seldom
+        starts with the scaffold's tokens, so it has no forced/free split, and its full likelihood
+        would train the agent on tokens it never chooses under the constraint. Keeping the spelling
+        (not a stored mask) in the CSV lets a resumed run rebuild the replay exactly from the file.
+        """
+        rows, keep, frees = [], [], []
         for i, s in enumerate(smiles):
-            try:
-                ids = self.tok.encode(s)
-            except InputError:  # a canonical spelling the vocabulary lacks: not replayed
-                continue
+            if self.template is not None:
+                walked = self._free_tokens(self.spelling.get(s))
+                if walked is None:  # no spelling on record or not the template's: not replayed
+                    continue
+                ids, free = walked
+            else:
+                try:
+                    ids = self.tok.encode(s)
+                except InputError:  # a canonical spelling the vocabulary lacks: not replayed
+                    continue
+                free = None
             if len(ids) <= self.prior.config.block_size:
                 rows.append(ids)
                 keep.append(i)
+                frees.append(free)
         if not rows:
-            return None, []
+            return None, [], None
         out = np.full((len(rows), max(map(len, rows))), self.prior.config.pad_id, dtype=np.int64)
+        mask = np.zeros(out.shape, dtype=bool)
         for r, ids in enumerate(rows):
             out[r, : len(ids)] = ids
-        return torch.as_tensor(out, device=self.dev), keep
+            if frees[r] is not None:
+                mask[r, 1 : len(ids)] = frees[r]
+        mask_t = torch.as_tensor(mask, device=self.dev) if self.template is not None else None
+        return torch.as_tensor(out, device=self.dev), keep, mask_t
+
+    def _free_tokens(self, spelling: str | None) -> tuple[list[int], list[bool]] | None:
+        """A scaffold run's spelling as ``<bos>``-led token ids and, per token after ``<bos>``, whether
+        it was sampled: the template's masks (:class:`molgen.models.scaffold.ScaffoldState`) replayed
+        over the tokens; ``None`` when the spelling does not follow the template."""
+        if spelling is None:
+            return None
+        if spelling not in self.free_of:
+            self.free_of[spelling] = self._walk(spelling)
+        return self.free_of[spelling]
+
+    def _walk(self, spelling: str) -> tuple[list[int], list[bool]] | None:
+        from molgen.tokenize import tokenize
+
+        try:  # the spelling as written (encode would re-spell it through RDKit)
+            ids = [self.tok.bos_id, *(self.tok.stoi[t] for t in tokenize(spelling)), self.tok.eos_id]
+        except (KeyError, InputError):
+            return None
+        body, head = ids[1:], list(self.template.head)
+        if body[: len(head)] != head or body[-1] != self.tok.eos_id:
+            return None
+        syntax = self.grammar.start(1, "cpu", self.prior.config.block_size)
+        slots = self.template.start(self.grammar, 1, "cpu")
+        for t in head:
+            syntax.update(torch.tensor([t]))
+        free = [False] * len(head)
+        for t in body[len(head) :]:
+            allowed, forced, forced_tok = slots.mask(syntax, syntax.mask())
+            if bool(forced[0]) and int(forced_tok[0]) != t or not bool(forced[0]) and not bool(allowed[0, t]):
+                return None
+            free.append(not bool(forced[0]))
+            depth = syntax.depth.clone()
+            syntax.update(torch.tensor([t]))
+            slots.update(torch.tensor([t]), depth, syntax)
+        return ids, free
 
     # -- files ------------------------------------------------------------------------------------
 
-    def append_rows(self, table: pd.DataFrame, canon: list[str | None], step: int, calls_before: int) -> None:
-        rows = new_rows(table, canon, step, calls_before, self.objective, self.scaffold_of)
+    def append_rows(self, table: pd.DataFrame, canon: list[str | None], step: int, calls_before: int,
+                    raw: list[str | None] | None = None) -> None:  # fmt: skip
+        extra = None
+        if self.template is not None:
+            from molgen.models.scaffold import contains_scaffold
+
+            extra = {"contains_scaffold": contains_scaffold(canon, self.cfg.scaffold), "sampled": raw}
+        rows = new_rows(table, canon, step, calls_before, self.objective, self.scaffold_of, extra)
+        if self.template is not None:
+            self.spelling.update(zip(rows["smiles"], rows["sampled"], strict=True))
         if len(rows):
             append(self.out / CSV_NAME, rows, self.columns)
 
@@ -374,6 +483,8 @@ class _Run:
 
     def restore(self) -> None:
         rows = restore_oracle(self.oracle, self.out, self.columns, self.scaffolds)
+        if self.template is not None:  # every scored molecule's spelling, as the killed run had them
+            self.spelling.update(zip(rows["smiles"], rows["sampled"], strict=True))
         self.step = self.checkpointed = self.load_checkpoint()
         self.last_logged_step = int(rows["step"].max()) if len(rows) else 0
         # the memories as they were after step `self.step`: its rows, in oracle order, step by step
@@ -462,12 +573,12 @@ def _loop(run: _Run) -> str:
         if cfg.stop.max_steps is not None and run.step >= cfg.stop.max_steps:
             return f"max_steps ({cfg.stop.max_steps}) reached"
         step, start = run.step + 1, time.perf_counter()
-        seq, raw, canon = run.sample(step)
+        seq, raw, canon, free = run.sample(step)
         calls_before = run.oracle.calls_used
         table = run.score(raw, canon)
-        run.append_rows(table, canon, step, calls_before)
+        run.append_rows(table, canon, step, calls_before, raw)
         rewards = run.remember(canon, table["score"].to_numpy(np.float64))
-        loss = run.train(seq, rewards, step)
+        loss = run.train(seq, rewards, step, free)
         run.step = step
         _log_step(run, step, canon, table, loss, time.perf_counter() - start)
         if step % cfg.checkpoint_every == 0:

@@ -2,7 +2,9 @@
 
 ``optimize.csv`` holds one row per oracle call, in call order: ``step, oracle_call, smiles``
 (canonical), the objective's columns (``score``, each component's raw value and desirability),
-``scaffold``. Whole steps are appended in one flushed write, so a kill loses at most the step in
+``scaffold`` (its Bemis-Murcko scaffold); a scaffold-constrained RL run adds ``contains_scaffold``
+(RDKit substructure match of the given scaffold) and ``sampled`` (the spelling the agent wrote, from
+which its replay recomputes which tokens were sampled). Whole steps are appended in one flushed write, so a kill loses at most the step in
 flight and leaves at worst a torn last line, which :func:`read_log` cuts away. ``config.json``
 holds the run's settings; :func:`check_same` refuses to resume a run with other settings.
 """
@@ -25,21 +27,27 @@ __all__ = ["CSV_NAME", "STEPS_NAME", "log_columns", "new_rows", "append", "read_
            "refuse_overwrite", "begin", "interrupted", "restore_oracle"]
 
 CSV_NAME, STEPS_NAME = "optimize.csv", "steps.csv"
+_TEXT = ("smiles", "scaffold", "sampled")  # the string columns of optimize.csv
 
 
-def log_columns(objective) -> list[str]:
-    """The columns of ``optimize.csv`` for an objective."""
-    return ["step", "oracle_call", "smiles", *objective.columns, "scaffold"]
+def log_columns(objective, extra: tuple[str, ...] = ()) -> list[str]:
+    """The columns of ``optimize.csv`` for an objective, and a method's ``extra`` ones at the end
+    (a scaffold-constrained RL run: ``contains_scaffold``, ``sampled``)."""
+    return ["step", "oracle_call", "smiles", *objective.columns, "scaffold", *extra]
 
 
-def new_rows(table: pd.DataFrame, canon: list, step: int, calls_before: int, objective, scaffold_of) -> pd.DataFrame:
-    """The rows of ``optimize.csv`` for the molecules an oracle call paid for (its ``new`` rows)."""
+def new_rows(table: pd.DataFrame, canon: list, step: int, calls_before: int, objective, scaffold_of,
+             extra: dict[str, list] | None = None) -> pd.DataFrame:  # fmt: skip
+    """The rows of ``optimize.csv`` for the molecules an oracle call paid for (its ``new`` rows);
+    ``extra`` maps further columns to values aligned with the batch (``canon``)."""
     new = table[table["new"].to_numpy()]
     rows = pd.DataFrame({"step": step, "oracle_call": np.arange(calls_before + 1, calls_before + 1 + len(new)),
                          "smiles": [canon[i] for i in new.index]})  # fmt: skip
     for col in objective.columns:
         rows[col] = new[col].to_numpy()
     rows["scaffold"] = [scaffold_of(s) for s in rows["smiles"]]
+    for col, values in (extra or {}).items():
+        rows[col] = [values[i] for i in new.index]
     return rows
 
 
@@ -63,8 +71,8 @@ def read_log(path: Path, columns: list[str]) -> pd.DataFrame:
     if not whole:
         raise ConfigError(f"{path} is empty: not a file molgen optimize wrote; remove it or choose another out")
     text = io.StringIO(whole.decode("utf-8"))
-    numeric = [c for c in columns if c not in ("smiles", "scaffold")]
-    table = pd.read_csv(text, dtype={"smiles": str, "scaffold": str}, keep_default_na=False,
+    numeric = [c for c in columns if c not in _TEXT and c != "contains_scaffold"]
+    table = pd.read_csv(text, dtype=dict.fromkeys(_TEXT, str), keep_default_na=False,
                         na_values={c: [""] for c in numeric})  # fmt: skip
     if list(table.columns) != columns:
         raise ConfigError(f"{path} has columns {list(table.columns)}, but this objective writes {columns}: "

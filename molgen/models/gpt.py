@@ -251,14 +251,20 @@ class SmilesGPT(nn.Module):
             )
         return logits, loss
 
-    def sequence_log_prob(self, ids: torch.Tensor, condition=None) -> torch.Tensor:
+    def sequence_log_prob(self, ids: torch.Tensor, condition=None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of log-probabilities of each padded sequence (``<bos>`` ... ``<eos>`` ``<pad>``...).
 
+        ``mask`` (aligned with ``ids``) keeps only the tokens where it is True, e.g. the sampled
+        (free) tokens of a scaffold-constrained row, ``generate(..., return_free=True)``'s fourth
+        output after a False column for ``<bos>``; ``<pad>`` never counts.
+
         Shapes:
-            ids: (B, L); returns (B,).
+            ids: (B, L); mask: (B, L) bool, its first column ignored; returns (B,).
         """
         logits, _ = self(ids[:, :-1], condition=condition)
         logp = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)  # (B, L-1)
+        if mask is not None:
+            return (logp * ((ids[:, 1:] != self.config.pad_id) & mask[:, 1:].to(torch.bool))).sum(1)
         return (logp * (ids[:, 1:] != self.config.pad_id)).sum(1)
 
     # --- generation -----------------------------------------------------------------------------
