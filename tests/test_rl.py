@@ -173,3 +173,89 @@ def test_config_is_checked(tmp_path):
     with pytest.raises(ConfigError) as err:
         OptimizeConfig.from_toml(bad)
     assert "sigmaa: unknown key" in str(err.value) and "replay.size" in str(err.value)
+
+
+# --- scaffold-constrained RL ---------------------------------------------------------------------
+
+BENZAMIDE = "c1ccc([*])cc1C(=O)N[*]"
+QED = ROOT / "scripts/configs/objective_qed.toml"
+
+
+def _scaffold_config(out: Path, **extra) -> dict:
+    return {"objective": str(QED), "scaffold": BENZAMIDE, "out": str(out), "batch_size": 16, "lr": 5e-4,
+            "device": "cpu", **extra}  # fmt: skip
+
+
+def test_scaffold_run_scores_only_molecules_on_the_scaffold(tmp_path):
+    from rdkit import Chem
+
+    result = optimize(_scaffold_config(tmp_path / "run", budget=40), log=None)
+    mols = result.molecules
+    assert len(mols) == 40 and list(mols.columns)[-2:] == ["contains_scaffold", "sampled"]
+    core = Chem.MolFromSmiles("c1ccccc1C(=O)N")  # the scaffold without its [*]
+    assert all(Chem.MolFromSmiles(s).HasSubstructMatch(core) for s in mols["smiles"])
+    assert mols["contains_scaffold"].all()
+    # the spelling the agent wrote starts with the scaffold's tokens and is the molecule written down
+    assert all(canonicalize(s) == c for s, c in zip(mols["sampled"], mols["smiles"], strict=True))
+    assert mols["sampled"].str.startswith("N(").all()
+
+
+def test_masked_log_prob_counts_the_free_tokens_only(tmp_path):
+    run = _Run(OptimizeConfig(**_scaffold_config(tmp_path, budget=10)), None)
+    seq, raw, canon, free = run.sample(1)
+    model = run.prior
+    pad = model.config.pad_id
+    with torch.no_grad():
+        logits, _ = model(seq[:, :-1])
+        per_token = torch.log_softmax(logits.float(), -1).gather(2, seq[:, 1:, None]).squeeze(2)  # (B, L-1)
+        masked = model.sequence_log_prob(seq, mask=free)
+        unmasked = model.sequence_log_prob(seq)
+    for i in range(len(seq)):  # by hand: the sum over the tokens the sampler drew
+        n = int((seq[i] != pad).sum())
+        by_hand = sum(float(per_token[i, t - 1]) for t in range(1, n) if free[i, t])
+        assert masked[i].item() == pytest.approx(by_hand, abs=1e-3)
+    assert (masked > unmasked).all()  # the forced scaffold tokens (log-prob < 0) are left out
+    # the unmasked path is the old formula, bit for bit
+    assert torch.equal(unmasked, (per_token * (seq[:, 1:] != pad)).sum(1))
+    # replay recomputes the same free tokens from the written spelling alone
+    for i, s in enumerate(raw):
+        if s is not None:
+            ids, walked = run._free_tokens(s)
+            assert ids == seq[i, : len(ids)].tolist() and walked == free[i, 1 : len(ids)].tolist()
+    assert run._free_tokens("CCOc1ccccc1") is None  # not written on the template: never replayed
+
+
+def test_scaffold_run_resumes_to_the_same_file(tmp_path):
+    def kill_at_step_3(line: str) -> None:
+        if line.startswith("step    3"):
+            raise KeyboardInterrupt
+
+    cfg = _scaffold_config(tmp_path / "killed", budget=10_000, checkpoint_every=2, stop={"max_steps": 5})
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        optimize(cfg, log=kill_at_step_3)  # step 3's rows are written, the agent checkpointed at step 2
+    assert pd.read_csv(tmp_path / "killed" / "optimize.csv")["step"].max() == 3
+    lines: list[str] = []
+    resumed = optimize(cfg, resume=True, log=lines.append)
+    assert lines[0].startswith("resuming at step 3") and resumed.molecules["step"].max() == 5
+    whole = optimize(_scaffold_config(tmp_path / "whole", budget=10_000, checkpoint_every=2, stop={"max_steps": 5}),
+                     log=None)  # fmt: skip
+    pd.testing.assert_frame_equal(resumed.molecules, whole.molecules)
+    pd.testing.assert_frame_equal(resumed.steps.drop(columns="seconds"), whole.steps.drop(columns="seconds"))
+    with pytest.raises(ConfigError, match="scaffold"):  # another scaffold is another run
+        optimize({**cfg, "scaffold": "c1ccc([*])cc1"}, resume=True, log=None)
+
+
+@pytest.mark.parametrize(("bad", "why"), [("c1ccc([*])cc1C(=O", "not a valid SMILES"),
+                                          ("c1ccc([*])cc1[Si](C)(C)C", "vocabulary")])  # fmt: skip
+def test_bad_scaffold_is_refused_before_sampling(tmp_path, monkeypatch, bad, why):
+    from molgen.models.gpt import SmilesGPT
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled")
+
+    monkeypatch.setattr(SmilesGPT, "generate", never)
+    with pytest.raises(ConfigError) as err:
+        optimize(_scaffold_config(tmp_path / "run", budget=10, scaffold=bad), log=None)
+    assert "scaffold: " in str(err.value)
+    assert why in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "optimize.csv").exists()

@@ -35,6 +35,15 @@ and runs on from step ``s + 1``. Every step samples with its own seed, so steps 
 the killed run had already done draw the same molecules again, now from the cache: on one
 machine a resumed run writes the same ``optimize.csv`` as an uninterrupted one.
 
+Scaffold-constrained optimisation (``scaffold = "c1ccc([*])cc1C(=O)N[*]"``): the agent samples with
+the scaffold (:meth:`molgen.models.gpt.SmilesGPT.generate` with ``scaffold=``: its tokens forced, a
+decoration sampled at each ``[*]``), and the augmented-likelihood loss uses the log-likelihood of the
+sampled tokens only, for agent and prior alike (``sequence_log_prob(ids, mask=free)``): the forced
+tokens are no choice of the agent's, and their likelihood would only add the prior's opinion of the
+scaffold to every row (the decorative-RL setting of LibInvent, Fialková et al. 2022, J. Chem. Inf.
+Model. 62:2046). Replayed molecules are replayed in the spelling the agent wrote (see
+:meth:`_Run._encode`); ``optimize.csv`` gains ``contains_scaffold`` and ``sampled``.
+
 The run stops when the budget is spent, after ``stop.max_steps``, or when sampling has collapsed:
 over the last ``stop.window`` steps, under ``stop.min_new`` of the sampled molecules were new
 (valid and never sampled before in this run). A collapsed agent would otherwise sample repeats,
