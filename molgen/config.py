@@ -183,6 +183,13 @@ class FinetuneConfig(Section):
         description="molgen finetune: a saved PropertyModel folder (molgen fit-property) that predicts the property of "
         "the samples before and after; None with weight_by: a GP on graph-VAE features fitted to the training molecules",
     )
+    iterate: int = Field(
+        0, ge=0,
+        description="molgen finetune: after fine-tuning, this many rounds of fine-tuning on the model's own samples ranked "
+        "by the property model (property_model, or the GP that weight_by fits); 0 = none",
+    )
+    iterate_samples: int = Field(1000, ge=10, description="with iterate: molecules sampled each round")
+    iterate_top: float = Field(0.2, gt=0, le=1, description="with iterate: the best share of a round's new valid samples trained on")
 
     @model_validator(mode="after")
     def _options_fit(self):
@@ -192,6 +199,12 @@ class FinetuneConfig(Section):
         weighting = sorted(k for k in self.model_fields_set if k.startswith("weight_") and k != "weight_by")
         if weighting and self.weight_by is None:
             raise ValueError(f"{', '.join(weighting)} need{'s' if len(weighting) == 1 else ''} weight_by, the property column")
+        if self.iterate and not (self.weight_by or self.property_model):
+            raise ValueError("iterate ranks the model's samples by a property model: set property_model, or weight_by "
+                             "(a GP is fitted to the training molecules)")  # fmt: skip
+        if self.iterate and self.freeze == "lora":
+            raise ValueError("iterate fine-tunes each round's model further, which a LoRA adapter run does not do; "
+                             "use freeze = 'none', 'first_k' or 'head_only'")  # fmt: skip
         if self.anchor is not None and self.freeze == "lora":
             raise ValueError("anchor keeps the parent's weights close, but freeze = 'lora' keeps them exactly (the adapter "
                              "is the change); use rehearsal with LoRA, or another freeze policy with the anchor")  # fmt: skip

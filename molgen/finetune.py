@@ -25,7 +25,9 @@ grown to the target's molecules) and measure the parent and the child the same w
   :class:`~molgen.transfer.PropertyModel` predicts it (``[finetune] property_model``, or a GP on
   graph-VAE features fitted to the training molecules), before and after, so the shift sits beside
   its cost in validity, novelty and diversity; ``property_model`` in the report says which model and
-  how well it predicts the held-out molecules' measured values.
+  how well it predicts the held-out molecules' measured values. ``[finetune] iterate = K`` then
+  fine-tunes K more rounds on the model's own best samples by that model (:func:`_iterate`); the
+  report's ``rounds`` say what each round sampled and kept, and ``after`` is the last round's model.
 
 The target split is :func:`molgen.data.target_split` (a seeded ``n_train``; the training task cuts
 the same rows and takes its validation molecules from them). ``report.json`` and ``report.md`` land
@@ -56,7 +58,7 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
              eval_samples: int = 1000, rehearsal: float = 0.0, anchor: str | None = None,
              anchor_weight: float | None = None, forgetting_molecules: int = 2000, weight_by: str | None = None,
              weight_direction: str = "max", weight_scheme: str = "rank", property_model: str | None = None,
-             seed: int = 0):  # fmt: skip
+             iterate: int = 0, iterate_samples: int = 1000, iterate_top: float = 0.2, seed: int = 0):  # fmt: skip
     """Fine-tune ``base`` on ``data`` and report before and after.
 
     Args:
@@ -81,6 +83,8 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
             by their measured ``weight_by`` column (``"max"``/``"min"`` is better; ``"rank"`` or
             ``"softmax"`` weights); ``property_model``: a saved PropertyModel folder that predicts the
             samples' property for the report (default with ``weight_by``: a GP fitted to the training molecules).
+        iterate, iterate_samples, iterate_top: then ``iterate`` rounds of fine-tuning on the best
+            ``iterate_top`` share of ``iterate_samples`` of the model's own samples by that property model.
 
     Returns:
         ``(model, report)``: the fine-tuned model and the report dict (``before``, ``after``, ...).
@@ -92,7 +96,7 @@ def finetune(base: str, data, target_col: str | None = None, min_target: float |
                         eval_samples=eval_samples, rehearsal=rehearsal, anchor=anchor, anchor_weight=anchor_weight,
                         forgetting_molecules=forgetting_molecules, weight_by=weight_by,
                         weight_direction=weight_direction, weight_scheme=weight_scheme, property_model=property_model,
-                        seed=seed)  # fmt: skip
+                        iterate=iterate, iterate_samples=iterate_samples, iterate_top=iterate_top, seed=seed)  # fmt: skip
     return finetune_config(config)
 
 
@@ -102,7 +106,8 @@ def run_config(base: str, source: str, out: str | Path, policy="none", *, scratc
                dropout: float | None = None, eval_samples: int = 1000, rehearsal: float = 0.0,
                anchor: str | None = None, anchor_weight: float | None = None, forgetting_molecules: int = 2000,
                max_block_size: int = 256, weight_by: str | None = None, weight_direction: str = "max",
-               weight_scheme: str = "rank", property_model: str | None = None, seed: int = 0):  # fmt: skip
+               weight_scheme: str = "rank", property_model: str | None = None, iterate: int = 0,
+               iterate_samples: int = 1000, iterate_top: float = 0.2, seed: int = 0):  # fmt: skip
     """The training run of :func:`finetune` as a checked :class:`~molgen.config.RunConfig` (the same
     arguments; ``source`` is what ``[data] dataset`` names, ``out`` the run folder).
 
@@ -148,6 +153,8 @@ def run_config(base: str, source: str, out: str | Path, policy="none", *, scratc
         raw["finetune"].update(weight_by=weight_by, weight_direction=weight_direction, weight_scheme=weight_scheme)
     if property_model is not None:
         raw["finetune"]["property_model"] = str(property_model)
+    if iterate:
+        raw["finetune"].update(iterate=iterate, iterate_samples=iterate_samples, iterate_top=iterate_top)
     return parse_config(raw, "finetune()")
 
 
@@ -204,6 +211,9 @@ def finetune_config(config) -> tuple:
     before = assess(base, train, held, ft.eval_samples, seed, moses, predictor)
     export = pretrain(source if source is not None else config)
     model = load_pretrained(export, device="cpu")  # a LoRA run's adapter comes merged into its base
+    rounds = []
+    if ft.iterate:
+        model, export, rounds = _iterate(config, model, export, predictor, train, seed)
     print(f"measuring the fine-tuned model {export} ({ft.eval_samples} samples)", flush=True)
     after = assess(model, train, held, ft.eval_samples, seed, moses, predictor)
     _common_fit(before, after)
@@ -218,7 +228,7 @@ def finetune_config(config) -> tuple:
         "context": done.get("context"), "new_tokens": done.get("new_tokens"),
         "steps": prov["steps"], "validation": prov.get("validation"), "early_stopping": prov.get("early_stopping"),
         "eval_samples": ft.eval_samples, "forgetting_molecules": len(moses or []), "seed": seed,
-        "weights": prov["data"].get("weights"), "property_model": predictor_info,
+        "weights": prov["data"].get("weights"), "property_model": predictor_info, "rounds": rounds,
         "before": before, "after": after, "forgetting": _forgetting(before, after),
     }  # fmt: skip
     run_dir = Path(config.run_dir)
@@ -302,6 +312,54 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
                        property_q75=float(q75), property_predicted=len(pred))  # fmt: skip
     out["n_samples"] = n
     return out
+
+
+def _iterate(config, model, export, predictor, train: list[str], seed: int):
+    """Iterated fine-tuning on the model's own samples ranked by a property model: each round samples
+    ``iterate_samples`` molecules, keeps the valid distinct ones that are not training molecules, and
+    fine-tunes the last model on the best ``iterate_top`` share of them by predicted property (at
+    least 10), with the run's optimiser, steps and early stopping (the SMILES hill-climb of Neil et al.
+    2018 and GuacaMol's baseline, Brown et al. 2019, with a learnt property model as the score).
+    Returns the last model, its export folder and one record per round."""
+    from molgen.chem import canonicalize
+    from molgen.config import parse_config
+    from molgen.models import load_pretrained
+    from molgen.sample import sample
+    from molgen.train import pretrain
+
+    ft, run_dir = config.finetune, Path(config.run_dir)
+    known = {canonicalize(s) for s in train}
+    rounds = []
+    for k in range(1, ft.iterate + 1):
+        drawn = sample(model, ft.iterate_samples, seed=seed + k)
+        new = list(dict.fromkeys(c for c in map(canonicalize, drawn.loc[drawn["valid"], "smiles"]) if c and c not in known))
+        pred = predictor.predict(new)["mean"].to_numpy() if new else np.zeros(0)
+        ok = np.isfinite(pred)
+        new, pred = [s for s, k_ in zip(new, ok, strict=True) if k_], pred[ok]
+        if len(new) < 10:
+            raise InputError(f"iterate round {k}: only {len(new)} new valid molecules in {ft.iterate_samples} samples; "
+                             "raise iterate_samples or stop at fewer rounds")  # fmt: skip
+        order = np.argsort(pred if ft.weight_direction == "min" else -pred, kind="stable")
+        top = order[: max(10, int(round(ft.iterate_top * len(new))))]
+        folder = run_dir / f"round-{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        source = folder / "top.csv"
+        pd.DataFrame({"smiles": [new[i] for i in top], "predicted": pred[top]}).to_csv(source, index=False)
+        raw = config.model_dump(exclude_unset=True)
+        raw.update(init_from=str(export), name=f"{config.name}-round-{k}", run_dir=str(folder / "run"), export_dir=None,
+                   task="finetune")  # fmt: skip
+        raw["data"] = {**raw.get("data", {}), "dataset": str(source)}
+        raw["finetune"] = {key: v for key, v in raw.get("finetune", {}).items()
+                           if key in ("freeze", "k", "dropout", "max_block_size", "rehearsal", "anchor", "anchor_weight",
+                                      "fisher_molecules")}  # fmt: skip
+        print(f"iterate round {k}: fine-tuning on the best {len(top)} of {len(new)} new valid samples (predicted "
+              f"{pred[top].mean():.3g} against {pred.mean():.3g} for all)", flush=True)  # fmt: skip
+        export = pretrain(parse_config(raw, f"iterate round {k}"))
+        model = load_pretrained(export, device="cpu")
+        rounds.append({"round": k, "sampled": ft.iterate_samples, "new_valid": len(new), "kept": len(top),
+                       "samples_predicted_mean": float(pred.mean()), "kept_predicted_mean": float(pred[top].mean()),
+                       "export": str(export)})  # fmt: skip
+    return model, export, rounds
 
 
 def _property_model(ft, train: list[str], held: list[str], measured, parts, seed: int):
@@ -414,6 +472,11 @@ def markdown(report: dict) -> str:
         lines += ["", f"property_*: the valid samples' {pm['target']} as predicted by {pm['features']} + {pm['head']}"
                   + (f" ({pm['path']})" if "path" in pm else f" fitted to the {pm['fitted_on']} training molecules")
                   + fit + "."]  # fmt: skip
+    for i, r in enumerate(report.get("rounds") or []):
+        lines += [""] if i == 0 else []
+        lines.append(f"Round {r['round']}: {r['new_valid']} new valid molecules of {r['sampled']} samples, predicted "
+                     f"{r['samples_predicted_mean']:.3f} on average; fine-tuned on the best {r['kept']} "
+                     f"({r['kept_predicted_mean']:.3f}).")  # fmt: skip
     if report.get("forgetting"):
         lines += ["", f"Forgetting (after - before; MOSES NLL on {report['forgetting_molecules']} seeded MOSES test "
                   "molecules, FCD of the samples to MOSES test): "

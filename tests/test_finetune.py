@@ -301,3 +301,21 @@ def test_property_guided_finetune_reports_the_predicted_property_before_and_afte
         assert r["property_q25"] <= r["property_median"] <= r["property_q75"] and np.isfinite(r["property_mean"])
     md = (tmp_path / "run" / "report.md").read_text()
     assert "| property_median |" in md and "drawn by activity (rank, max" in md and "fitted to the 30 training" in md
+
+
+def test_iterated_finetuning_trains_on_its_best_samples_by_the_property_model(tmp_path):
+    from molgen.finetune import finetune
+
+    series = load("chembl2321810").sample(60, random_state=1)[["smiles", "activity"]]
+    model, report = finetune(SMALL, series, n_train=30, max_steps=2, out=tmp_path / "run", val_every_steps=2,
+                             eval_samples=16, forgetting_molecules=0, weight_by="activity", iterate=1,
+                             iterate_samples=60, iterate_top=0.25, seed=0)  # fmt: skip
+    (r,) = report["rounds"]
+    assert r["round"] == 1 and 10 <= r["kept"] < r["new_valid"] <= 60
+    assert r["kept_predicted_mean"] > r["samples_predicted_mean"]  # the best by the GP, not any
+    top = pd.read_csv(tmp_path / "run" / "round-1" / "top.csv")
+    assert len(top) == r["kept"] and (np.diff(top.predicted) <= 0).all()  # best first
+    assert report["export"] == r["export"] and from_pretrained(r["export"], device="cpu").provenance["parent"]
+    assert "Round 1:" in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="iterate ranks the model's samples by a property model"):
+        parse_config({**finetune_raw(tmp_path, "x.csv"), "finetune": {"iterate": 2}}, "it")
