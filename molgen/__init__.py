@@ -20,14 +20,36 @@ _LAZY = {
     "finetune": "molgen.finetune",
     "guide": "molgen.guide",
     "experiment": "molgen.experiment",
+    "sample": "molgen.sample",  # a callable module: mg.sample(model, n) and mg.sample.generate_to_file
+    "models": "molgen.models",
+    "batch": "molgen.batch",
+    "demo": "molgen.demo",
+    "report": "molgen.report",  # callable: mg.report(run_dir)
 }
 # public function -> module that defines it (same name)
 _LAZY_FUNCTIONS = {
     "load_pretrained": "molgen.models",
-    "sample": "molgen.sample",
     "evaluate": "molgen.metrics",
-    "report": "molgen.report",
 }
+
+
+class _CallableModule(type(importlib)):
+    """A module that is also its main function: ``mg.score(...)``, ``mg.sample(...)``, ``mg.report(...)``.
+
+    Importing ``molgen.score`` binds the package attribute ``molgen.score`` to the module, which
+    would shadow a function of the same name; a module of this class calls the function instead,
+    while ``mg.score.COLUMNS`` and the like stay reachable.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+def callable_module(name: str) -> None:
+    """Make module ``name`` (``molgen.X``) callable as its function ``X``; call at the end of the module."""
+    import sys
+
+    sys.modules[name].__class__ = _CallableModule
 
 
 def __getattr__(name: str):

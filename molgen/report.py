@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from molgen import callable_module
 from molgen.errors import InputError
 from molgen.files import atomic_path
 
@@ -480,3 +481,6 @@ def report(run_dir: str | Path, out: str | Path | None = None, scaffold: str | N
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out
+
+
+callable_module(__name__)  # mg.report(run_dir) calls report() though importing this module rebinds the name

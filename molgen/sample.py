@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from molgen import callable_module
 from molgen.errors import InputError, MolgenError
 
 __all__ = ["sample", "check_options", "generate_to_file", "OPTIONS", "PRECISIONS", "native_bf16",
@@ -650,12 +650,4 @@ def join_parts(parts: list[Path], path: str | os.PathLike, columns: list[str] | 
     return path
 
 
-class _CallableModule(type(sys.modules[__name__])):
-    """Importing ``molgen.sample`` rebinds ``molgen.sample`` to this module, shadowing the public
-    function ``mg.sample``; making the module callable keeps ``mg.sample(model, n)`` working."""
-
-    def __call__(self, *args, **kwargs):
-        return sample(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__)  # mg.sample(...) calls sample() though importing this module rebinds the name

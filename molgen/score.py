@@ -40,8 +40,6 @@ import gzip
 import importlib.util
 import math
 import pickle
-import sys
-import types
 from collections.abc import Iterable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -53,6 +51,7 @@ from rdkit.Chem import QED, Crippen, MolSurf, rdFingerprintGenerator
 from rdkit.Chem import FilterCatalog as FC
 from rdkit.Chem import rdMolDescriptors as rdmd
 
+from molgen import callable_module
 from molgen.chem import quiet, to_mol, to_smiles
 from molgen.datasets import data_file
 from molgen.errors import InputError, MissingDependencyError
@@ -386,11 +385,4 @@ def score(molecules, properties: Sequence[str] | None = None, n_jobs: int = 1,
     return out
 
 
-class _CallableModule(types.ModuleType):
-    """Lets ``mg.score(...)`` call :func:`score` while ``mg.score.COLUMNS`` etc. stay reachable."""
-
-    def __call__(self, *args, **kwargs):
-        return score(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__)  # mg.score(...) calls score() though importing this module rebinds the name

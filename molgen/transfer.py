@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rdkit import Chem
 
 from molgen import chem
 from molgen.errors import ConfigError, InputError
@@ -91,7 +92,7 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
     if isinstance(smiles, str):  # list("CCO") would embed three atoms
         raise InputError("embed() takes a list of SMILES, not one string")
     smiles = list(smiles)
-    canon = [chem.canonicalize(s) if isinstance(s, str) else None for s in smiles]
+    canon = [chem.to_smiles(s) if isinstance(s, (str, Chem.Mol)) else None for s in smiles]  # RDKit Mols too
     key = feature_id(model)
     todo = sorted({c for c in canon if c is not None and (not cache or (key, c) not in _CACHE)})
     if todo:
@@ -333,6 +334,7 @@ class PropertyModel:
         if not self._state:
             raise InputError("this PropertyModel is not fitted: call fit(...) or PropertyModel.load(dir)")
         smiles = _smiles_list(smiles) if not isinstance(smiles, list) else smiles
+        smiles = [chem.to_smiles(s) or "" if isinstance(s, Chem.Mol) else s for s in smiles]  # a Mol: its SMILES
         X = embed(self.features, smiles, batch_size=self.batch_size)  # noqa: N806
         ok = ~np.isnan(X).any(axis=1)
         mean = np.full(len(smiles), np.nan)

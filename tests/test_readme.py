@@ -37,3 +37,20 @@ def test_the_cli_quickstart_names_real_commands_and_configs():
         assert words[0] == "molgen" and words[1] in commands, line
         for path in re.findall(r"scripts/configs/\S+\.toml", line):
             assert (README.parent / path).is_file(), path
+
+
+def test_the_api_page_is_current_and_every_name_on_it_resolves_from_mg():
+    import importlib.util
+
+    import molgen as mg
+
+    spec = importlib.util.spec_from_file_location("make_api_doc", README.parent / "scripts" / "make_api_doc.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert maker.PAGE.read_text() == maker.render(), "docs/api.md is stale: python scripts/make_api_doc.py"
+    for _, names in maker.API:
+        for dotted in names:
+            obj = mg
+            for attr in dotted.split(".")[1:]:
+                obj = getattr(obj, attr)  # the way a notebook reaches it: mg.transfer.PropertyModel ...
+            assert callable(obj), dotted

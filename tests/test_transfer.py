@@ -97,6 +97,19 @@ def test_the_embedder_sits_in_a_scikit_learn_pipeline_and_travels_by_name(solubi
         embed("ecfp", "CCO")
 
 
+def test_rdkit_mols_are_molecules_too():
+    from rdkit import Chem
+
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    for features in ("ecfp", "graph-vae-moses"):
+        np.testing.assert_array_equal(embed(features, mols), embed(features, smiles))
+    pm = PropertyModel("ecfp", head="ridge").fit(pd.DataFrame({"smiles": [*smiles, "CCN", "CCCl"], "y": [1.0, 2, 3, 4, 5]}), target="y")
+    from_mols = pm.predict(mols)
+    assert from_mols["smiles"].tolist() == ["CCO", "Oc1ccccc1", "CC(=O)Nc1ccc(O)cc1"] and from_mols["mean"].notna().all()
+    np.testing.assert_allclose(from_mols["mean"], pm.predict(smiles)["mean"])
+
+
 def test_the_embedder_names_the_molecules_it_cannot_read():
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
