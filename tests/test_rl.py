@@ -259,3 +259,8 @@ def test_bad_scaffold_is_refused_before_sampling(tmp_path, monkeypatch, bad, why
     assert "scaffold: " in str(err.value)
     assert why in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "run" / "optimize.csv").exists()
+
+
+def test_scaffold_config_is_read():
+    cfg = OptimizeConfig.from_toml(ROOT / "scripts/configs/optimize_scaffold_qed.toml")
+    assert cfg.scaffold == BENZAMIDE and cfg.objective == QED and cfg.budget == 1000
