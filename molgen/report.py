@@ -360,20 +360,40 @@ def _transfer_section(path: Path, k: int) -> str:
     results = pd.read_csv(path)
     meta_file = path.parent / "experiment.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    agg = results.groupby(["method", "size"])["rmse"].agg(["mean", "std"]).reset_index()
-    sizes = sorted(agg["size"].unique())
+    tasks = results["task"] if "task" in results else pd.Series("property", index=results.index)
+    parts = [f'<h2 id="transfer-{k}">Transfer experiment: {_e(meta.get("target", path.parent.name))}</h2>'
+             f'<p class="note">{_e(path.parent)} — {_e(meta.get("summary", ""))}</p>']
+    prop = results[tasks == "property"]
+    if len(prop) and "rmse" in prop:
+        parts.append("<p>Property prediction: test RMSE (mean ± sd over seeds) by training-set size; the best mean "
+                     "per size in bold.</p>" + _by_method_and_size(prop, "rmse", lower_is_better=True)
+                     + _png_file(path.parent / "learning_curve.png", "learning curve"))
+    gen = results[tasks == "generation"]
+    if len(gen) and "fcd" in gen:
+        parts.append("<p>Generation: FCD of each model's samples to the held-out target molecules (mean ± sd over "
+                     "seeds; lower is closer), by training-set size; the best mean per size in bold. Validity beside it.</p>"
+                     + _by_method_and_size(gen, "fcd", lower_is_better=True)
+                     + ("<p>Validity:</p>" + _by_method_and_size(gen, "valid", lower_is_better=False) if "valid" in gen else "")
+                     + _png_file(path.parent / "learning_curve_generation.png", "generation learning curve"))
+    return "".join(parts)
+
+
+def _by_method_and_size(results: pd.DataFrame, metric: str, lower_is_better: bool) -> str:
+    """A method x size table of ``metric`` (mean ± sd over seeds), the best mean of each size in bold."""
+    agg = results.groupby(["method", "size"])[metric].agg(["mean", "std"]).reset_index()
+    sizes = sorted(agg["size"].unique(), key=lambda s: (not str(s).isdigit(), int(s) if str(s).isdigit() else 0))
     methods = list(dict.fromkeys(agg["method"]))
     cell = {(r.method, r.size): r for r in agg.itertuples()}
     rows = [[m, *(_mean_sd(cell[m, s]) if (m, s) in cell else "–" for s in sizes)] for m in methods]
-    best = {(methods.index(min((m for m in methods if (m, s) in cell), key=lambda m: cell[m, s].mean)), j + 1)
+    pick = min if lower_is_better else max
+    best = {(methods.index(pick((m for m in methods if (m, s) in cell), key=lambda m: cell[m, s].mean)), j + 1)
             for j, s in enumerate(sizes)}
-    curve = path.parent / "learning_curve.png"
-    image = curve.read_bytes() if curve.is_file() else b""
-    return (f'<h2 id="transfer-{k}">Transfer experiment: {_e(meta.get("target", path.parent.name))}</h2>'
-            f'<p class="note">{_e(path.parent)} — {_e(meta.get("summary", ""))}</p>'
-            "<p>Test RMSE (mean ± sd over seeds) by training-set size; the best mean per size in bold.</p>"
-            + _table(["method", *map(str, sizes)], rows, best)
-            + (_png(image, "learning curve") if image.startswith(_PNG) else ""))
+    return _table(["method", *map(str, sizes)], rows, best)
+
+
+def _png_file(path: Path, alt: str) -> str:
+    image = path.read_bytes() if path.is_file() else b""
+    return _png(image, alt) if image.startswith(_PNG) else ""
 
 
 def _running_top_mean(scores: np.ndarray, k: int = 10) -> np.ndarray:

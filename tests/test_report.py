@@ -162,3 +162,13 @@ def test_page_in_a_headless_browser(page, tmp_path):
     with Image.open(shot) as im:
         assert im.size == (1280, 2000)
         assert np.asarray(im.convert("L")).std() > 10  # something drawn, not a blank page
+
+
+def test_a_generation_experiment_has_its_own_tables(tmp_path):
+    """results.csv of `molgen experiment transfer --tasks generation`: FCD and validity by method and size."""
+    rows = [{"task": "generation", "method": m, "size": size, "seed": seed, "valid": 0.9, "fcd": fcd + seed}
+            for m, fcd in (("pretrained", 85.0), ("finetune-none", 10.0)) for size in (25, 100) for seed in (0, 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    text = report(tmp_path).read_text()
+    assert "Generation: FCD" in text and "Property prediction" not in text
+    assert "<td>finetune-none</td><td><b>10.50 ± 0.707</b></td>" in text  # the lower FCD in bold
