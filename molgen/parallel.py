@@ -129,6 +129,9 @@ def _init_worker() -> None:
     # the parent handles Ctrl-C and ends the workers; a worker that took SIGINT itself would print
     # a traceback per process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # and SIGTERM ends a worker quietly (the parent's terminate() at a stop), not through the CLI's
+    # SIGTERM-as-Ctrl-C handler it inherited by fork
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if "torch" in sys.modules:  # one thread: see run_ordered
         sys.modules["torch"].set_num_threads(1)
 
@@ -177,16 +180,27 @@ def run_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int, hint: st
     pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=mp.get_context("fork"),
                                initializer=_init_worker)
     finished = False
+    procs: list = []
+
+    def died() -> WorkerDied:
+        for p in procs:
+            p.join(timeout=1)
+        return WorkerDied(_describe_death([p.exitcode for p in procs], hint))
+
     try:
-        futures = [pool.submit(_run, x) for x in items]
-        procs = list(pool._processes.values())  # all are forked at the first submit
+        futures = []
+        for x in items:
+            try:
+                futures.append(pool.submit(_run, x))
+            except BrokenProcessPool:  # a worker died while the items were still being handed out
+                raise died() from None
+            if not procs:
+                procs = list(pool._processes.values())  # all are forked at the first submit
         for fut in futures:
             try:
                 result = fut.result()
             except BrokenProcessPool:
-                for p in procs:
-                    p.join(timeout=1)
-                raise WorkerDied(_describe_death([p.exitcode for p in procs], hint)) from None
+                raise died() from None
             yield result
         finished = True
     finally:
