@@ -534,6 +534,7 @@ def experiment_transfer_cmd(
     steps: int = typer.Option(150, "--steps", min=1, help="Generation: training steps of each fine-tuned or scratch model (early stopping may stop sooner)."),
     forgetting_molecules: int = typer.Option(2000, "--forgetting-molecules", min=0, help="Generation: MOSES test molecules scored for forgetting (0: none)."),
     out: Path = typer.Option(Path("results/transfer"), "--out", "-o", help="Folder for results.csv, results.md, learning_curve*.png, splits/."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV and JSON: results.csv's rows."),
 ) -> None:
     """Transfer vs. no transfer on a scaffold split, by training size: property prediction (pretrained
     features vs. fingerprint baselines) and generation (fine-tuned vs. pretrained and scratch GPTs)."""
@@ -544,10 +545,14 @@ def experiment_transfer_cmd(
                  else [_whole_number(s.strip(), "--seeds") for s in seeds.split(",")])
     method_list = None if methods is None else tuple(m.strip() for m in methods.split(","))
     task_list = None if tasks is None else tuple(t.strip() for t in tasks.split(","))
-    results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out, tasks=task_list,
-                         generator=generator, eval_samples=eval_samples, steps=steps,
-                         forgetting_molecules=forgetting_molecules)  # fmt: skip
+    fmt = _format(fmt)
+    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+        results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out, tasks=task_list,
+                             generator=generator, eval_samples=eval_samples, steps=steps,
+                             forgetting_molecules=forgetting_molecules)  # fmt: skip
     console.print(f"[green]{len(results):,} runs[/]; table in {out / 'results.md'}, curves in {out}/learning_curve*.png")
+    if fmt != "table":
+        return _emit(fmt, results)
     Console().print((out / "results.md").read_text(), markup=False, highlight=False)
 
 

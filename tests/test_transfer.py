@@ -163,6 +163,9 @@ def test_the_experiment_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert run.exit_code == 0, run.output
     results = pd.read_csv(tmp_path / "results.csv")
     assert len(results) == 2 * 2 * 2 and set(results.method) == {"ecfp+rf", "ecfp+ridge"}
+    from io import StringIO  # piped: stdout is results.csv's rows, nothing else
+
+    pd.testing.assert_frame_equal(pd.read_csv(StringIO(run.stdout)), results, check_dtype=False)
     assert {"rmse", "mae", "r2", "spearman", "seconds", "size", "seed"} <= set(results.columns)
     assert (results.rmse > 0).all() and results.r2.max() > 0  # 40 molecules already teach something
     splits = {p.name: pd.read_csv(p) for p in (tmp_path / "splits").iterdir()}
