@@ -54,6 +54,7 @@ from molgen.guide.runlog import (
     STEPS_NAME,
     append,
     begin,
+    few_threads,
     interrupted,
     log_columns,
     new_rows,
@@ -212,7 +213,8 @@ def optimize_latent(config: LatentConfig | dict | str | os.PathLike, resume: boo
     begin(out, run.columns, settings(cfg, run.objective), resume, _MAY_CHANGE, run.restore, stale=(out / STEPS_NAME,))
     (out / STEPS_NAME).unlink(missing_ok=True)
     try:
-        reason = _loop(run)
+        with few_threads():
+            reason = _loop(run)
     except KeyboardInterrupt:
         raise interrupted(run.step + 1, run.oracle.calls_used, out) from None
     molecules = read_log(csv, run.columns)

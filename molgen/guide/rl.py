@@ -78,6 +78,7 @@ from molgen.guide.runlog import (
     STEPS_NAME,
     append,
     begin,
+    few_threads,
     interrupted,
     log_columns,
     new_rows,
@@ -545,7 +546,8 @@ def optimize(config: OptimizeConfig | dict | str | os.PathLike, resume: bool = F
     begin(out, run.columns, settings(cfg, run.objective), resume, _MAY_CHANGE, run.restore,
           stale=(out / STEPS_NAME, out / "checkpoints" / "latest.json"))
     try:
-        reason = _loop(run)
+        with few_threads():
+            reason = _loop(run)
     except KeyboardInterrupt:
         raise interrupted(run.step + 1, run.oracle.calls_used, out) from None
     if run.checkpointed != run.step:

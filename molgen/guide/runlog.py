@@ -11,6 +11,7 @@ holds the run's settings; :func:`check_same` refuses to resume a run with other 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -28,6 +29,26 @@ __all__ = ["CSV_NAME", "STEPS_NAME", "log_columns", "new_rows", "append", "read_
 
 CSV_NAME, STEPS_NAME = "optimize.csv", "steps.csv"
 _TEXT = ("smiles", "scaffold", "sampled")  # the string columns of optimize.csv
+
+
+
+@contextlib.contextmanager
+def few_threads(n: int = 1):
+    """Run an optimisation loop's tensor work on ``n`` PyTorch CPU threads, restoring the count after.
+
+    A step is a few hundred small operations on a batch of 64 molecules: a second thread gains little,
+    and where other processes share the cores, OpenMP threads that wait for each other cost far more
+    (RL from the demo's fine-tuned prior, 256 oracle calls, load average 4 on 2 cores: 6.3 s on one
+    thread, 168 s on two).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def log_columns(objective, extra: tuple[str, ...] = ()) -> list[str]:
