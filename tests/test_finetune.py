@@ -140,8 +140,12 @@ def test_extended_context_keeps_old_scores_and_samples_past_64_tokens():
     model = mg.load_pretrained(SMALL, device="cpu")
     moses = moses_smiles("test")[:64]
     before = model.log_likelihood(moses)
+    parent = model.wpe.weight.detach().clone()
     model.extend_context(96)
     np.testing.assert_array_equal(model.log_likelihood(moses), before)
+    rows = model.wpe.weight.detach()
+    assert torch.equal(rows[:64], parent)  # the parent's rows bit for bit
+    assert torch.equal(rows[64:], parent[32:].mean(0).expand(32, -1))  # new rows: the later learnt rows' mean
     assert model.config.block_size == 96 and model.wpe.num_embeddings == 96
     tok = model.tokenizer
     series = [tok.tokens(s) for s in load("chembl2321810", nrows=200)["smiles"]]
