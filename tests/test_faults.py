@@ -131,10 +131,11 @@ def test_scored_sdf_keeps_the_inputs_3d_molblocks(tmp_path):
 
 
 def test_ctrl_c_keeps_whole_chunks_says_so_and_resume_gives_the_uninterrupted_file(tmp_path):
+    # 3,000 rows in chunks of 128: the signal after 2 chunks lands long before the run could end on its own
     whole, cut = tmp_path / "whole.csv", tmp_path / "cut.csv"
-    assert molgen(*GENERATE, "-n", "600", "-o", str(whole)).returncode == 0
+    assert molgen(*GENERATE, "-n", "3000", "-o", str(whole)).returncode == 0
     cut.write_text(EARLIER)  # an earlier file of that name stays until the run completes
-    proc = start(*GENERATE, "-n", "600", "-o", str(cut))
+    proc = start(*GENERATE, "-n", "3000", "-o", str(cut))
     wait_for_chunks(cut, 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -143,7 +144,7 @@ def test_ctrl_c_keeps_whole_chunks_says_so_and_resume_gives_the_uninterrupted_fi
     assert "interrupted:" in err and "rows are kept in" in err and "--resume" in err
     assert "Traceback" not in err
     assert cut.read_text() == EARLIER
-    resumed = molgen(*GENERATE, "-n", "600", "-o", str(cut), "--resume")
+    resumed = molgen(*GENERATE, "-n", "3000", "-o", str(cut), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "from the interrupted run" in " ".join(resumed.stderr.split())
     assert cut.read_bytes() == whole.read_bytes()
@@ -152,7 +153,7 @@ def test_ctrl_c_keeps_whole_chunks_says_so_and_resume_gives_the_uninterrupted_fi
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     out = tmp_path / "t.csv"
-    proc = start(*GENERATE, "-n", "600", "-o", str(out))
+    proc = start(*GENERATE, "-n", "3000", "-o", str(out))
     wait_for_chunks(out, 1, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
