@@ -162,8 +162,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 
 def test_a_killed_parquet_run_keeps_readable_chunks_and_resumes(tmp_path):
     whole, cut = tmp_path / "whole.parquet", tmp_path / "cut.parquet"
-    assert molgen(*GENERATE, "-n", "600", "-o", str(whole)).returncode == 0
-    proc = start(*GENERATE, "-n", "600", "-o", str(cut))
+    assert molgen(*GENERATE, "-n", "3000", "-o", str(whole)).returncode == 0
+    proc = start(*GENERATE, "-n", "3000", "-o", str(cut))
     wait_for_chunks(cut, 3, proc)
     proc.kill()
     proc.communicate(timeout=30)
@@ -171,19 +171,19 @@ def test_a_killed_parquet_run_keeps_readable_chunks_and_resumes(tmp_path):
     assert len(kept) >= 3 * 128
     assert kept.smiles.tolist() == pd.read_parquet(whole).smiles.tolist()[: len(kept)]
     assert not cut.exists()
-    assert molgen(*GENERATE, "-n", "600", "-o", str(cut), "--resume").returncode == 0
+    assert molgen(*GENERATE, "-n", "3000", "-o", str(cut), "--resume").returncode == 0
     pd.testing.assert_frame_equal(pd.read_parquet(cut), pd.read_parquet(whole))
 
 
 def test_resume_refuses_a_run_with_other_settings(tmp_path):
     out = tmp_path / "r.csv"
-    proc = start(*GENERATE, "-n", "600", "-o", str(out))
+    proc = start(*GENERATE, "-n", "3000", "-o", str(out))
     wait_for_chunks(out, 1, proc)
     proc.kill()
     proc.communicate(timeout=30)
-    again = molgen(*GENERATE, "-n", "600", "-o", str(out))  # without --resume: the kept rows are not thrown away
+    again = molgen(*GENERATE, "-n", "3000", "-o", str(out))  # without --resume: the kept rows are not thrown away
     assert again.returncode == 2 and "--resume" in again.stderr
-    other = molgen(*GENERATE[:-2], "-n", "600", "-o", str(out), "--resume", "--seed", "4")
+    other = molgen(*GENERATE[:-2], "-n", "3000", "-o", str(out), "--resume", "--seed", "4")
     assert other.returncode == 2 and "seed" in other.stderr
 
 
