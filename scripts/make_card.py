@@ -104,6 +104,7 @@ def card(
     n_grammar: int = 0,
     invalid: str = "",
     precision: str = "float32",
+    section: str = "",
 ) -> str:
     cfg, prov = meta["config"], meta.get("provenance", {})
     kekule = SmilesTokenizer.load(folder / "vocab.json").kekule
@@ -143,7 +144,7 @@ import molgen as mg
 model = mg.load_pretrained("{folder.name}")
 df = mg.sample(model, 1000, seed=0)          # smiles, valid, log_likelihood (under the model)
 ```
-
+{condition_note(cfg.get("condition"), folder.name)}
 ## Training
 
 | | |
@@ -169,11 +170,34 @@ validity check) in {precision}.{invalid}
 {table}
 
 {baselines_and_commands(folder.name, metrics, commands, grammar_section(grammar, n_grammar, kekule))}
+{section}
 ## Limitations
 
 Trained on MOSES only (ZINC clean leads: 250-350 Da, no charges, atoms C N S O F Cl Br H): molecules
 outside that space are unlikely samples, and a SMILES with a token outside `vocab.json` cannot be
 scored until the vocabulary is extended (`tokenizer.extend`, `model.resize_vocab`).
+"""
+
+
+def condition_note(condition: dict | None, name: str) -> str:
+    """Markdown for a conditional model: its properties, their training statistics and how to ask."""
+    if not condition:
+        return ""
+    names = condition["names"]
+    stats = ", ".join(f"{k} (mean {m:.3g}, sd {s:.3g})" for k, m, s in zip(names, condition["mean"], condition["std"], strict=True))
+    example = ", ".join(f'"{k}": {m:.3g}' for k, m in zip(names[:2], condition["mean"][:2], strict=True))
+    free = ("Any subset may be given; the others are left free (each was left out of a training row at random)."
+            if condition.get("partial") else "Every property must be given.")
+    return f"""
+Conditional on RDKit properties, given in raw units: {stats} on its training molecules (the
+standardisation is in `config.json`). {free} Metrics below are of samples with no property given.
+
+```python
+df = mg.sample(model, 1000, seed=0, condition={{{example}}})
+```
+```bash
+molgen generate -m {name} -n 1000 -o out.csv {" ".join(f"--condition {k}={m:.3g}" for k, m in zip(names[:2], condition["mean"][:2], strict=True))}
+```
 """
 
 
@@ -317,6 +341,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="samples and metrics go here (default runs/cards/<name>)")
     ap.add_argument("--n-grammar", type=int, default=10_000, help="n of the grammar on/off table (0: none)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto", help="sampling precision (auto: bf16 where native)")
+    ap.add_argument("--section", type=Path, default=None,
+                    help="a markdown file (e.g. scripts/bench_conditional.py's table) added as the card's own section")
     args = ap.parse_args()
     folder = args.checkpoint
     copy_export(args.source, folder)
@@ -333,7 +359,8 @@ def main() -> None:
     commands.append(shlex.join(["python", "scripts/make_card.py", str(folder)]))
     (folder / "README.md").write_text(
         card(folder, meta, metrics, commands, seconds, args.n, args.temperature, grammar, args.n_grammar,
-             invalid_reasons(work / "samples.csv", meta["config"]["block_size"]), precision_text(args.precision))
+             invalid_reasons(work / "samples.csv", meta["config"]["block_size"]), precision_text(args.precision),
+             args.section.read_text() if args.section else "")
     )
     print(json.dumps(metrics, indent=1))
     print(f"wrote {folder / 'README.md'}")

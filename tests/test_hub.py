@@ -110,7 +110,7 @@ def test_a_pickled_weights_file_is_refused_not_unpickled(saved, zipped, monkeypa
         load_state_into(model, folder)
 
 
-SHIPPED = ["graph-vae-moses", "smiles-gpt-moses", "smiles-gpt-moses-small"]
+SHIPPED = ["graph-vae-moses", "smiles-gpt-moses", "smiles-gpt-moses-small", "smiles-gpt-moses-small-cond"]
 
 
 def test_shipped_checkpoints_are_small_and_loadable():
