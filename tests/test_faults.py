@@ -46,9 +46,15 @@ def cli(*args: str):
     return result.exit_code, " ".join(result.output.split())
 
 
+def _default_sigint() -> None:
+    # a test suite started in the background (`make test &`) inherits SIGINT ignored, and Python then
+    # never turns Ctrl-C into KeyboardInterrupt; the command under test must see it as a terminal would send it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "molgen.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=_default_sigint)
 
 
 def wait_for_chunks(out: Path, k: int, proc: subprocess.Popen, timeout: float = 90) -> None:
