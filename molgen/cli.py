@@ -68,6 +68,11 @@ def _format(fmt: str) -> str:
     return fmt
 
 
+def _document_only(fmt: str):
+    """For csv/json output, what a run prints on the way (library lines) goes to stderr: stdout holds the document."""
+    return contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext()
+
+
 def _emit(fmt: str, data) -> None:
     """A machine-readable document to stdout: a list of row dicts (or a DataFrame) as CSV, anything as strict JSON."""
     import json
@@ -243,7 +248,7 @@ def demo_cmd(
     settings = DemoSettings(data=data, target_col=target_col, smiles_col=smiles_col, higher_is_better=not lower_is_better,
                             n_train=n_train, budget=budget, finetune_steps=steps, n=n, seed=seed)  # fmt: skip
     fmt = _format(fmt)
-    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+    with _document_only(fmt):
         state = run_demo(out, settings, overwrite=overwrite, log=lambda line: console.print(escape(line), soft_wrap=True, highlight=False))
     if fmt != "table":
         return _emit(fmt, state if fmt == "json" else pd.read_csv(out / "candidates.csv"))
@@ -319,7 +324,7 @@ def finetune_cmd(
     from molgen.finetune import finetune_config, markdown
 
     fmt = _format(fmt)
-    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+    with _document_only(fmt):
         _, report = finetune_config(config)
     if fmt == "json":
         _emit(fmt, report)
@@ -546,7 +551,7 @@ def experiment_transfer_cmd(
     method_list = None if methods is None else tuple(m.strip() for m in methods.split(","))
     task_list = None if tasks is None else tuple(t.strip() for t in tasks.split(","))
     fmt = _format(fmt)
-    with contextlib.redirect_stdout(sys.stderr) if fmt != "table" else contextlib.nullcontext():
+    with _document_only(fmt):
         results = experiment(dataset, data, target, smiles_col, size_list, seed_list, method_list, out, tasks=task_list,
                              generator=generator, eval_samples=eval_samples, steps=steps,
                              forgetting_molecules=forgetting_molecules)  # fmt: skip
