@@ -57,11 +57,14 @@ def _scorer(properties: tuple[str, ...] | None, objective, min_score: float | No
     def hook(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
         smiles = df["smiles"].tolist()
         parts = [df.reset_index(drop=True)]
-        if properties:
-            parts.append(score(smiles, properties=properties, n_jobs=n_jobs).drop(columns=["smiles", "valid"]))
         keep = None
-        if objective is not None:
-            result = objective(smiles).drop(columns=["smiles", "valid"]).rename(columns=names)
+        if objective is None:
+            parts.append(score(smiles, properties=properties, n_jobs=n_jobs).drop(columns=["smiles", "valid"]))
+        else:  # one pass per molecule: QED, SA, logP, alerts shared by the score columns and the objective
+            result, props = objective.with_properties(smiles, properties or (), n_jobs=max(n_jobs, objective.n_jobs))
+            if props is not None:
+                parts.append(props.drop(columns="valid"))
+            result = result.drop(columns=["smiles", "valid"]).rename(columns=names)
             parts.append(result)
             if min_score is not None:
                 keep = result["score"].to_numpy() >= min_score
@@ -97,13 +100,10 @@ def generate(model, n: int, path: str | os.PathLike, *, score: bool = False,
     Raises:
         InputError, ConfigError: a bad option or objective file, before any file is touched.
     """
-    from molgen.score import COLUMNS
+    from molgen.score import COLUMNS, check_properties
 
     if properties is not None:
-        unknown = [p for p in properties if p not in COLUMNS]
-        if unknown:
-            raise InputError(f"unknown score properties {unknown}; choose from {list(COLUMNS)}")
-        properties, score = tuple(properties), True
+        properties, score = check_properties(properties), True
     elif score:
         properties = COLUMNS
     extra: dict = {}

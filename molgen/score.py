@@ -300,20 +300,49 @@ class MolScores:
         return tuple(out)
 
 
+def score_row(ms: MolScores | None, columns: Sequence[str]) -> tuple | None:
+    """``ms.row(columns)``, or ``None`` for no molecule or one a scorer fails on (the row stays unscored)."""
+    if ms is None or ms.mol.GetNumAtoms() == 0:
+        return None
+    try:
+        return ms.row(columns)
+    except Exception:  # a scorer that fails on an odd molecule leaves that row unscored
+        return None
+
+
 def _score_chunk(args: tuple[list, tuple[str, ...]]) -> list[tuple | None]:
     smiles, columns = args
     _block = quiet()  # noqa: F841  (no RDKit log noise from workers)
     rows = []
     for s in smiles:
         mol = to_mol(s)
-        if mol is None or mol.GetNumAtoms() == 0:
-            rows.append(None)
-            continue
-        try:
-            rows.append(MolScores(mol).row(columns))
-        except Exception:  # a scorer that fails on an odd molecule leaves that row unscored
-            rows.append(None)
+        rows.append(score_row(MolScores(mol) if mol is not None else None, columns))
     return rows
+
+
+def score_frame(rows: Sequence[tuple | None], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows of :func:`score_row` as a typed table: ``valid`` (row not ``None``), then ``columns``
+    (counts as ``Int64``, ``moses_filter`` as ``boolean``, alert names as text, missing where unscored)."""
+    empty = tuple(None if c in _TEXT_COLUMNS else np.nan for c in columns)
+    out = pd.DataFrame([r if r is not None else empty for r in rows], columns=list(columns))
+    for c in columns:
+        if c == "moses_filter":
+            out[c] = out[c].astype("boolean")
+        elif c in ("hbd", "hba", "rotb", "rings"):
+            out[c] = out[c].astype("Int64")
+        elif c in _TEXT_COLUMNS:
+            out[c] = out[c].astype(object)
+    out.insert(0, "valid", [r is not None for r in rows])
+    return out
+
+
+def check_properties(properties: Sequence[str] | None) -> tuple[str, ...]:
+    """The score columns asked for (all of :data:`COLUMNS` for ``None``); an unknown one is an InputError."""
+    columns = tuple(COLUMNS if properties is None else properties)
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise InputError(f"unknown properties {unknown}; choose from {list(COLUMNS)}")
+    return columns
 
 
 # --- many molecules -------------------------------------------------------------------------------
@@ -355,24 +384,11 @@ def score(molecules, properties: Sequence[str] | None = None, n_jobs: int = 1,
         ``pains``/``brenk`` hold an alert name or "". ``out.attrs["renamed"]``: computed columns
         written under another name (``{}`` when none).
     """
-    columns = tuple(COLUMNS if properties is None else properties)
-    unknown = [c for c in columns if c not in COLUMNS]
-    if unknown:
-        raise InputError(f"unknown properties {unknown}; choose from {list(COLUMNS)}")
+    columns = check_properties(properties)
     smiles, table = _smiles_column(molecules)
     rows = parallel_map(_score_chunk, smiles, n_jobs=n_jobs, progress=progress,
                         description="scoring", extra=columns)
-    valid = [r is not None for r in rows]
-    empty = tuple(None if c in _TEXT_COLUMNS else np.nan for c in columns)
-    out = pd.DataFrame([r if r is not None else empty for r in rows], columns=list(columns))
-    for c in columns:
-        if c == "moses_filter":
-            out[c] = out[c].astype("boolean")
-        elif c in ("hbd", "hba", "rotb", "rings"):
-            out[c] = out[c].astype("Int64")
-        elif c in _TEXT_COLUMNS:
-            out[c] = out[c].astype(object)
-    out.insert(0, "valid", valid)
+    out = score_frame(rows, columns)
     renamed: dict[str, str] = {}
     if table is not None:
         out.index = table.index

@@ -13,7 +13,8 @@ fresh child). Memory must not grow with n: chunks of 16,384 rows are scored and 
 time. Writes JSON (machine, versions, one record per n) and prints one markdown line.
 
     python scripts/bench_batch.py                      # n = 10,000 and 100,000
-    python scripts/bench_batch.py --n 1000000          # 10^6 (about an hour on 2 cores)
+    python scripts/bench_batch.py --n 10000 100000 1000000 --work results/bench_batch_work
+                                                       # 10^6 too; rerun the same line after a kill
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -46,11 +48,16 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run(n: int, model: str, workers: str, min_score: float, folder: Path) -> dict:
-    """One end-to-end run of ``molgen generate`` in a child process, with its peak memory."""
+def run(n: int, model: str, workers: str, min_score: float, chunk_size: int, folder: Path) -> dict:
+    """One end-to-end run of ``molgen generate`` in a child process, with its peak memory.
+
+    ``--resume`` is always passed: a run killed part-way (a session that ended) continues from its
+    last whole chunk in ``folder`` when started again, and the record says how many rows it found.
+    """
     out = folder / f"bench-{n}.parquet"
     cmd = [sys.executable, "-m", "molgen.cli", "generate", "-m", model, "-n", str(n), "-o", str(out), "--score",
-           "--objective", str(OBJECTIVE), "--min-score", str(min_score), "--workers", workers]  # fmt: skip
+           "--objective", str(OBJECTIVE), "--min-score", str(min_score), "--workers", workers,
+           "--chunk-size", str(chunk_size), "--resume"]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -78,7 +85,11 @@ def run(n: int, model: str, workers: str, min_score: float, folder: Path) -> dic
     written = pq.read_metadata(out).num_rows
     out.unlink()
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"n": n, "seconds": round(seconds, 1), "mol_per_s": round(n / seconds, 1), "written": written,
+    resumed = int(re.search(r"([\d,]+) of them from the interrupted run", err).group(1).replace(",", "")) \
+        if "from the interrupted run" in err else 0
+    return {"n": n, "chunk_size": chunk_size, "resumed_rows": resumed, "seconds": round(seconds, 1),
+            # rate over the rows this leg drew; peak memory is the whole leg's either way
+            "mol_per_s": round((n - resumed) / seconds, 1), "written": written,
             "peak_rss_tree_mib": round(peak[0] / 2**20, 1),
             # ru_maxrss is the largest of all children so far: it means this run only where it rose
             "peak_rss_largest_process_mib": round(largest / 1024, 1) if largest > before else None,
@@ -91,6 +102,10 @@ def main() -> None:
     ap.add_argument("--model", default="smiles-gpt-moses-small")
     ap.add_argument("--workers", default="auto")
     ap.add_argument("--min-score", type=float, default=0.5)
+    ap.add_argument("--chunk-size", type=int, default=16_384, help="rows per chunk: the same for every n")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the runs' partial files here (default: a temporary folder), so that a killed "
+                         "benchmark resumes where each run stopped")
     ap.add_argument("--out", type=Path, default=ROOT / "results/bench_batch.json")
     args = ap.parse_args()
 
@@ -101,8 +116,10 @@ def main() -> None:
 
     records = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) if args.work is None else args.work
+        folder.mkdir(parents=True, exist_ok=True)
         for n in sorted(args.n):  # smallest first: ru_maxrss only rises
-            records.append(run(n, args.model, args.workers, args.min_score, Path(tmp)))
+            records.append(run(n, args.model, args.workers, args.min_score, args.chunk_size, folder))
             print(json.dumps(records[-1]), flush=True)
     result = {
         "what": "molgen generate --score --objective objective_druglike.toml --min-score, end to end in a child process",

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from rdkit import Chem
 from rdkit.Chem import QED, Crippen
 
-from molgen.errors import ConfigError
+import molgen as mg
+from molgen.errors import ConfigError, InputError
 from molgen.guide import COMPONENTS, BudgetExhausted, Objective, Oracle, parse_transform
 from molgen.guide import objectives as objectives_module
 
@@ -460,3 +462,16 @@ def test_example_configs_load_and_score():
     assert "property_model" in (ROOT / "scripts/configs/objective_example_all.toml").read_text()
     out = every(DRUGS)
     assert out.score.between(0, 1).all() and not out.attrs["errors"]
+
+
+def test_with_properties_is_the_objective_and_score_from_one_pass():
+    obj = Objective.from_toml(ROOT / "scripts/configs/objective_druglike.toml")
+    smiles = ["CC(=O)Oc1ccccc1C(=O)O", "not a molecule", "O=C(O)c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", None]
+    table, props = obj.with_properties(smiles, ("qed", "sa", "pains", "rings"), n_jobs=1)
+    pd.testing.assert_frame_equal(table, obj(smiles))
+    alone = mg.score(smiles, properties=["qed", "sa", "pains", "rings"]).drop(columns="smiles")
+    pd.testing.assert_frame_equal(props, alone, check_exact=False)
+    assert props["valid"].tolist() == [True, False, True, True, False]
+    assert obj.with_properties(smiles)[1] is None
+    with pytest.raises(InputError, match="unknown properties"):
+        obj.with_properties(smiles, ("colour",))

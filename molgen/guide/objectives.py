@@ -45,6 +45,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +60,7 @@ from molgen.files import read_toml
 from molgen.guide.components import COMPONENTS, Component
 from molgen.guide.transforms import describe_error, parse_transform
 from molgen.parallel import parallel_map
-from molgen.score import MolScores
+from molgen.score import MolScores, check_properties, score_frame, score_row
 
 __all__ = ["Objective", "Oracle", "BudgetExhausted", "RESERVED"]
 
@@ -191,51 +192,81 @@ class Objective:
 
     def __call__(self, smiles) -> pd.DataFrame:
         """Score molecules: one row per input (see the module docstring for the columns)."""
+        return self.with_properties(smiles)[0]
+
+    def with_properties(self, smiles, properties: Sequence[str] = (),
+                        n_jobs: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The objective's table and, for ``properties`` (:data:`molgen.score.COLUMNS`), the RDKit
+        score table of the same molecules, both from one pass over each molecule: a property the
+        objective also uses (QED, SA, logP, alerts) is computed once. Batch scoring
+        (``molgen generate --score --objective``) runs this way.
+
+        Args:
+            smiles: SMILES strings (or RDKit Mols), one row per input in each table.
+            properties: score columns to compute beside the objective; none gives ``None`` as the second table.
+            n_jobs: worker processes for this call (default: the file's ``n_jobs``).
+
+        Returns:
+            ``(objective table, property table)``; the property table is :func:`molgen.score.score`'s
+            without ``smiles`` (``valid``, then ``properties``), its rows read by canonical SMILES.
+        """
         smiles = _as_list(smiles)
+        properties = check_properties(properties) if properties else ()
         canon = [canonicalize(s) if isinstance(s, str) else None for s in smiles]
         unique = list(dict.fromkeys(c for c in canon if c is not None))
-        rows, errors = self.score_canonical(unique)
+        rows, errors, props = self._score(unique, properties, self.n_jobs if n_jobs is None else n_jobs)
         out = self._table(smiles, canon, dict(zip(unique, rows, strict=True)))
         out.attrs = {"errors": errors}
-        return out
+        if not properties:
+            return out, None
+        lookup = dict(zip(unique, props, strict=True))
+        return out, score_frame([lookup[c] if c is not None else None for c in canon], properties)
 
     def score_canonical(self, smiles: list[str]) -> tuple[np.ndarray, list[str]]:
         """Rows ``[score, raw_1, d_1, raw_2, d_2, ...]`` for distinct canonical SMILES of valid molecules,
         and the messages of the oracle batches that failed."""
-        raw, errors = self._raw(smiles)
+        rows, errors, _ = self._score(smiles, (), self.n_jobs)
+        return rows, errors
+
+    def _score(self, smiles: list[str], properties: tuple[str, ...], n_jobs: int):
+        raw, errors, props = self._raw(smiles, properties, n_jobs)
         d = np.column_stack([c.transform(raw[:, j]) for j, c in enumerate(self.components)]) if len(smiles) \
             else np.zeros((0, len(self.components)))
         rows = np.empty((len(smiles), 1 + 2 * len(self.components)))
         rows[:, 0] = self._combine(d)
         rows[:, 1::2], rows[:, 2::2] = raw, d
-        return rows, errors
+        return rows, errors, props
 
-    def _raw(self, smiles: list[str]) -> tuple[np.ndarray, list[str]]:
+    def _raw(self, smiles: list[str], properties: tuple[str, ...] = (), n_jobs: int = 1):
+        """Raw component values, failed-batch messages, and ``properties`` rows (:func:`molgen.score.score_row`)."""
         raw = np.full((len(smiles), len(self.components)), np.nan)
         errors: list[str] = []
+        props: list = []
         if not smiles:
-            return raw, errors
+            return raw, errors, props
         per = [j for j, c in enumerate(self.components) if c.per_molecule]
-        if per:
+        if per or properties:
             mine = [self.components[j] for j in per]
 
             def chunk(args):  # forked workers inherit this closure (compiled SMARTS, fingerprints)
                 part, _ = args
                 _block = quiet()  # noqa: F841
-                return [_values(mine, s) for s in part]
+                return [_values(mine, s, properties) for s in part]
 
-            values = parallel_map(chunk, smiles, n_jobs=self.n_jobs, chunk=_CHUNK)
-            raw[:, per] = np.asarray(values, dtype=np.float64).reshape(len(smiles), len(per))
+            values = parallel_map(chunk, smiles, n_jobs=n_jobs, chunk=_CHUNK)
+            if per:
+                raw[:, per] = np.asarray([v for v, _ in values], dtype=np.float64).reshape(len(smiles), len(per))
+            props = [p for _, p in values]
         for j, c in enumerate(self.components):
             if c.per_molecule:
                 continue
-            raw[:, j], failed = c.values(smiles, self.n_jobs)
+            raw[:, j], failed = c.values(smiles, n_jobs)
             for message in failed:
                 message = f"component {j + 1} '{c.label}' ({c.kind}): {message}"
                 log.warning(message)
                 errors.append(message)
                 self.errors[c.label] += 1
-        return raw, errors
+        return raw, errors, props
 
     def _combine(self, d: np.ndarray) -> np.ndarray:
         used = self.weights > 0
@@ -260,7 +291,8 @@ class Objective:
         return f"Objective({self.aggregate} mean of {parts})"
 
 
-def _values(components: list[Component], smiles: str) -> list[float]:
+def _values(components: list[Component], smiles: str, properties: tuple[str, ...] = ()):
+    """The components' raw values for one molecule, and its ``properties`` row, from one :class:`MolScores`."""
     mol = to_mol(smiles)
     ms = MolScores(mol) if mol is not None else None
     out = []
@@ -269,7 +301,7 @@ def _values(components: list[Component], smiles: str) -> list[float]:
             out.append(float(c.value(ms)))
         except Exception:  # an RDKit failure on an odd molecule leaves that value NaN (desirability 0)
             out.append(math.nan)
-    return out
+    return out, score_row(ms, properties) if properties else None
 
 
 def _message(source: str, problems: list[tuple[int | None, str]]) -> str:
