@@ -469,7 +469,7 @@ def fit_property_cmd(
     data: str = typer.Argument(..., help="Molecules with a measured property: a file, or a data set name (e.g. solubility)."),
     target: str = typer.Option(..., "--target", "-y", help="The property column (e.g. logS)."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for the fitted model (config.json + weights.safetensors)."),
-    features: str = typer.Option("graph-vae-moses", "--features", help="graph-vae-moses, smiles-gpt-moses, smiles-gpt-moses-small, ecfp, or a checkpoint folder."),
+    features: str = typer.Option("graph-vae-moses", "--features", help="graph-vae-moses, graph-vae-moses:layers (every encoder layer pooled), smiles-gpt-moses, smiles-gpt-moses-small, ecfp, or a checkpoint folder."),
     head: str = typer.Option("ridge", "--head", help="ridge, mlp or gp (a Gaussian process: predictions with a std)."),
     smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
     seed: int = typer.Option(0, "--seed"),

@@ -48,13 +48,14 @@ TASKS = ("property", "generation")
 
 METHODS = ("ecfp+rf", "ecfp+ridge", "ecfp+gp",
            "graph-vae-moses+ridge", "graph-vae-moses+gp", "graph-vae-moses+mlp",
+           "graph-vae-moses:layers+ridge", "graph-vae-moses:layers+gp",
            "smiles-gpt-moses-small+ridge", "smiles-gpt-moses-small+gp",
            "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp",
            "gnn-scratch+mlp", "graph-vae-moses-finetuned+mlp")  # fmt: skip
 #: end-to-end methods: features name -> (base model whose encoder is used, pretrained weights?, encoder lr)
 _END_TO_END = {"gnn-scratch": ("graph-vae-moses", False, 1e-3),
                "graph-vae-moses-finetuned": ("graph-vae-moses", True, 1e-4)}  # fmt: skip
-DEFAULT_METHODS = ("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "graph-vae-moses+gp",
+DEFAULT_METHODS = ("ecfp+rf", "ecfp+gp", "graph-vae-moses+ridge", "graph-vae-moses+gp", "graph-vae-moses:layers+gp",
                    "smiles-gpt-moses+ridge", "smiles-gpt-moses+gp")  # fmt: skip
 
 

@@ -37,8 +37,11 @@ from molgen.files import atomic_path, write_json
 
 __all__ = ["FEATURES", "HEADS", "embed", "feature_id", "Embedder", "PropertyModel"]
 
-#: feature extractors known by name: the shipped models, and ECFP4 (2,048 bits) as the baseline
-FEATURES = ("graph-vae-moses", "smiles-gpt-moses", "smiles-gpt-moses-small", "ecfp")
+#: feature extractors known by name: the shipped models, and ECFP4 (2,048 bits) as the baseline.
+#: ``"<graph-vae>:layers"`` reads the graph-VAE's atom states pooled after every layer instead of its
+#: posterior mean (:meth:`molgen.models.graph_vae.GraphVAE.embed`, ``pooling="layers"``).
+FEATURES = ("graph-vae-moses", "graph-vae-moses:layers", "smiles-gpt-moses", "smiles-gpt-moses-small", "ecfp")
+_POOLED = ":layers"  # suffix of a graph-VAE name or folder: embed with pooling="layers"
 #: property heads of :class:`PropertyModel`
 HEADS = ("ridge", "mlp", "gp")
 _FORMAT = "molgen.PropertyModel/1"
@@ -48,8 +51,16 @@ _IDS: dict[str, str] = {}  # name or folder -> weights sha256
 _CACHE: dict[tuple[str, str], np.ndarray] = {}  # (feature id, canonical SMILES) -> vector
 
 
+def _pooling(model) -> tuple[object, str | None]:
+    """``("graph-vae-moses", "layers")`` for ``"graph-vae-moses:layers"``; other models as they are, no pooling."""
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(_POOLED):
+        return str(model)[: -len(_POOLED)], _POOLED[1:]
+    return model, None
+
+
 def _load(model):
     """A feature model object from a name, folder or object (loaded once per process)."""
+    model, _ = _pooling(model)
     if not isinstance(model, (str, os.PathLike)):
         return model
     key = str(model)
@@ -69,7 +80,7 @@ def feature_id(model) -> str:
     key = str(model) if isinstance(model, (str, os.PathLike)) else id(model)
     if isinstance(key, str) and key in _IDS:  # a name's weights are read once per process
         return _IDS[key]
-    out = state_sha256(_load(model))
+    out = state_sha256(_load(model)) + (_POOLED if _pooling(model)[1] else "")
     if isinstance(key, str):
         _IDS[key] = out
     return out
@@ -79,7 +90,8 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
     """Feature vectors of molecules: one float32 row each, NaN where the model cannot read one.
 
     Args:
-        model: ``"graph-vae-moses"`` (posterior mean), ``"smiles-gpt-moses"`` /
+        model: ``"graph-vae-moses"`` (posterior mean), ``"graph-vae-moses:layers"`` (atom states
+            pooled after every encoder layer; a checkpoint folder + ``:layers`` too), ``"smiles-gpt-moses"`` /
             ``"smiles-gpt-moses-small"`` (pooled hidden state), a checkpoint folder or model
             object with ``embed()``, or ``"ecfp"`` (Morgan radius 2, 2,048 bits, as 0/1).
         smiles: the molecules; invalid SMILES give NaN rows.
@@ -112,12 +124,15 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
 def _compute(model, smiles: list[str], batch_size: int) -> np.ndarray:
     if isinstance(model, str) and model == "ecfp":
         return chem.fps_to_numpy(chem.morgan_fps(smiles, 2, 2048), 2048).astype(np.float32)
+    pooling = _pooling(model)[1]
     model = _load(model)
     if not hasattr(model, "embed"):
         raise InputError(f"{type(model).__name__} cannot embed molecules; use one of {', '.join(FEATURES)}")
+    if pooling and not hasattr(model, "embed_width"):
+        raise InputError(f"'{_POOLED}' reads a graph-VAE's layers; {type(model).__name__} has none to pool")
     with warnings.catch_warnings():  # the rows a model cannot read come back NaN and are counted by the caller
         warnings.simplefilter("ignore", UserWarning)
-        vectors = model.embed(smiles, batch_size=batch_size)
+        vectors = model.embed(smiles, batch_size=batch_size, **({"pooling": pooling} if pooling else {}))
     vectors = vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else np.asarray(vectors)
     return vectors.astype(np.float32)
 

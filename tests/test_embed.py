@@ -66,6 +66,25 @@ def test_graph_vae_embedding_is_the_posterior_mean(models, real_smiles):
     torch.testing.assert_close(vae.embed(real_smiles), vae.encode(real_smiles), atol=1e-6, rtol=1e-6)
 
 
+def test_graph_vae_layer_pooling_reads_every_layer_and_ends_where_the_posterior_mean_starts(models, real_smiles):
+    vae = models["graph-vae-moses"]
+    cfg = vae.config
+    layers = vae.embed(real_smiles, pooling="layers")
+    assert layers.shape == (len(real_smiles), vae.embed_width("layers")) == (len(real_smiles), 2 * cfg.hidden * (cfg.enc_layers + 1))
+    # the last block's pools are the readout's input: through readout and mu they give the posterior mean
+    last = layers[:, -2 * cfg.hidden :]
+    with torch.no_grad():
+        torch.testing.assert_close(vae.encoder.mu(vae.encoder.readout(last)), vae.embed(real_smiles), atol=1e-5, rtol=1e-5)
+    # the first pools are the input embedding: twice the molecule, twice the sum, the same mean
+    first = vae.embed(["c1ccccc1O", "c1ccccc1O.c1ccccc1O"], pooling="layers")[:, : 2 * cfg.hidden]
+    torch.testing.assert_close(first[1, : cfg.hidden], 2 * first[0, : cfg.hidden], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first[1, cfg.hidden :], first[0, cfg.hidden :], atol=1e-5, rtol=1e-5)
+    with pytest.warns(UserWarning, match="1 of 2 molecules"):
+        assert vae.embed(["CCO", "CC[Pt]Cl"], pooling="layers")[1].isnan().all()
+    with pytest.raises(InputError, match="pooling must be one of mu, layers"):
+        vae.embed(real_smiles, pooling="max")
+
+
 def test_gpt_poolings_and_modes(models, moses200):
     gpt = models["smiles-gpt-moses"]
     mean, last, mx = (gpt.embed(moses200[:8], pooling=p) for p in ("mean", "last", "max"))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import molgen as mg
 from molgen.cli import app
 from molgen.errors import ConfigError, InputError
-from molgen.transfer import Embedder, PropertyModel, embed
+from molgen.transfer import Embedder, PropertyModel, embed, feature_id
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,17 @@ def test_the_end_to_end_gnns_beat_the_mean_and_fine_tune_a_copy_of_the_shipped_e
     assert state_sha256(shipped) == before
     pred = model.predict(smiles)
     assert np.isnan(pred[-2:]).all() and np.isfinite(pred[:-2]).all()
+
+
+def test_layer_pooled_graph_vae_features_are_their_own_extractor(tmp_path, solubility):
+    train, test = solubility
+    smiles = ["CCO", "c1ccccc1O", "junk"]
+    X = embed("graph-vae-moses:layers", smiles)  # noqa: N806
+    assert X.shape == (3, 1280) and np.isfinite(X[:2]).all() and np.isnan(X[2]).all()
+    assert feature_id("graph-vae-moses:layers") == feature_id("graph-vae-moses") + ":layers"
+    pm = PropertyModel("graph-vae-moses:layers", head="ridge").fit(train.head(60), target="logS")
+    pm.save(tmp_path / "m")
+    np.testing.assert_allclose(PropertyModel.load(tmp_path / "m").predict(test.smiles[:5])["mean"],
+                               pm.predict(test.smiles[:5])["mean"])  # fmt: skip
+    with pytest.raises(InputError, match="reads a graph-VAE's layers; SmilesGPT has none"):
+        embed("smiles-gpt-moses-small:layers", ["CCO"])

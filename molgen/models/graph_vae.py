@@ -75,6 +75,15 @@ class GINEBlock(nn.Module):
         return h + self.drop(F.gelu(self.norm(self.conv(h, edge_index, e))))
 
 
+#: how :meth:`GraphVAE.embed` turns a molecule into one vector
+POOLINGS = ("mu", "layers")
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+
+
 class GraphEncoder(nn.Module):
     """Atom type + free valence embeddings -> GINE blocks -> sum & mean readout -> (mu, logvar)."""
 
@@ -92,16 +101,26 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int):
         """Shapes: x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,) -> mu, logvar (B, L)."""
+        g = self.readout(self.pools(x, edge_index, edge_attr, batch, n_graphs)[-1])
+        return self.mu(g), self.logvar(g).clamp(-10, 10)
+
+    def pools(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int) -> list[Tensor]:
+        """Per molecule, ``[sum / 8, mean]`` of the atom states after the input embedding and after
+        each GINE block (the last is the readout's input). Shapes: -> enc_layers + 1 of (B, 2 * hidden)."""
         order = (edge_attr + 1).to(torch.long)
         bonded = scatter(order, edge_index[0], 0, dim_size=len(x), reduce="sum")
         free = (self.valence[x] - bonded).clamp(0, MAX_REM)  # implicit hydrogens, roughly
         h = self.atom_emb(x) + self.free_emb(free)
         e = self.bond_emb(edge_attr)
+
+        def pool(h: Tensor) -> Tensor:
+            return torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
+
+        out = [pool(h)]
         for block in self.blocks:
             h = block(h, edge_index, e)
-        g = torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
-        g = self.readout(g)
-        return self.mu(g), self.logvar(g).clamp(-10, 10)
+            out.append(pool(h))
+        return out
 
 
 class GraphVAE(nn.Module):
@@ -293,14 +312,26 @@ class GraphVAE(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        """Width of :meth:`embed`'s vectors: the latent size."""
+        """Width of :meth:`embed`'s vectors (the default ``pooling="mu"``): the latent size."""
         return self.config.latent
 
-    def embed(self, smiles, batch_size: int = 512, errors: str = "nan", grad: bool = False) -> Tensor:
+    def embed_width(self, pooling: str = "mu") -> int:
+        """Width of :meth:`embed`'s vectors under ``pooling``."""
+        check_pooling(pooling)
+        return self.config.latent if pooling == "mu" else 2 * self.config.hidden * (self.config.enc_layers + 1)
+
+    def embed(self, smiles, batch_size: int = 512, errors: str = "nan", grad: bool = False,
+              pooling: str = "mu") -> Tensor:  # fmt: skip
         """Vectors for molecules: the posterior means (what :meth:`encode` gives), the input of a property head.
 
         Args:
             smiles: SMILES strings (or RDKit Mols; one string counts as a list of one).
+            pooling: ``"mu"``, the posterior mean (``latent`` wide); ``"layers"``, the sum and the
+                mean of the atom states after the input embedding and after every GINE block,
+                concatenated (``2 * hidden * (enc_layers + 1)`` wide): every radius of the atoms'
+                neighbourhoods, before the readout squeezes them for reconstruction. On
+                ``solubility`` (scaffold split, GP head) ``"layers"`` predicts better at every
+                training size (``molgen experiment transfer``; docs/transfer.md).
             errors: ``"nan"``: a molecule that does not parse or has an atom outside the model's atom
                 vocabulary (:data:`~molgen.featurize.ATOM_VOCAB`) is a row of NaN, with one warning
                 naming the rows; ``"raise"``: an :class:`~molgen.errors.InputError` for the first.
@@ -313,6 +344,7 @@ class GraphVAE(nn.Module):
         from molgen.models.heads import check_errors, embedding, report_failures
 
         check_errors(errors)
+        width = self.embed_width(pooling)
         items = [smiles] if isinstance(smiles, str) else list(smiles)
         # ordinary SMILES through the flat-array fast path (the same graphs, ~6x faster); Mols, long
         # strings (they meet the size limits of molgen.chem there) and rows it skips go one by one,
@@ -329,11 +361,18 @@ class GraphVAE(nn.Module):
             except InputError as err:
                 failed[row] = str(err)
         report_failures(failed, errors, len(items))
-        out = torch.full((len(items), self.config.latent), float("nan"), device=self.device)
+        out = torch.full((len(items), width), float("nan"), device=self.device)
         rows = sorted(graphs)
+
+        def vectors(batch: Batch) -> Tensor:
+            if pooling == "mu":
+                return self.encode_graphs(batch)[0]
+            return torch.cat(self.encoder.pools(batch.x, batch.edge_index, batch.edge_attr, batch.batch,
+                                                len(batch.ptr) - 1), -1)  # fmt: skip
+
         with embedding(self, grad):
             parts = [
-                self.encode_graphs(Batch.from_data_list([graphs[r] for r in rows[i : i + batch_size]]).to(self.device))[0]
+                vectors(Batch.from_data_list([graphs[r] for r in rows[i : i + batch_size]]).to(self.device))
                 for i in range(0, len(rows), batch_size)
             ]
             if rows:
