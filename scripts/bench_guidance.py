@@ -3,6 +3,7 @@
     python scripts/bench_guidance.py                                  # 20 tasks x prior/rl/latent, 10,000 calls, 1 seed
     python scripts/bench_guidance.py --tasks qed,celecoxib_rediscovery --budget 2000 --seeds 1
     python scripts/bench_guidance.py --methods latent --seeds 0,1,2 --out results/bench_guidance_latent.json
+    python scripts/bench_guidance.py --tasks solubility_gp --budget 2000 --out results/bench_guidance_property.json
 
 The protocol of PMO (Gao et al. 2022, "Sample efficiency matters", NeurIPS Datasets and
 Benchmarks; github.com/wenhao-gao/mol_opt): each run gets a budget of oracle calls (distinct valid
@@ -111,12 +112,47 @@ def summarise(smiles: list[str], scores: list[float], budget: int, seconds: floa
             "calls": int(len(s)), "seconds": round(seconds, 1), "best": top100[0] if top100 else None}  # fmt: skip
 
 
+#: tasks built on a fitted PropertyModel (not PMO's): name -> objective TOML, ``{model}`` the model's folder
+PROPERTY_TASKS = {
+    # predicted aqueous solubility (GP on graph-vae-moses layer-pooled features, fitted on all of
+    # `solubility`), 0.5 at logS -2, with QED so that the optimum is a drug-like soluble molecule,
+    # not the smallest one
+    "solubility_gp": """description = "predicted logS (GP on graph-vae-moses:layers, all of solubility) and QED"
+
+[[component]]
+kind = "property_model"
+path = "{model}"
+name = "logS"
+weight = 1.0
+transform = {{ type = "sigmoid", low = -4.0, high = 0.0, k = 0.5 }}
+
+[[component]]
+kind = "qed"
+weight = 1.0
+""",
+}
+
+
+def property_model(work: Path) -> Path:
+    """The solubility GP of ``solubility_gp``, fitted once and kept in ``work``."""
+    folder = work / "solubility_gp_model"
+    if not (folder / "config.json").exists():
+        import molgen as mg
+        from molgen.transfer import PropertyModel
+
+        PropertyModel("graph-vae-moses:layers", head="gp").fit(mg.datasets.load("solubility"), target="logS").save(folder)
+    return folder
+
+
 def one_run(task: str, method: str, seed: int, budget: int, work: Path) -> dict:
     folder = work / f"{task}-{method}-{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     objective = folder / "objective.toml"
-    objective.write_text(f'description = "PMO {task}"\n\n[[component]]\nkind = "pmo"\ntask = "{task}"\n')
+    if task in PROPERTY_TASKS:
+        objective.write_text(PROPERTY_TASKS[task].format(model=property_model(work).resolve()))
+    else:
+        objective.write_text(f'description = "PMO {task}"\n\n[[component]]\nkind = "pmo"\ntask = "{task}"\n')
     t0 = time.perf_counter()
     smiles, scores = METHODS[method](objective, budget, seed, folder / "run")
     return {"task": task, "method": method, "seed": seed,
@@ -183,7 +219,8 @@ def main() -> None:
     from molgen.guide.pmo import TASKS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated PMO tasks (molgen.guide.pmo.TASKS)")
+    ap.add_argument("--tasks", default=",".join(TASKS),
+                    help="comma-separated PMO tasks (molgen.guide.pmo.TASKS), or solubility_gp (a PropertyModel objective)")
     ap.add_argument("--methods", default="prior,rl,latent")
     ap.add_argument("--seeds", default="1", help="a count (3 = seeds 0, 1, 2) or a list (0,5,7)")
     ap.add_argument("--budget", type=int, default=10_000)
@@ -193,9 +230,10 @@ def main() -> None:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [t for t in tasks if t not in TASKS] + [m for m in methods if m not in METHODS]
+    known = [*TASKS, *PROPERTY_TASKS]
+    bad = [t for t in tasks if t not in known] + [m for m in methods if m not in METHODS]
     if bad:
-        raise SystemExit(f"unknown task or method: {', '.join(bad)} (tasks: {', '.join(TASKS)}; methods: {', '.join(METHODS)})")
+        raise SystemExit(f"unknown task or method: {', '.join(bad)} (tasks: {', '.join(known)}; methods: {', '.join(METHODS)})")
     seeds = list(range(int(args.seeds))) if "," not in args.seeds else [int(s) for s in args.seeds.split(",")]
     work = args.work or args.out.with_suffix("").with_name(args.out.stem + "_runs")
 
