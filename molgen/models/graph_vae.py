@@ -101,12 +101,14 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int):
         """Shapes: x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,) -> mu, logvar (B, L)."""
-        g = self.readout(self.pools(x, edge_index, edge_attr, batch, n_graphs)[-1])
+        g = self.readout(self.pools(x, edge_index, edge_attr, batch, n_graphs, every=False)[-1])
         return self.mu(g), self.logvar(g).clamp(-10, 10)
 
-    def pools(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int) -> list[Tensor]:
+    def pools(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int,
+              every: bool = True) -> list[Tensor]:  # fmt: skip
         """Per molecule, ``[sum / 8, mean]`` of the atom states after the input embedding and after
-        each GINE block (the last is the readout's input). Shapes: -> enc_layers + 1 of (B, 2 * hidden)."""
+        each GINE block (the last is the readout's input); ``every=False``: the last alone.
+        Shapes: -> enc_layers + 1 (or 1) of (B, 2 * hidden)."""
         order = (edge_attr + 1).to(torch.long)
         bonded = scatter(order, edge_index[0], 0, dim_size=len(x), reduce="sum")
         free = (self.valence[x] - bonded).clamp(0, MAX_REM)  # implicit hydrogens, roughly
@@ -116,11 +118,12 @@ class GraphEncoder(nn.Module):
         def pool(h: Tensor) -> Tensor:
             return torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
 
-        out = [pool(h)]
+        out = [pool(h)] if every else []
         for block in self.blocks:
             h = block(h, edge_index, e)
-            out.append(pool(h))
-        return out
+            if every:
+                out.append(pool(h))
+        return out if every else [pool(h)]
 
 
 class GraphVAE(nn.Module):
