@@ -1,6 +1,7 @@
 """Benchmark guided generation on the PMO protocol; writes JSON and a markdown table.
 
     python scripts/bench_guidance.py                                  # 20 tasks x prior/rl/latent, 10,000 calls, 1 seed
+    python scripts/bench_guidance.py --seeds 3 --resume                # the same line again after a kill: missing runs only
     python scripts/bench_guidance.py --tasks qed,celecoxib_rediscovery --budget 2000 --seeds 1
     python scripts/bench_guidance.py --methods latent --seeds 0,1,2 --out results/bench_guidance_latent.json
     python scripts/bench_guidance.py --tasks solubility_gp --budget 2000 --out results/bench_guidance_property.json
@@ -226,6 +227,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=Path("results/bench_guidance.json"))
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: next to --out)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in --out (same budget) and run only the missing task/method/seed")
     args = ap.parse_args()
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -244,9 +247,20 @@ def main() -> None:
     torch.set_num_threads(1)
     result = {"machine": machine(), "budget": args.budget, "tasks": tasks, "methods": methods, "seeds": seeds,
               "threads": torch.get_num_threads(), "reinvent_pmo": REINVENT_PMO, "runs": []}  # fmt: skip
+    done = {}
+    if args.resume and args.out.exists():
+        import json
+
+        before = json.loads(args.out.read_text())
+        if before.get("budget") != args.budget:
+            raise SystemExit(f"--resume: {args.out} holds runs at a budget of {before.get('budget')}, not {args.budget}")
+        done = {(r["task"], r["method"], r["seed"]): r for r in before.get("runs", [])}
     for task in tasks:
         for method in methods:
             for seed in seeds:
+                if (task, method, seed) in done:
+                    result["runs"].append(done[(task, method, seed)])
+                    continue
                 run = one_run(task, method, seed, args.budget, work)
                 result["runs"].append(run)
                 print(f"{task:26s} {method:7s} seed {seed}: AUC top-10 {run['auc_top10']:.3f}  top-1 {run['top1']:.3f}  "
@@ -254,6 +268,8 @@ def main() -> None:
                       f"{run['seconds']:.0f} s", flush=True)
                 result["aggregate"] = aggregate(result["runs"], tasks, methods)
                 write_json(args.out, result)  # after every run: a long benchmark keeps what it has
+    result["aggregate"] = aggregate(result["runs"], tasks, methods)
+    write_json(args.out, result)
     with atomic_path(args.out.with_suffix(".md")) as tmp:
         Path(tmp).write_text(markdown(result))
     print(markdown(result))
