@@ -10,6 +10,7 @@ PyG's ``VGAE``: ``encode_graphs`` / ``reparametrize`` / ``decode_graphs`` / ``kl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,29 +102,31 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int):
         """Shapes: x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,) -> mu, logvar (B, L)."""
-        g = self.readout(self.pools(x, edge_index, edge_attr, batch, n_graphs, every=False)[-1])
+        *_, h = self._states(x, edge_index, edge_attr)
+        g = self.readout(_pool(h, batch, n_graphs))
         return self.mu(g), self.logvar(g).clamp(-10, 10)
 
-    def pools(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int,
-              every: bool = True) -> list[Tensor]:  # fmt: skip
+    def pools(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, n_graphs: int) -> list[Tensor]:
         """Per molecule, ``[sum / 8, mean]`` of the atom states after the input embedding and after
-        each GINE block (the last is the readout's input); ``every=False``: the last alone.
-        Shapes: -> enc_layers + 1 (or 1) of (B, 2 * hidden)."""
+        each GINE block (the last is the readout's input). Shapes: -> enc_layers + 1 of (B, 2 * hidden)."""
+        return [_pool(h, batch, n_graphs) for h in self._states(x, edge_index, edge_attr)]
+
+    def _states(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Iterator[Tensor]:
+        """The atom states after the input embedding, then after each GINE block. Shapes: -> (A, hidden) each."""
         order = (edge_attr + 1).to(torch.long)
         bonded = scatter(order, edge_index[0], 0, dim_size=len(x), reduce="sum")
         free = (self.valence[x] - bonded).clamp(0, MAX_REM)  # implicit hydrogens, roughly
         h = self.atom_emb(x) + self.free_emb(free)
         e = self.bond_emb(edge_attr)
-
-        def pool(h: Tensor) -> Tensor:
-            return torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
-
-        out = [pool(h)] if every else []
+        yield h
         for block in self.blocks:
             h = block(h, edge_index, e)
-            if every:
-                out.append(pool(h))
-        return out if every else [pool(h)]
+            yield h
+
+
+def _pool(h: Tensor, batch: Tensor, n_graphs: int) -> Tensor:
+    """``[sum / 8, mean]`` of atom states per molecule. Shapes: (A, H) -> (B, 2H)."""
+    return torch.cat([global_add_pool(h, batch, n_graphs) / 8.0, global_mean_pool(h, batch, n_graphs)], -1)
 
 
 class GraphVAE(nn.Module):
