@@ -512,6 +512,7 @@ def _optimize(out: Path, target: Target, s: DemoSettings, log) -> dict:
 
 def _judge(out: Path, target: Target, s: DemoSettings, n_jobs: int) -> dict:
     """candidates.csv, their figures against the target set, and the predicted-property shift."""
+    from molgen.finetune import SAMPLES
     from molgen.metrics import evaluate
     from molgen.models import load_pretrained
     from molgen.sample import sample
@@ -527,8 +528,12 @@ def _judge(out: Path, target: Target, s: DemoSettings, n_jobs: int) -> dict:
                         "shares_target_scaffold": float(cands["shares_target_scaffold"].mean()),
                         "mean_nearest_similarity": float(cands["nearest_target_similarity"].mean()),
                         "mean_qed": float(cands["qed"].mean()), "mean_sa": float(cands["sa"].mean())})  # fmt: skip
-    samples = {label: sample(load_pretrained(model), s.eval_samples, seed=s.seed)
-               for label, model in (("parent", s.base), ("fine-tuned", str(out / "finetune" / "export")))}
+    # the samples the fine-tuning report measured (same models, number and seed); drawn again only for a
+    # fine-tuning run from before finetune() kept them
+    samples = {}
+    for label, model in (("parent", s.base), ("fine-tuned", str(out / "finetune" / "export"))):
+        kept = out / "finetune" / SAMPLES[label]
+        samples[label] = pd.read_csv(kept) if kept.is_file() else sample(load_pretrained(model), s.eval_samples, seed=s.seed)
     sets = {"parent samples": _valid(samples["parent"]), "fine-tuned samples": _valid(samples["fine-tuned"]),
             "candidates": cands["smiles"].tolist()}
     shift, predicted = _shift(sets, out / "property_model", target)

@@ -44,8 +44,10 @@ import pandas as pd
 
 from molgen.errors import ConfigError, InputError
 
-__all__ = ["finetune", "finetune_config", "run_config", "assess", "REPORT_KEYS"]
+__all__ = ["finetune", "finetune_config", "run_config", "assess", "REPORT_KEYS", "SAMPLES"]
 
+#: the samples each report measured, in the run folder (``molgen demo`` reads them rather than drawing them again)
+SAMPLES = {"parent": "samples_parent.csv", "fine-tuned": "samples_finetuned.csv"}
 REPORT_KEYS = ("valid", "unique", "novel_moses", "novel_target", "FCD", "SNN", "Frag", "Scaf", "scaffold_share",
                "IntDiv", "held_out_nll", "held_out_unreadable", "held_out_nll_common", "held_out_common_n",
                "moses_FCD", "moses_nll", "property_mean", "property_q25", "property_median", "property_q75")  # fmt: skip
@@ -208,14 +210,15 @@ def finetune_config(config) -> tuple:
     predictor, predictor_info = _property_model(ft, train, held, measured, parts, seed)
     base = load_pretrained(config.init_from, device="cpu")
     print(f"measuring the parent {config.init_from} ({ft.eval_samples} samples)", flush=True)
-    before = assess(base, train, held, ft.eval_samples, seed, moses, predictor)
+    run_dir = Path(config.run_dir)
+    before = assess(base, train, held, ft.eval_samples, seed, moses, predictor, save=run_dir / SAMPLES["parent"])
     export = pretrain(source if source is not None else config)
     model = load_pretrained(export, device="cpu")  # a LoRA run's adapter comes merged into its base
     rounds = []
     if ft.iterate:
         model, export, rounds = _iterate(config, model, export, predictor, train, seed)
     print(f"measuring the fine-tuned model {export} ({ft.eval_samples} samples)", flush=True)
-    after = assess(model, train, held, ft.eval_samples, seed, moses, predictor)
+    after = assess(model, train, held, ft.eval_samples, seed, moses, predictor, save=run_dir / SAMPLES["fine-tuned"])
     _common_fit(before, after)
     prov = model.provenance
     done = prov.get("finetune", {})
@@ -231,7 +234,6 @@ def finetune_config(config) -> tuple:
         "weights": prov["data"].get("weights"), "property_model": predictor_info, "rounds": rounds,
         "before": before, "after": after, "forgetting": _forgetting(before, after),
     }  # fmt: skip
-    run_dir = Path(config.run_dir)
     write_json(run_dir / "report.json", report)
     (run_dir / "report.md").write_text(markdown(report))
     return model, report
@@ -270,11 +272,11 @@ def _materialise(data, target_col, min_target, smiles_col, out: Path, keep: str 
 
 
 def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: int = 0,
-           moses: list[str] | None = None, property_model=None) -> dict:  # fmt: skip
+           moses: list[str] | None = None, property_model=None, save: Path | None = None) -> dict:  # fmt: skip
     """The report's figures for one model (see the module docstring); ``held_out`` may be empty;
     ``moses`` (MOSES test molecules) adds the forgetting figures ``moses_FCD`` and ``moses_nll``;
     ``property_model`` (``smiles -> DataFrame(mean, ...)``, a PropertyModel) the predicted property's
-    mean and quartiles over the valid samples."""
+    mean and quartiles over the valid samples; ``save``: a CSV file for the samples measured."""
     from molgen.chem import scaffold, to_smiles
     from molgen.metrics import evaluate, novelty
     from molgen.metrics.features import smiles_hashes
@@ -282,6 +284,10 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
     from molgen.sample import sample
 
     samples = sample(model, n, seed=seed)
+    if save is not None:
+        from molgen.io import write_table
+
+        write_table(samples, save)
     valid = [to_smiles(s) for s in samples.loc[samples["valid"], "smiles"]]
     valid = [s for s in valid if s is not None]
     out: dict = {"valid": len(valid) / n, "unique": len(set(valid)) / len(valid) if valid else math.nan,

@@ -17,6 +17,7 @@ import molgen as mg
 from molgen.config import parse_config
 from molgen.datasets import load, moses_smiles
 from molgen.errors import ConfigError
+from molgen.finetune import SAMPLES
 from molgen.models.hub import WEIGHTS_NAME, from_pretrained, resolve, save_pretrained
 from molgen.train import pretrain
 from molgen.train.freeze import FreezePolicy, apply_freeze
@@ -205,6 +206,10 @@ forgetting_molecules = 40
     assert report["forgetting"]["moses_nll"] == pytest.approx(report["after"]["moses_nll"] - report["before"]["moses_nll"])
     assert set(report["forgetting"]) == {"valid", "moses_FCD", "moses_nll"} and report["forgetting_molecules"] == 40
     assert report["trainable"]["fraction"] == 1.0 and report["freeze"] == "none"
+    kept = {side: pd.read_csv(tmp_path / "run" / name) for side, name in SAMPLES.items()}  # the samples measured
+    assert len(kept["parent"]) == len(kept["fine-tuned"]) == 12
+    assert kept["parent"]["valid"].mean() == pytest.approx(report["before"]["valid"])
+    assert kept["fine-tuned"]["valid"].mean() == pytest.approx(report["after"]["valid"])
     md = (tmp_path / "run" / "report.md").read_text()
     assert "| scaffold_share |" in md and "| moses_FCD |" in md and "Forgetting (after - before" in md
     export = tmp_path / "run" / "export"
