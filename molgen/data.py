@@ -148,22 +148,43 @@ def scaffold_split(
     return _take(df, [sorted(train), sorted(valid), sorted(test)])
 
 
-#: the RDKit properties a GPT can be conditioned on (``[condition] properties``): :mod:`molgen.score`'s
-#: columns of those names (Crippen logP, QED, TPSA, average molecular weight), computed by its
-#: :class:`~molgen.score.MolScores`, so that a sample's scores measure what it was asked for
-CONDITION_PROPERTIES = ("logp", "qed", "tpsa", "mw")
+def _logp(mol) -> float:
+    from rdkit.Chem import Crippen
+
+    return Crippen.MolLogP(mol)
+
+
+def _qed(mol) -> float:
+    from rdkit.Chem import QED
+
+    return QED.qed(mol)
+
+
+def _tpsa(mol) -> float:
+    from rdkit.Chem import MolSurf
+
+    return MolSurf.TPSA(mol)
+
+
+def _mw(mol) -> float:
+    from rdkit.Chem import Descriptors
+
+    return Descriptors.MolWt(mol)
+
+
+#: the RDKit properties a GPT can be conditioned on (``[condition] properties``), by the names and
+#: definitions of :mod:`molgen.score`'s columns (Crippen logP, QED, TPSA, average molecular weight),
+#: so that a sample's scores measure what it was asked for
+CONDITION_PROPERTIES = {"logp": _logp, "qed": _qed, "tpsa": _tpsa, "mw": _mw}
 
 
 def _properties_chunk(args) -> list[tuple]:
-    from molgen.score import MolScores, score_row
-
     smiles, names = args
     _block = chem.quiet()  # noqa: F841
     out = []
     for s in smiles:
         mol = chem.to_mol(s)
-        row = score_row(MolScores(mol) if mol is not None else None, names)
-        out.append(row if row is not None else (float("nan"),) * len(names))
+        out.append(tuple(CONDITION_PROPERTIES[k](mol) for k in names) if mol is not None else (float("nan"),) * len(names))
     return out
 
 
