@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_guidance import summarise  # noqa: E402  (same folder)
+from bench_guidance import sample_until_spent, summarise  # noqa: E402  (same folder)
 from bench_metrics import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -35,22 +35,9 @@ def run_sampling(cfg, budget: int) -> tuple[list[str], list[float]]:
     """Scaffold-constrained sampling of the prior, scored until the budget is spent (or 20 dry batches)."""
     from molgen import load_pretrained
     from molgen.guide import Oracle
-    from molgen.sample import sample
 
     model = load_pretrained(cfg.prior, device=cfg.device)
-    oracle = Oracle(str(cfg.objective), budget)
-    batch, dry, start = 256, 0, 0
-    while not oracle.exhausted and dry < 20:
-        table = sample(model, batch, seed=cfg.seed, batch_size=batch, workers=1, start_batch=start,
-                       scaffold=cfg.scaffold)  # fmt: skip
-        start += 1
-        before = oracle.calls_used
-        fresh = [s for s in dict.fromkeys(table.loc[table["valid"], "smiles"]) if s not in oracle.cache]
-        if fresh:
-            oracle(fresh)
-        dry = dry + 1 if oracle.calls_used == before else 0
-    history = oracle.history()
-    return history["smiles"].tolist(), history["score"].tolist()
+    return sample_until_spent(model, Oracle(str(cfg.objective), budget), cfg.seed, lambda _: {"scaffold": cfg.scaffold})
 
 
 def run_rl(cfg, budget: int, out: Path) -> tuple[list[str], list[float]]:
