@@ -147,6 +147,7 @@ class FinetuneConfig(Section):
     lora_r: int = Field(8, ge=1, description="freeze = 'lora': the adapters' rank")
     lora_alpha: float = Field(16.0, gt=0, description="freeze = 'lora': the update is lora_alpha / lora_r * B @ A")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="freeze = 'lora': dropout on the adapters' input")
+    lora_dora: bool = Field(False, description="freeze = 'lora': weight-decomposed adapters (DoRA, Liu et al. 2024)")
     lora_targets: list[str] = Field(
         ["c_attn", "c_proj", "c_fc"], min_length=1,
         description="freeze = 'lora': the linear layers adapted, by name (GPT: attention c_attn/c_proj, MLP c_fc/c_proj)",

@@ -36,12 +36,15 @@ DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 @dataclass(frozen=True)
 class LoraSpec:
     """An adapter's shape: rank ``r``, scale ``alpha`` (the update is ``alpha / r * B @ A``), dropout on
-    the adapter's input, and the names of the ``nn.Linear`` modules it adapts (matched as name suffixes)."""
+    the adapter's input, the names of the ``nn.Linear`` modules it adapts (matched as name suffixes), and
+    ``dora``: weight-decomposed LoRA (Liu et al. 2024, "DoRA", arXiv:2402.09353; peft's ``use_dora``), which
+    also learns each output row's magnitude (one value per row) and merges like LoRA."""
 
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     targets: tuple[str, ...] = DEFAULT_TARGETS
+    dora: bool = False
 
     def __post_init__(self):
         if self.r < 1:
@@ -52,7 +55,7 @@ class LoraSpec:
             raise ConfigError("lora_targets is empty: name the linear layers to adapt, e.g. c_attn, c_proj, c_fc")
 
     def to_dict(self) -> dict:
-        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets)}
+        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "targets": list(self.targets), "dora": self.dora}
 
 
 def add_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
@@ -68,7 +71,7 @@ def add_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
     if "lm_head" in spec.targets:
         raise ConfigError("lora_targets: lm_head is the token embedding (tied weights); adapt the blocks' layers")
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.targets),
-                        bias="none")  # fmt: skip
+                        bias="none", use_dora=spec.dora)  # fmt: skip
     try:
         return inject_adapter_in_model(config, model)
     except ValueError as err:  # peft's own checks, e.g. a target it cannot wrap

@@ -83,7 +83,8 @@ class FreezePolicy:
         if isinstance(policy, tuple):
             return cls(*policy)
         if policy.freeze == "lora":  # a FinetuneConfig section
-            spec = LoraSpec(policy.lora_r, policy.lora_alpha, policy.lora_dropout, tuple(policy.lora_targets))
+            spec = LoraSpec(policy.lora_r, policy.lora_alpha, policy.lora_dropout, tuple(policy.lora_targets),
+                            policy.lora_dora)  # fmt: skip
             return cls("lora", policy.k, spec)
         return cls(policy.freeze, policy.k)
 
