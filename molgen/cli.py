@@ -7,6 +7,7 @@ and are printed as one red line with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import signal
 import sys
@@ -59,13 +60,20 @@ FORMAT_HELP = ("What goes to stdout: 'table' (for reading), 'csv' or 'json' (for
                "terminal and CSV when piped. Progress and messages always go to stderr.")
 
 
-def _format(fmt: str) -> str:
+class Format(str, enum.Enum):
+    """--format's choices (typer refuses any other value with a usage error)."""
+
+    auto = "auto"
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _format(fmt: Format) -> str:
     """'table', 'csv' or 'json' for a --format value ('auto': a table only when stdout is a terminal)."""
-    if fmt not in ("auto", "table", "csv", "json"):
-        raise InputError(f"--format must be auto, table, csv or json, not {fmt!r}")
-    if fmt == "auto":
+    if fmt == Format.auto:
         return "table" if sys.stdout.isatty() else "csv"
-    return fmt
+    return Format(fmt).value
 
 
 def _document_only(fmt: str):
@@ -95,7 +103,7 @@ def _emit(fmt: str, data) -> None:
 @friendly
 def datasets_cmd(
     verify: bool = typer.Option(False, "--verify", help="Check the sha256 of every data file."),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    fmt: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
 ) -> None:
     """List the named data sets: size, splits, targets, source and licence."""
     from rich.table import Table
@@ -191,7 +199,7 @@ def evaluate_cmd(
     smiles_col: str | None = typer.Option(None, "--smiles-col", help="SMILES column (default: detected)."),
     n_jobs: int = typer.Option(2, "--n-jobs", "-j", min=1, help="Worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --n sample."),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    fmt: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP),
 ) -> None:
     """MOSES metrics of a generated set: validity, uniqueness, novelty, FCD, SNN, Frag, Scaf, IntDiv ..."""
     from molgen.files import write_json
@@ -232,7 +240,7 @@ def demo_cmd(
     n: int = typer.Option(2000, "-n", help="Molecules per shipped model in the MOSES table (FCD compares only at equal n); 0 leaves the table out."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo run with other settings in --out."),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV: the candidates; JSON: every stage's figures (mission.json)."),
+    fmt: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP + " CSV: the candidates; JSON: every stage's figures (mission.json)."),
 ) -> None:
     """The main job: the shipped models against MOSES, then transfer to a small target set, a property
     model, property-guided optimisation, candidates judged against the target set, and report.html.
@@ -316,7 +324,7 @@ def pretrain_cmd(
 @friendly
 def finetune_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="Fine-tuning run config (scripts/configs/finetune_*.toml)."),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV: figure, before, after; JSON: report.json."),
+    fmt: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP + " CSV: figure, before, after; JSON: report.json."),
 ) -> None:
     """Fine-tune a pretrained GPT to a target set (freeze policy, early stopping, a longer context where
     the molecules need it) and report validity, uniqueness, novelty, FCD/SNN and scaffold share to the
@@ -539,7 +547,7 @@ def experiment_transfer_cmd(
     steps: int = typer.Option(150, "--steps", min=1, help="Generation: training steps of each fine-tuned or scratch model (early stopping may stop sooner)."),
     forgetting_molecules: int = typer.Option(2000, "--forgetting-molecules", min=0, help="Generation: MOSES test molecules scored for forgetting (0: none)."),
     out: Path = typer.Option(Path("results/transfer"), "--out", "-o", help="Folder for results.csv, results.md, learning_curve*.png, splits/."),
-    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP + " CSV and JSON: results.csv's rows."),
+    fmt: Format = typer.Option(Format.auto, "--format", help=FORMAT_HELP + " CSV and JSON: results.csv's rows."),
 ) -> None:
     """Transfer vs. no transfer on a scaffold split, by training size: property prediction (pretrained
     features vs. fingerprint baselines) and generation (fine-tuned vs. pretrained and scratch GPTs)."""

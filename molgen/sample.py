@@ -392,8 +392,7 @@ def generate_to_file(
     path = Path(path)
     table_format(path)  # every refusal before any file is touched
     given = {"temperature": temperature, "grammar": grammar, "prior": prior, "max_ring": max_ring,
-             "ring_rules": ring_rules, "precision": precision, "condition": condition}  # fmt: skip
-    given["scaffold"] = scaffold
+             "ring_rules": ring_rules, "precision": precision, "condition": condition, "scaffold": scaffold}  # fmt: skip
     check_options(model, n, batch_size, workers, **given)
     opts = {k: v for k, v in given.items() if v is not None}
     if not isinstance(max_tries, int) or max_tries < 1:
