@@ -280,7 +280,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS),
                     help="comma-separated PMO tasks (molgen.guide.pmo.TASKS), or solubility_gp (a PropertyModel objective)")
     ap.add_argument("--methods", default="prior,rl,latent")
-    ap.add_argument("--seeds", default="1", help="a count (3 = seeds 0, 1, 2) or a list (0,5,7)")
+    ap.add_argument("--seeds", default="1", help="a count (3 = seeds 0, 1, 2) or a list (0,5,7; one seed: 2,)")
     ap.add_argument("--budget", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=Path("results/bench_guidance.json"))
     ap.add_argument("--work", type=Path, default=None, help="run folders (default: next to --out)")
@@ -310,7 +310,9 @@ def main() -> None:
         rl_settings = {k: v for k, v in tomllib.loads(args.rl_config.read_text()).items()
                        if k not in ("objective", "budget", "out", "seed", "method")}  # fmt: skip
         METHODS["rl"] = functools.partial(run_rl, settings=rl_settings)
-    seeds = list(range(int(args.seeds))) if "," not in args.seeds else [int(s) for s in args.seeds.split(",")]
+    seeds = list(range(int(args.seeds))) if "," not in args.seeds else [int(s) for s in args.seeds.split(",") if s]
+    if not seeds:
+        raise SystemExit(f"--seeds {args.seeds}: no seeds; give a count (1 = seed 0) or a list (1,2 or 5,)")
     work = args.work or args.out.with_suffix("").with_name(args.out.stem + "_runs")
 
     import torch
