@@ -56,7 +56,7 @@ def _lora():
 
 
 #: learning rates as in scripts/configs/finetune_gpt_chembl2321810*.toml (full: 5e-4; LoRA r 4 alpha 16:
-#: 5e-3, adapters start at zero); the few weights of head_only take a larger step; a model from
+#: 1e-2, adapters start at zero); the few weights of head_only take a larger step; a model from
 #: random weights takes pretraining's
 GEN_METHODS: dict[str, GenMethod | Callable[[], GenMethod]] = {
     "pretrained": GenMethod(train=False),
@@ -64,7 +64,7 @@ GEN_METHODS: dict[str, GenMethod | Callable[[], GenMethod]] = {
     "finetune-none": GenMethod("none"),
     "finetune-head_only": GenMethod("head_only", lr=2e-3),
     "finetune-first_k:2": GenMethod("first_k:2"),
-    "finetune-lora": lambda: GenMethod(_lora(), lr=5e-3),
+    "finetune-lora": lambda: GenMethod(_lora(), lr=1e-2),
     "finetune-none+rehearsal": GenMethod("none", rehearsal=0.2),
 }
 COLUMNS = ("valid", "unique", "novel_moses", "novel_target", "fcd", "snn", "scaffold_share", "intdiv",
