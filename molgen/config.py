@@ -215,14 +215,17 @@ class FinetuneConfig(Section):
 
 
 class ConditionConfig(Section):
-    """Conditional training (GPT): the RDKit properties of each training molecule, standardised by the
-    training set's mean and std (stored in the model's config, so that callers give raw values), feed
-    the model with every row, and ``molgen.sample(model, n, condition={...})`` asks for values.
-    A parent without a condition gets one that starts as a no-op (``SmilesGPT.add_condition``)."""
+    """Conditional training (GPT): properties of each training molecule, standardised by the training
+    set's mean and std (stored in the model's config, so that callers give raw values), feed the model
+    with every row, and ``molgen.sample(model, n, condition={...})`` asks for values. A property is an
+    RDKit one computed from the molecule (``molgen.data.CONDITION_PROPERTIES``) or a numeric column of
+    the ``[data]`` file: a measured value, or a fitted PropertyModel's prediction written by
+    ``molgen predict``. A parent without a condition gets one that starts as a no-op
+    (``SmilesGPT.add_condition``)."""
 
     properties: list[str] = Field(
-        [], description="properties to condition on, from molgen.data.CONDITION_PROPERTIES (logp, qed, tpsa, mw); "
-        "[] = unconditional",
+        [], description="properties to condition on: RDKit's logp, qed, tpsa, mw (molgen.data.CONDITION_PROPERTIES), "
+        "or numeric columns of the [data] file (e.g. a PropertyModel's prediction from molgen predict); [] = unconditional",
     )
     drop: float = Field(
         0.5, ge=0, lt=1,
@@ -233,12 +236,9 @@ class ConditionConfig(Section):
 
     @field_validator("properties")
     @classmethod
-    def _known(cls, properties: list[str]) -> list[str]:
-        from molgen.data import CONDITION_PROPERTIES
-
-        unknown = [p for p in properties if p not in CONDITION_PROPERTIES]
-        if unknown:
-            raise ValueError(f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(CONDITION_PROPERTIES)}")
+    def _named(cls, properties: list[str]) -> list[str]:
+        if any(not isinstance(p, str) or not p.strip() for p in properties):
+            raise ValueError(f"every property needs a name: {properties}")
         if len(set(properties)) < len(properties):
             raise ValueError(f"a property is named twice in {properties}")
         return properties

@@ -174,3 +174,32 @@ def test_generate_takes_conditions_by_name_and_refuses_bad_ones(tok, tmp_path):
         run = CliRunner().invoke(app, ["generate", "-m", str(tmp_path / "cond"), "-n", "8", "-o", str(tmp_path / "x.csv"), *bad])
         assert run.exit_code == 2 and message in " ".join(run.output.split()), run.output
         assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_column_of_the_data_file_is_a_condition_a_missing_value_left_out(tmp_path, real_smiles):
+    # e.g. a PropertyModel's prediction written by molgen predict: any numeric column conditions
+    from molgen.chem import canonicalize
+    from molgen.train.gpt import build
+
+    mols = list(dict.fromkeys(real_smiles))[:40]
+    pred = np.linspace(-4.0, 1.0, len(mols))
+    pred[::4] = np.nan  # 10 rows: more than the validation's 8, so some train
+    path = tmp_path / "series.csv"
+    pd.DataFrame({"smiles": mols, "logS_pred": pred}).to_csv(path, index=False)
+    raw = {**_tiny_config(tmp_path, drop=0.0, properties=["logp", "logS_pred"]), "data": {"dataset": str(path), "val_fraction": 0.2}}
+    raw["finetune"] = {}
+    module, data = build(parse_config(raw, "cond.toml"))
+    assert module.model.config.condition["names"] == ["logp", "logS_pred"]
+    by_smiles = dict(zip((canonicalize(m) for m in mols), pred, strict=True))
+    for ids, values in ((data.train_ids, data.train_values), (data.val_ids, data.val_values)):
+        rows = [canonicalize(s) for s in module.model.tokenizer.decode_batch(np.asarray(ids))]
+        np.testing.assert_allclose(values[:, 1], [by_smiles[r] for r in rows])  # NaN where the file has none
+        np.testing.assert_allclose(values[:, 0], property_values(rows, ["logp"])[:, 0], rtol=1e-6)
+    assert data.info["condition"]["missing"]["logS_pred"] == int(np.isnan(data.train_values[:, 1]).sum())
+    ds = data.train_dataloader().dataset
+    row = int(np.flatnonzero(np.isnan(data.train_values[:, 1]))[0])  # a molecule without a value trains with
+    assert ds[row][1][3] == 0.0 and ds[row][1][2] == 1.0  # that property not given, the other given
+    with pytest.raises(ConfigError, match=r"'logS_pred': not an RDKit property .* MOSES has no other columns"):
+        parse_config(_tiny_config(tmp_path, properties=["logS_pred"]), "bad.toml")
+    with pytest.raises(InputError, match=r"no column 'pIC50' for \[condition\] properties; columns: \['smiles', 'logS_pred'"):
+        build(parse_config({**raw, "condition": {"properties": ["pIC50"]}}, "bad.toml"))

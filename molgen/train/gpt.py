@@ -72,6 +72,12 @@ class GPTRunConfig(RunConfig):
         if clash:
             raise ValueError(f"[condition] properties cannot be combined with {clash[0]} (its molecules or weights have "
                              "no condition); leave one of them out")  # fmt: skip
+        from molgen.data import CONDITION_PROPERTIES
+
+        columns = [p for p in self.condition.properties if p not in CONDITION_PROPERTIES]
+        if columns and self.data.dataset == "moses":
+            raise ValueError(f"[condition] {', '.join(map(repr, columns))}: not an RDKit property ({', '.join(CONDITION_PROPERTIES)}), "
+                             "and MOSES has no other columns; give [data] dataset = a file with that column")  # fmt: skip
         return self
 
 _CHUNK = 100_000
@@ -313,20 +319,48 @@ class GPTDataModule(L.LightningDataModule):
             self._compute_conditions(config.condition)
 
     def _compute_conditions(self, c: ConditionConfig) -> None:
-        """The raw ``[condition]`` properties of every training and validation row (cached), decoded from the
-        rows themselves so that they follow every row the data set kept."""
-        from molgen.data import property_values
+        """The raw ``[condition]`` properties of every training and validation row: RDKit's computed from
+        the rows themselves (cached), a column's looked up by canonical SMILES in the data file, so that
+        they follow every row the data set kept. A missing value leaves that property out of the row."""
+        from molgen.data import CONDITION_PROPERTIES, property_values
 
+        computed = [p for p in c.properties if p in CONDITION_PROPERTIES]
         values = []
         for ids in (self.train_ids, self.val_ids):
             smiles = self.tokenizer.decode_batch(np.asarray(ids))
-            values.append(property_values(smiles, c.properties, n_jobs=c.n_jobs))
+            rdkit = dict(zip(computed, property_values(smiles, computed, n_jobs=c.n_jobs).T, strict=True)) if computed else {}
+            values.append(np.stack([rdkit[p] if p in rdkit else self._file_values(p, smiles, "[condition] properties")
+                                    for p in c.properties], 1))  # fmt: skip
         self.train_values, self.val_values = values
-        unread = int(np.isnan(self.train_values).any(1).sum())
+        unread = int(np.isnan(self.train_values[:, [c.properties.index(p) for p in computed]]).any(1).sum()) if computed else 0
         if unread:
             print(f"conditions: RDKit cannot read {unread} of {len(self.train_values)} training molecules; they train "
                   "with their properties left out")  # fmt: skip
-        self.info["condition"] = {"properties": c.properties, "drop": c.drop, "unreadable": unread}
+        missing = {p: int(np.isnan(self.train_values[:, i]).sum()) for i, p in enumerate(c.properties) if p not in computed}
+        for p, k in missing.items():
+            if k:
+                print(f"conditions: {k} of {len(self.train_values)} training molecules have no {p!r}; they train with it left out")
+            if k == len(self.train_values):
+                raise InputError(f"[condition] {p!r}: no training molecule has a number in that column")
+        self.info["condition"] = {"properties": c.properties, "drop": c.drop, "unreadable": unread, "missing": missing}
+
+    def _file_values(self, column: str, smiles: list[str], what: str) -> np.ndarray:
+        """The data file's numeric ``column`` for each of ``smiles``, matched by canonical SMILES (a
+        molecule listed twice takes its mean value); NaN where a molecule has none."""
+        from molgen.chem import canonicalize
+
+        source = self.config.data.dataset
+        if source == "moses":
+            raise ConfigError(f"{what}: {column!r} needs [data] dataset to be a file or named data set with that column")
+        if getattr(self, "_file", None) is None:
+            self._file = read_molecules(source)
+        df = self._file
+        if column not in df.columns:
+            raise InputError(f"{source}: no column {column!r} for {what}; columns: {list(df.columns)}")
+        canon = [canonicalize(s) if ok else None for s, ok in zip(df["smiles"], df["valid"], strict=True)]
+        measured = pd.Series(pd.to_numeric(df[column], errors="coerce").to_numpy(), index=canon)
+        measured = measured[measured.index.notna()].groupby(level=0).mean()
+        return measured.reindex([canonicalize(s) for s in smiles]).to_numpy(dtype=np.float64)
 
     def condition_stats(self) -> tuple[list[float], list[float]]:
         """Mean and std of each property over the training rows: a new condition's standardisation."""
@@ -368,16 +402,8 @@ class GPTDataModule(L.LightningDataModule):
         from molgen.data import property_weights
 
         ft, source = self.config.finetune, self.config.data.dataset
-        if source == "moses":
-            raise ConfigError("finetune.weight_by needs [data] dataset to be a file or named data set with that column")
-        df = read_molecules(source)
-        if ft.weight_by not in df.columns:
-            raise InputError(f"{source}: no column {ft.weight_by!r} for finetune.weight_by; columns: {list(df.columns)}")
-        canon = [canonicalize(s) if ok else None for s, ok in zip(df["smiles"], df["valid"], strict=True)]
-        measured = pd.Series(pd.to_numeric(df[ft.weight_by], errors="coerce").to_numpy(), index=canon)
-        measured = measured[measured.index.notna()].groupby(level=0).mean()
         rows = [canonicalize(s) for s in self.tokenizer.decode_batch(np.asarray(self.train_ids))]
-        y = measured.reindex(rows).to_numpy()
+        y = self._file_values(ft.weight_by, rows, "finetune.weight_by")
         missing = np.flatnonzero(~np.isfinite(y))
         if len(missing):
             raise InputError(f"{source}: {len(missing)} of {len(rows)} training molecules have no finite {ft.weight_by!r} "
