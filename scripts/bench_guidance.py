@@ -55,6 +55,11 @@ REINVENT_PMO = {
     "troglitazone_rediscovery": 0.441, "valsartan_smarts": 0.178, "zaleplon_mpo": 0.358,
 }  # fmt: skip
 REINVENT_PMO_SUM = 14.196  # the paper's sum over its 23 tasks
+#: tasks on a molecular formula: ours follow GuacaMol's IsomerScoringFunction (element counts with
+#: hydrogens, the molecule's total atom count); TDC's Isomer_scoring, behind PMO's figures, takes the
+#: total from the SMILES text (hydrogens left out, ring digits read as counts), so these four are not
+#: like-for-like with REINVENT's figures (random molecules already score 0.3-0.5 on our sitagliptin_mpo)
+FORMULA_TASKS = ("isomers_c7h8n2o2", "isomers_c9h10n2o2pf2cl", "sitagliptin_mpo", "zaleplon_mpo")
 PRIOR_MODEL = "smiles-gpt-moses-small"
 
 
@@ -253,12 +258,24 @@ def markdown(result: dict) -> str:
     ref_sum = sum(REINVENT_PMO[t] for t in compared)
     lines.append(f"| sum ({len(tasks)} tasks) | " + " | ".join(cell(agg[m]["sum_auc_top10"]) for m in methods)
                  + f" | {ref_sum:.3f} ({len(compared)} tasks; {REINVENT_PMO_SUM:.3f} over 23) |")
-    wins = []
+    alike = [t for t in compared if t not in FORMULA_TASKS]
+    if len(alike) < len(compared):
+        sums = [f"{sum(agg[m]['tasks'][t]['auc_top10']['mean'] for t in alike if t in agg[m]['tasks']):.3f}" for m in methods]
+        lines.append(f"| sum without the formula tasks ({len(alike)}) | " + " | ".join(sums)
+                     + f" | {sum(REINVENT_PMO[t] for t in alike):.3f} |")
+    for label, subset in (("tasks above REINVENT", compared), ("... without the formula tasks", alike)):
+        wins = []
+        for m in methods:
+            done = [t for t in subset if t in agg[m]["tasks"]]
+            wins.append(f"{sum(agg[m]['tasks'][t]['auc_top10']['mean'] > REINVENT_PMO[t] for t in done)}/{len(done)}")
+        lines.append(f"| {label} | " + " | ".join(wins) + " | |")
+    scaf = []
     for m in methods:
-        done = [t for t in compared if t in agg[m]["tasks"]]
-        better = sum(agg[m]["tasks"][t]["auc_top10"]["mean"] > REINVENT_PMO[t] for t in done)
-        wins.append(f"{better}/{len(done)}")
-    lines.append("| tasks above REINVENT | " + " | ".join(wins) + " | |")
+        done = [d for d in agg[m]["tasks"].values() if d["scaffolds_top100"]["mean"] is not None]
+        scaf.append(f"{sum(d['scaffolds_top100']['mean'] >= 30 for d in done)}/{len(done)}")
+    lines.append("| tasks with >= 30 scaffolds in the top 100 | " + " | ".join(scaf) + " | |")
+    lines += ["", f"Formula tasks ({', '.join(FORMULA_TASKS)}): ours follow GuacaMol's IsomerScoringFunction; TDC's, "
+              "behind PMO's figures, counts the total atoms from the SMILES text, so those rows are not like-for-like."]
     lines += ["", "At the end of each run (mean over seeds): top-1 / top-10 / top-100 means, distinct Bemis-Murcko "
               "scaffolds and internal diversity of the top 100, wall time.", "",
               "| task | method | top-1 | top-10 | top-100 | scaffolds | diversity | seconds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
