@@ -346,7 +346,7 @@ def test_a_config_without_a_task_gets_the_one_its_content_implies(changes, task)
         ({"task": "finetune", "init_from": "p", "distill": {"teacher": "t"}}, r"that is task = 'distill'"),
         ({"task": "distill"}, r"task = 'distill' needs distill\.teacher"),
         ({"model": {"cond_dim": 4}}, r"unknown key 'model\.cond_dim'"),  # [condition] properties set it
-        ({"condition": {"properties": ["logp", "clogp"]}}, r"condition\.properties: unknown 'clogp'; known: logp, qed, tpsa, mw"),
+        ({"condition": {"properties": ["logp", "clogp"]}}, r"'clogp': not an RDKit property \(logp, qed, tpsa, mw\), and MOSES has no other columns"),
         ({"init_from": "p", "condition": {"properties": ["qed"]}, "finetune": {"rehearsal": 0.2}},
          r"\[condition\] properties cannot be combined with finetune\.rehearsal"),
         ({"model": {"n_layer": 0}}, r"model\.n_layer: Input should be greater than or equal to 1"),
