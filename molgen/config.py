@@ -237,7 +237,7 @@ class ConditionConfig(Section):
     @field_validator("properties")
     @classmethod
     def _named(cls, properties: list[str]) -> list[str]:
-        if any(not isinstance(p, str) or not p.strip() for p in properties):
+        if any(not p.strip() for p in properties):
             raise ValueError(f"every property needs a name: {properties}")
         if len(set(properties)) < len(properties):
             raise ValueError(f"a property is named twice in {properties}")

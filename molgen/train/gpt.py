@@ -305,6 +305,7 @@ class GPTDataModule(L.LightningDataModule):
             self.val_ids = self._moses_val(moses_path(d.val_split))
         else:
             self._setup_from_file(Path(d.dataset), tokenizer)
+        self._file = None  # the data file and its canonical SMILES, read once for column lookups
         self.train_weights = self._property_weights() if config.finetune.weight_by else None
         self.rehearsal_ids = None
         f = config.finetune.rehearsal
@@ -322,45 +323,50 @@ class GPTDataModule(L.LightningDataModule):
         """The raw ``[condition]`` properties of every training and validation row: RDKit's computed from
         the rows themselves (cached), a column's looked up by canonical SMILES in the data file, so that
         they follow every row the data set kept. A missing value leaves that property out of the row."""
+        from molgen.chem import canonicalize
         from molgen.data import CONDITION_PROPERTIES, property_values
 
         computed = [p for p in c.properties if p in CONDITION_PROPERTIES]
+        columns = [p for p in c.properties if p not in CONDITION_PROPERTIES]
         values = []
         for ids in (self.train_ids, self.val_ids):
             smiles = self.tokenizer.decode_batch(np.asarray(ids))
-            rdkit = dict(zip(computed, property_values(smiles, computed, n_jobs=c.n_jobs).T, strict=True)) if computed else {}
-            values.append(np.stack([rdkit[p] if p in rdkit else self._file_values(p, smiles, "[condition] properties")
-                                    for p in c.properties], 1))  # fmt: skip
+            found = dict(zip(computed, property_values(smiles, computed, n_jobs=c.n_jobs).T, strict=True)) if computed else {}
+            if columns:
+                canon = [canonicalize(s) for s in smiles]
+                found.update({p: self._file_column(p, "[condition] properties").reindex(canon).to_numpy(np.float64)
+                              for p in columns})  # fmt: skip
+            values.append(np.stack([found[p] for p in c.properties], 1))
         self.train_values, self.val_values = values
-        unread = int(np.isnan(self.train_values[:, [c.properties.index(p) for p in computed]]).any(1).sum()) if computed else 0
+        missing = dict(zip(c.properties, np.isnan(self.train_values).T, strict=True))
+        unread = int(np.any([missing[p] for p in computed], 0).sum()) if computed else 0
         if unread:
             print(f"conditions: RDKit cannot read {unread} of {len(self.train_values)} training molecules; they train "
                   "with their properties left out")  # fmt: skip
-        missing = {p: int(np.isnan(self.train_values[:, i]).sum()) for i, p in enumerate(c.properties) if p not in computed}
-        for p, k in missing.items():
+        absent = {p: int(missing[p].sum()) for p in columns}
+        for p, k in absent.items():
             if k:
                 print(f"conditions: {k} of {len(self.train_values)} training molecules have no {p!r}; they train with it left out")
             if k == len(self.train_values):
                 raise InputError(f"[condition] {p!r}: no training molecule has a number in that column")
-        self.info["condition"] = {"properties": c.properties, "drop": c.drop, "unreadable": unread, "missing": missing}
+        self.info["condition"] = {"properties": c.properties, "drop": c.drop, "unreadable": unread, "missing": absent}
 
-    def _file_values(self, column: str, smiles: list[str], what: str) -> np.ndarray:
-        """The data file's numeric ``column`` for each of ``smiles``, matched by canonical SMILES (a
-        molecule listed twice takes its mean value); NaN where a molecule has none."""
+    def _file_column(self, column: str, what: str) -> pd.Series:
+        """The data file's numeric ``column`` by canonical SMILES (a molecule listed twice takes its mean
+        value); the file is read and canonicalised once, whatever the number of columns asked for."""
         from molgen.chem import canonicalize
 
         source = self.config.data.dataset
         if source == "moses":
             raise ConfigError(f"{what}: {column!r} needs [data] dataset to be a file or named data set with that column")
-        if getattr(self, "_file", None) is None:
-            self._file = read_molecules(source)
-        df = self._file
+        if self._file is None:
+            df = read_molecules(source)
+            self._file = df, [canonicalize(s) if ok else None for s, ok in zip(df["smiles"], df["valid"], strict=True)]
+        df, canon = self._file
         if column not in df.columns:
             raise InputError(f"{source}: no column {column!r} for {what}; columns: {list(df.columns)}")
-        canon = [canonicalize(s) if ok else None for s, ok in zip(df["smiles"], df["valid"], strict=True)]
         measured = pd.Series(pd.to_numeric(df[column], errors="coerce").to_numpy(), index=canon)
-        measured = measured[measured.index.notna()].groupby(level=0).mean()
-        return measured.reindex([canonicalize(s) for s in smiles]).to_numpy(dtype=np.float64)
+        return measured[measured.index.notna()].groupby(level=0).mean()
 
     def condition_stats(self) -> tuple[list[float], list[float]]:
         """Mean and std of each property over the training rows: a new condition's standardisation."""
@@ -403,7 +409,7 @@ class GPTDataModule(L.LightningDataModule):
 
         ft, source = self.config.finetune, self.config.data.dataset
         rows = [canonicalize(s) for s in self.tokenizer.decode_batch(np.asarray(self.train_ids))]
-        y = self._file_values(ft.weight_by, rows, "finetune.weight_by")
+        y = self._file_column(ft.weight_by, "finetune.weight_by").reindex(rows).to_numpy()
         missing = np.flatnonzero(~np.isfinite(y))
         if len(missing):
             raise InputError(f"{source}: {len(missing)} of {len(rows)} training molecules have no finite {ft.weight_by!r} "
