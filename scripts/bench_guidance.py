@@ -133,7 +133,8 @@ def run_conditional(objective_path: Path, budget: int, seed: int, out: Path) -> 
         if not len(history):
             return {}
         top = history.sort_values("score", ascending=False, kind="stable")["smiles"].head(16).tolist()
-        known.update({m: property_values([m], names)[0] for m in top if m not in known})
+        new = [m for m in top if m not in known]
+        known.update(zip(new, property_values(new, names), strict=True))
         rows = np.stack([known[top[i]] for i in rng.integers(0, len(top), 256)])
         rows = rows + rng.normal(0, 0.25, rows.shape) * sd
         return {"condition": {name: rows[:, i] for i, name in enumerate(names)}}
