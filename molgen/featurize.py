@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rdkit import Chem
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 from molgen.cache import cache_dir, sha256_strings
 from molgen.chem import quiet, to_mol
@@ -145,12 +145,14 @@ def _bfs_order(n: int, src: list[int], dst: list[int], rank) -> list[int]:
 _KEKULE_ORDERS = frozenset((1.0, 2.0, 3.0))
 
 
-def _kekule_arrays(mol: Chem.Mol, types: list[int]) -> tuple[list[int], list[tuple[int, int, int]]] | None:
+def _kekule_arrays(mol: Chem.Mol, types: list[int], reorder: bool = True) -> tuple[list[int], list[tuple[int, int, int]]] | None:
     """(types, bonds) of a kekulised molecule with atoms renumbered into canonical BFS order.
 
     Returns ``None`` when an atom is outside the vocabulary or a bond is not single, double or
     triple. ``bonds`` are ``(i, j, order)`` with ``i > j`` in the new numbering, sorted. Plain
     lists: for molecules of ~25 atoms they are several times faster than small numpy arrays.
+    ``reorder=False`` keeps RDKit's atom order: enough for the encoder, which is blind to atom
+    order (the decoder's targets need the BFS order), and about a third cheaper.
     """
     if -1 in types:
         return None
@@ -162,6 +164,8 @@ def _kekule_arrays(mol: Chem.Mol, types: list[int]) -> tuple[list[int], list[tup
     if not _KEKULE_ORDERS.issuperset(orders):
         return None
     src, dst = src.tolist(), dst.tolist()
+    if not reorder:
+        return types, [(b, a, int(o)) for a, b, o in zip(src, dst, orders, strict=True)]  # a < b
     rank = list(Chem.CanonicalRankAtoms(mol, breakTies=True))  # a list: indexing the C++ vector is slower
     perm = _bfs_order(len(types), src, dst, rank)
     pos = [0] * len(perm)
@@ -317,6 +321,38 @@ class GraphArrays:
         return np.diff(self.atom_ptr)
 
 
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + c)`` for each pair, without a Python loop."""
+    total = int(counts.sum())
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return offsets + np.arange(total)
+
+
+def collate_arrays(arrays: GraphArrays, ids: np.ndarray) -> Batch:
+    """A PyG batch of molecules ``ids`` gathered from flat arrays.
+
+    Shapes:
+        ids: (B,) -> Batch with x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,), ptr (B+1,).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    a0, n_atoms = arrays.atom_ptr[ids], np.diff(arrays.atom_ptr)[ids]
+    b0, n_bonds = arrays.bond_ptr[ids], np.diff(arrays.bond_ptr)[ids]
+    x = torch.from_numpy(np.asarray(arrays.atom_type[_ranges(a0, n_atoms)], dtype=np.int64))
+    bonds = np.asarray(arrays.bonds[_ranges(b0, n_bonds)], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(n_atoms)])
+    shift = np.repeat(ptr[:-1], n_bonds)
+    ij = torch.from_numpy(np.stack([bonds[:, 0] + shift, bonds[:, 1] + shift]))
+    order = torch.from_numpy(bonds[:, 2] - 1)
+    batch = torch.from_numpy(np.repeat(np.arange(len(ids)), n_atoms))
+    return Batch(
+        x=x,
+        edge_index=torch.cat([ij, ij.flip(0)], 1),
+        edge_attr=order.repeat(2),
+        batch=batch,
+        ptr=torch.from_numpy(ptr),
+    )
+
+
 def _parse_kekule(smi: object) -> Chem.Mol | None:
     """Parse and kekulise, skipping aromaticity perception; explicit ``[H]`` atoms need the full
     parser, which removes them. The lite sanitisation's kekulisation already clears the aromatic
@@ -335,9 +371,9 @@ def _parse_kekule(smi: object) -> Chem.Mol | None:
         return None
 
 
-def _featurize_chunk(args: tuple[int, list[str]]):
+def _featurize_chunk(args: tuple[int, list[str], bool]):
     """Worker: featurise a chunk of SMILES into flat arrays (row indices relative to the source)."""
-    offset, smiles = args
+    offset, smiles, reorder = args
     _block = quiet()  # noqa: F841
     types_out: list[int] = []
     bonds_out: list[tuple[int, int, int]] = []
@@ -357,7 +393,7 @@ def _featurize_chunk(args: tuple[int, list[str]]):
                 skipped["atom"] += 1
                 continue
             types = _types_from_mol(mol)
-        res = _kekule_arrays(mol, types)
+        res = _kekule_arrays(mol, types, reorder)
         if res is None:
             skipped["atom"] += 1
             continue
@@ -376,15 +412,18 @@ def _featurize_chunk(args: tuple[int, list[str]]):
     )
 
 
-def featurize_smiles(smiles: list[str], n_jobs: int | None = None, chunk: int = 20_000) -> GraphArrays:
+def featurize_smiles(smiles: list[str], n_jobs: int | None = None, chunk: int = 20_000,
+                     reorder: bool = True) -> GraphArrays:  # fmt: skip
     """Featurise many SMILES into :class:`GraphArrays`, in parallel over ``n_jobs`` processes.
 
     Unparsable rows and rows with atoms outside the vocabulary are skipped and counted in
-    ``skipped`` by reason; ``index`` maps each graph back to its row.
+    ``skipped`` by reason; ``index`` maps each graph back to its row. ``reorder=False`` keeps
+    RDKit's atom order instead of the canonical BFS order: for the encoder only (it is blind to atom
+    order); the decoder's targets need the BFS order.
     """
     smiles = list(smiles)
     n_jobs = n_jobs or min(os.cpu_count() or 1, 8)
-    jobs = [(i, smiles[i : i + chunk]) for i in range(0, len(smiles), chunk)]
+    jobs = [(i, smiles[i : i + chunk], reorder) for i in range(0, len(smiles), chunk)]
     parts = list(run_ordered(_featurize_chunk, jobs, n_jobs, hint="Lower n_jobs."))
     skipped: dict[str, int] = {}
     for p in parts:

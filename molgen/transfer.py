@@ -20,6 +20,7 @@ reports each count in ``model.report_``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -86,7 +87,7 @@ def feature_id(model) -> str:
     return out
 
 
-def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = True) -> np.ndarray:
+def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = True, workers="auto") -> np.ndarray:
     """Feature vectors of molecules: one float32 row each, NaN where the model cannot read one.
 
     Args:
@@ -97,18 +98,31 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
         smiles: the molecules; invalid SMILES give NaN rows.
         cache: reuse vectors computed before in this process (keyed by canonical SMILES and the
             model's weights sha256).
+        workers: processes that share the molecules on a CPU (``"auto"``: one per PyTorch thread,
+            each on one thread, with at least 1,000 molecules each; 1: this process only); they
+            read and embed their share in parallel, the RDKit work included, which one process
+            with several PyTorch threads would do on one core. Same vectors whatever the count.
 
     Shapes:
         -> (len(smiles), d).
     """
+    import torch
+
+    from molgen.parallel import resolve_workers, run_ordered
+
     if isinstance(smiles, str):  # list("CCO") would embed three atoms
         raise InputError("embed() takes a list of SMILES, not one string")
     smiles = list(smiles)
-    canon = [chem.to_smiles(s) if isinstance(s, (str, Chem.Mol)) else None for s in smiles]  # RDKit Mols too
-    key = feature_id(model)
-    todo = sorted({c for c in canon if c is not None and (not cache or (key, c) not in _CACHE)})
-    if todo:
-        vectors = _compute(model, todo, batch_size)
+    key = feature_id(model)  # loads the model here, before any worker forks
+    loaded = None if isinstance(model, str) and model == "ecfp" else _load(model)
+    device = getattr(loaded, "device", torch.device("cpu"))
+    n = resolve_workers(workers, device, max(1, len(smiles) // _PER_WORKER))
+    bounds = np.linspace(0, len(smiles), n + 1).astype(int)
+    parts = [smiles[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    canon: list[str | None] = []
+    read = functools.partial(_embed_part, model, key, batch_size, cache)
+    for part_canon, todo, vectors in run_ordered(read, parts, n, hint="Lower workers."):
+        canon.extend(part_canon)
         for c, v in zip(todo, vectors, strict=True):
             _CACHE[(key, c)] = v
     dim = next((v.shape[0] for (k, _), v in _CACHE.items() if k == key), None)
@@ -119,6 +133,17 @@ def embed(model, smiles: Sequence[str], batch_size: int = 256, cache: bool = Tru
         if c is not None:
             out[i] = _CACHE[(key, c)]
     return out
+
+
+_PER_WORKER = 1_000  # fewer molecules per process and forking costs more than it saves
+
+
+def _embed_part(model, key: str, batch_size: int, cache: bool, smiles: list) -> tuple[list, list[str], np.ndarray]:
+    """One share of :func:`embed`: canonical SMILES of each row, and the vectors of the new ones
+    (in a forked worker, ``_CACHE`` is the parent's at the fork)."""
+    canon = [chem.to_smiles(s) if isinstance(s, (str, Chem.Mol)) else None for s in smiles]  # RDKit Mols too
+    todo = sorted({c for c in canon if c is not None and (not cache or (key, c) not in _CACHE)})
+    return canon, todo, (_compute(model, todo, batch_size) if todo else np.zeros((0, 0), np.float32))
 
 
 def _compute(model, smiles: list[str], batch_size: int) -> np.ndarray:

@@ -26,9 +26,8 @@ from rdkit import Chem
 
 import molgen as mg
 from molgen.datasets import moses_smiles
-from molgen.featurize import featurize_smiles, graph_to_mol
+from molgen.featurize import collate_arrays, featurize_smiles, graph_to_mol
 from molgen.models.graph_vae import GraphVAE, GraphVAEConfig
-from molgen.train.graph_vae import collate_arrays
 
 
 def machine() -> dict:

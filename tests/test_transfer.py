@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import molgen as mg
 from molgen.cli import app
+from molgen.datasets import moses_smiles
 from molgen.errors import ConfigError, InputError
 from molgen.transfer import Embedder, PropertyModel, embed, feature_id
 
@@ -108,6 +109,23 @@ def test_rdkit_mols_are_molecules_too():
     from_mols = pm.predict(mols)
     assert from_mols["smiles"].tolist() == ["CCO", "Oc1ccccc1", "CC(=O)Nc1ccc(O)cc1"] and from_mols["mean"].notna().all()
     np.testing.assert_allclose(from_mols["mean"], pm.predict(smiles)["mean"])
+
+
+def test_worker_processes_give_the_same_vectors_and_rows():
+    import molgen.transfer as tr
+
+    smiles = moses_smiles("test")[:2_000]
+    smiles[5], smiles[1_500] = "not a smiles", "CC[Pt]Cl"  # one per worker's share
+    for features in ("ecfp", "graph-vae-moses"):
+        tr._CACHE.clear()
+        one = embed(features, smiles, workers=1)
+        tr._CACHE.clear()
+        two = embed(features, smiles, workers=2)  # two forked processes, 1,000 molecules each
+        np.testing.assert_array_equal(np.isnan(two).any(1), np.isnan(one).any(1))
+        np.testing.assert_allclose(two, one, atol=1e-5)
+    assert np.isnan(one[[5, 1_500]]).all() and not np.isnan(np.delete(one, [5, 1_500], 0)).any()
+    with pytest.raises(InputError, match="workers must be"):
+        embed("ecfp", smiles[:3], workers=0)
 
 
 def test_the_embedder_names_the_molecules_it_cannot_read():

@@ -486,7 +486,7 @@ class SmilesGPT(nn.Module):
                 encoded[row] = ids
         report_failures(failed, errors, len(items))
         out = torch.full((len(items), self.config.n_embd), float("nan"), device=self.device)
-        rows = list(encoded)
+        rows = sorted(encoded, key=lambda r: len(encoded[r]))  # batches of like lengths: little padding to compute
         with embedding(self, grad):
             parts = []
             for start in range(0, len(rows), batch_size):

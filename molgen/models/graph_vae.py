@@ -27,6 +27,7 @@ from molgen.featurize import (
     ATOM_VALENCE,
     ATOM_VOCAB,
     BOND_ORDERS,
+    collate_arrays,
     dense_to_smiles,
     featurize_smiles,
     mol_to_graph,
@@ -62,17 +63,29 @@ class GraphVAEConfig:
 
 _FAST_PATH_CHARS = 500  # SMILES up to this length take featurize_smiles; longer ones the checked path
 
+class _BondTableGINEConv(GINEConv):
+    """:class:`~torch_geometric.nn.GINEConv` given its edge term ready-made: ``lin`` of each edge's
+    bond embedding, which :meth:`GINEBlock.forward` computes once per bond type and gathers."""
+
+    def message(self, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return (x_j + edge_attr).relu()
+
+
 class GINEBlock(nn.Module):
-    """Residual GINE layer: ``h + dropout(gelu(norm(conv(h, e))))``."""
+    """Residual GINE layer (Hu et al. 2020): ``h + dropout(gelu(norm(conv(h, e))))``."""
 
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         mlp = nn.Sequential(nn.Linear(hidden, hidden * 2), nn.GELU(), nn.Linear(hidden * 2, hidden))
-        self.conv = GINEConv(mlp, train_eps=True, edge_dim=hidden)
+        self.conv = _BondTableGINEConv(mlp, train_eps=True, edge_dim=hidden)
         self.norm = nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
+    def forward(self, h: Tensor, edge_index: Tensor, bond_rows: Tensor, bond_type: Tensor) -> Tensor:
+        """GINEConv's edge term ``lin(bond embedding)`` for the 3 bond types, then gathered per edge:
+        the same sums as ``lin`` on every edge's embedding, with a third fewer multiplications in the
+        encoder (edges outnumber atoms two to one). Shapes: h (A, H), bond_rows (3, H), bond_type (2E,)."""
+        e = self.conv.lin(bond_rows)[bond_type]
         return h + self.drop(F.gelu(self.norm(self.conv(h, edge_index, e))))
 
 
@@ -117,10 +130,9 @@ class GraphEncoder(nn.Module):
         bonded = scatter(order, edge_index[0], 0, dim_size=len(x), reduce="sum")
         free = (self.valence[x] - bonded).clamp(0, MAX_REM)  # implicit hydrogens, roughly
         h = self.atom_emb(x) + self.free_emb(free)
-        e = self.bond_emb(edge_attr)
         yield h
         for block in self.blocks:
-            h = block(h, edge_index, e)
+            h = block(h, edge_index, self.bond_emb.weight, edge_attr)
             yield h
 
 
@@ -356,33 +368,38 @@ class GraphVAE(nn.Module):
         # strings (they meet the size limits of molgen.chem there) and rows it skips go one by one,
         # which also says why a row cannot be read
         fast = [r for r, s in enumerate(items) if isinstance(s, str) and len(s) <= _FAST_PATH_CHARS]
-        arrays = featurize_smiles([items[r] for r in fast], n_jobs=1)
-        graphs = {fast[int(i)]: arrays.graph(k) for k, i in enumerate(arrays.index)}
-        failed = {}
+        arrays = featurize_smiles([items[r] for r in fast], n_jobs=1, reorder=False)
+        fast_rows = [fast[int(i)] for i in arrays.index]
+        done = set(fast_rows)
+        slow, failed = {}, {}
         for row, s in enumerate(items):
-            if row in graphs:
+            if row in done:
                 continue
             try:
-                graphs[row] = mol_to_graph(s)
+                slow[row] = mol_to_graph(s)
             except InputError as err:
                 failed[row] = str(err)
         report_failures(failed, errors, len(items))
         out = torch.full((len(items), width), float("nan"), device=self.device)
-        rows = sorted(graphs)
 
         def vectors(batch: Batch) -> Tensor:
+            batch = batch.to(self.device)
             if pooling == "mu":
                 return self.encode_graphs(batch)[0]
             return torch.cat(self.encoder.pools(batch.x, batch.edge_index, batch.edge_attr, batch.batch,
                                                 len(batch.ptr) - 1), -1)  # fmt: skip
 
+        def put(out: Tensor, rows: list[int], batch: Batch) -> Tensor:
+            return out.index_put((torch.as_tensor(rows, device=self.device),), vectors(batch).float())
+
+        rows_slow = sorted(slow)
         with embedding(self, grad):
-            parts = [
-                vectors(Batch.from_data_list([graphs[r] for r in rows[i : i + batch_size]]).to(self.device))
-                for i in range(0, len(rows), batch_size)
-            ]
-            if rows:
-                out = out.index_put((torch.as_tensor(rows, device=self.device),), torch.cat(parts).float())
+            for i in range(0, len(fast_rows), batch_size):  # straight from the flat arrays, no Data per molecule
+                ids = np.arange(i, min(i + batch_size, len(fast_rows)))
+                out = put(out, fast_rows[i : i + batch_size], collate_arrays(arrays, ids))
+            for i in range(0, len(rows_slow), batch_size):
+                part = rows_slow[i : i + batch_size]
+                out = put(out, part, Batch.from_data_list([slow[r] for r in part]))
         return out
 
     @torch.no_grad()

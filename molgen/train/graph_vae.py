@@ -17,12 +17,11 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader
-from torch_geometric.data import Batch
 
 from molgen.cache import sha256_file, sha256_strings
 from molgen.config import ModelSection, RunConfig, model_section
 from molgen.errors import InputError
-from molgen.featurize import GraphArrays, graph_cache
+from molgen.featurize import GraphArrays, collate_arrays, graph_cache
 from molgen.models.graph_vae import PRIOR_BUFFERS, GraphVAE, GraphVAEConfig
 from molgen.train.base import PretrainModule, register_task, shuffle_generator
 from molgen.train.freeze import FreezePolicy, apply_freeze, check_policy
@@ -62,38 +61,6 @@ class GraphVAERunConfig(RunConfig):
         if f.n_train is not None or f.dropout is not None:
             raise ValueError("finetune.n_train and finetune.dropout are for the GPT so far; leave them out for a graph_vae")
         return self
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + c)`` for each pair, without a Python loop."""
-    total = int(counts.sum())
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return offsets + np.arange(total)
-
-
-def collate_arrays(arrays: GraphArrays, ids: np.ndarray) -> Batch:
-    """A PyG batch of molecules ``ids`` gathered from flat arrays.
-
-    Shapes:
-        ids: (B,) -> Batch with x (A,), edge_index (2, 2E), edge_attr (2E,), batch (A,), ptr (B+1,).
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    a0, n_atoms = arrays.atom_ptr[ids], np.diff(arrays.atom_ptr)[ids]
-    b0, n_bonds = arrays.bond_ptr[ids], np.diff(arrays.bond_ptr)[ids]
-    x = torch.from_numpy(np.asarray(arrays.atom_type[_ranges(a0, n_atoms)], dtype=np.int64))
-    bonds = np.asarray(arrays.bonds[_ranges(b0, n_bonds)], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(n_atoms)])
-    shift = np.repeat(ptr[:-1], n_bonds)
-    ij = torch.from_numpy(np.stack([bonds[:, 0] + shift, bonds[:, 1] + shift]))
-    order = torch.from_numpy(bonds[:, 2] - 1)
-    batch = torch.from_numpy(np.repeat(np.arange(len(ids)), n_atoms))
-    return Batch(
-        x=x,
-        edge_index=torch.cat([ij, ij.flip(0)], 1),
-        edge_attr=order.repeat(2),
-        batch=batch,
-        ptr=torch.from_numpy(ptr),
-    )
 
 
 def usable(arrays: GraphArrays, window: int, max_atoms: int) -> np.ndarray:
