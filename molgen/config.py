@@ -138,6 +138,12 @@ class FinetuneConfig(Section):
         description="GPT: the context is extended to fit the longest training molecule up to this many tokens; "
         "longer molecules are skipped and counted",
     )
+    context_positions: Literal["interpolate", "mean"] = Field(
+        "interpolate",
+        description="GPT, when the context grows: 'interpolate' stretches the learnt position rows over the new "
+        "table (every row changes and trains); 'mean' keeps them and starts the new rows at their mean "
+        "(SmilesGPT.extend_context)",
+    )
     n_train: int | None = Field(
         None, ge=2,
         description="train on a seeded n_train molecules of the data (validation taken from them) and hold out the "

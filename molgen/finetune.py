@@ -448,7 +448,7 @@ def markdown(report: dict) -> str:
     b, a = report["before"], report["after"]
     ctx, stop = report["context"], report["early_stopping"]
     context = (f"context {ctx['from']} -> {ctx['to']} tokens ({ctx['rows_longer']} of the {report['n_train']} molecules "
-               f"longer than {ctx['from']})" if ctx else "context unchanged")  # fmt: skip
+               f"longer than {ctx['from']}; positions {ctx.get('positions', 'mean')})" if ctx else "context unchanged")  # fmt: skip
     steps = f"{report['steps']} steps" + (f", best validation at step {stop['best_step']}" if stop else "")
     new = ", ".join(f"{t} from {s}" for t, s in (report.get("new_tokens") or {}).items())
     share = report.get("trainable")

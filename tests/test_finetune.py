@@ -162,6 +162,28 @@ def test_extended_context_keeps_old_scores_and_samples_past_64_tokens():
         model.extend_context(80)
 
 
+def test_interpolated_context_stretches_the_learnt_rows():
+    from molgen.models.gpt import learnt_positions
+
+    model = mg.load_pretrained(SMALL, device="cpu")
+    parent = model.wpe.weight.detach().clone()
+    k = learnt_positions(parent)
+    assert k == 59  # rows 59-63 only decayed in pretraining (norm 0.03 against a median 0.55)
+    model.extend_context(96, "interpolate")
+    rows = model.wpe.weight.detach()
+    assert rows.shape == (96, parent.size(1))
+    torch.testing.assert_close(rows[0], parent[0])  # the ends stay where they were
+    torch.testing.assert_close(rows[95], parent[k - 1])
+    at = 19 * (k - 1) / 95  # position 19 of 96 sits at 11.6 of the 59 learnt rows
+    torch.testing.assert_close(rows[19], parent[11] + (at - 11) * (parent[12] - parent[11]))
+    assert torch.cdist(rows, rows).add(torch.eye(96) * 1e9).min() > 0.01  # every position its own vector
+    assert model.config.block_size == 96
+    df = mg.sample(model, 64, seed=0, workers=1)
+    assert df["valid"].mean() > 0.8  # still a chemical language model before any fine-tuning
+    with pytest.raises(ConfigError, match="positions must be one of"):
+        model.extend_context(128, "tile")
+
+
 # --- the whole fine-tune: library, CLI, checkpoint ------------------------------------------------
 
 

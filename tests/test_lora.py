@@ -98,22 +98,26 @@ def test_lora_run_leaves_the_base_bit_identical_and_trains_the_new_rows(tmp_path
 
     config = parse_config(raw_config(tmp_path, series, freeze="lora", lora_r=4), "lora")
     module, _ = build(config)
-    assert module.first_new == {"wpe": 64}  # the context grew; the series' tokens are all known to the parent
+    assert module.first_new == {"wpe": 0}  # the context grew by interpolation: every position row is new
     trains = {n for n, p in module.model.named_parameters() if p.requires_grad}
     assert "wpe.weight" in trains and "wte.weight" not in trains
-    assert module.trainable["trainable"] == 29_696 + (module.model.wpe.num_embeddings - 64) * 128
+    assert module.trainable["trainable"] == 29_696 + module.model.wpe.num_embeddings * 128
+    start = mg.load_pretrained(SMALL, device="cpu")
+    start.extend_context(module.model.config.block_size, "interpolate")
+    start = start.wpe.weight.detach()
     out = pretrain(config)
     meta = json.loads((out / CONFIG_NAME).read_text())
-    assert meta["partial"] == "adapter" and meta["base"]["name"] == SMALL and meta["grown"]["wpe"][0] == 64
+    assert meta["partial"] == "adapter" and meta["base"]["name"] == SMALL and meta["grown"]["wpe"][0] == 0
     assert (out / WEIGHTS_NAME).stat().st_size < 200_000  # the adapter alone, not a copy of the model
     parent = load_file(resolve(SMALL) / WEIGHTS_NAME)
     adapted = load_adapter(out, device="cpu", merge=False)
     state = {k.replace(".base_layer", ""): v for k, v in adapted.state_dict().items() if "lora_" not in k}
     for name, weights in parent.items():
-        assert torch.equal(state[name][: weights.size(0)], weights), f"{name} moved"
-    new_rows = load_file(out / WEIGHTS_NAME)["new_rows.wpe"]
-    start = parent["wpe.weight"][32:].mean(0)  # extend_context's start for new rows
-    assert not torch.allclose(new_rows, start.expand_as(new_rows))  # they trained
+        if name != "wpe.weight":
+            assert torch.equal(state[name][: weights.size(0)], weights), f"{name} moved"
+    rows = load_file(out / WEIGHTS_NAME)["new_rows.wpe"]
+    assert torch.equal(state["wpe.weight"], rows)  # the adapter's table is the one loaded
+    assert not torch.allclose(rows, start)  # and it trained from the interpolated start
     assert any(v.abs().sum() > 0 for k, v in adapted.state_dict().items() if "lora_B" in k)
 
 

@@ -550,16 +550,17 @@ def relate_new_tokens(model: SmilesGPT, tokenizer: SmilesTokenizer, first_new: i
     return chosen
 
 
-def fit_context(model: SmilesGPT, longest: int, limit: int) -> dict | None:
+def fit_context(model: SmilesGPT, longest: int, limit: int, positions: str = "interpolate") -> dict | None:
     """Extend ``model``'s context on purpose when training rows are longer than it (``longest`` tokens
     with ``<bos>``/``<eos>``): to the longest row plus an eighth, for samples a little longer than the
-    data, rounded up to a multiple of 8, at most ``limit``. Returns what changed, or ``None``."""
+    data, rounded up to a multiple of 8, at most ``limit``; ``positions`` as in
+    :meth:`~molgen.models.gpt.SmilesGPT.extend_context`. Returns what changed, or ``None``."""
     old = model.config.block_size
     if longest <= old:
         return None
     new = context_for(longest, limit)
-    model.extend_context(new)
-    return {"from": old, "to": new}
+    model.extend_context(new, positions)
+    return {"from": old, "to": new, "positions": positions}
 
 
 def context_for(longest: int, limit: int) -> int:
@@ -620,8 +621,11 @@ class GPTTask(PretrainModule):
                 self.new_tokens = relate_new_tokens(self.model, tokenizer, first_new)
             lengths = np.concatenate([(r != tokenizer.pad_id).sum(1) for r in rows or []] or [np.zeros(0, int)])
             parent_block = self.model.config.block_size
-            self.context = fit_context(self.model, int(lengths.max(initial=0)), config.finetune.max_block_size)
+            self.context = fit_context(self.model, int(lengths.max(initial=0)), config.finetune.max_block_size,
+                                       config.finetune.context_positions)  # fmt: skip
             if self.context is not None:
+                if self.context["positions"] == "interpolate":  # every position row moved: all of them are new
+                    parent_rows["wpe"] = 0
                 self.context["rows_longer"] = int((lengths > parent_block).sum())
                 print(f"context extended from {parent_block} to {self.context['to']} tokens: "
                       f"{self.context['rows_longer']} of {len(lengths)} training and validation molecules are longer "
