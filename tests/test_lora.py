@@ -93,31 +93,32 @@ def test_lora_options_are_checked_in_the_config(tmp_path, series):
         parse_config(raw_config(tmp_path, series, anchor_weight=0.1), "ft")
 
 
-def test_lora_run_leaves_the_base_bit_identical_and_trains_the_new_rows(tmp_path, series):
+def test_lora_run_leaves_the_base_bit_identical_and_rebuilds_the_grown_context(tmp_path, series):
     from molgen.train.gpt import build
 
     config = parse_config(raw_config(tmp_path, series, freeze="lora", lora_r=4), "lora")
     module, _ = build(config)
-    assert module.first_new == {"wpe": 0}  # the context grew by interpolation: every position row is new
+    # the context grew by interpolation: a table rebuilt from the base's, frozen with it; the
+    # series' tokens are all known to the parent, so nothing is new
+    assert module.first_new == {}
     trains = {n for n, p in module.model.named_parameters() if p.requires_grad}
-    assert "wpe.weight" in trains and "wte.weight" not in trains
-    assert module.trainable["trainable"] == 29_696 + module.model.wpe.num_embeddings * 128
+    assert "wpe.weight" not in trains and "wte.weight" not in trains
+    assert module.trainable["trainable"] == 29_696
     start = mg.load_pretrained(SMALL, device="cpu")
     start.extend_context(module.model.config.block_size, "interpolate")
-    start = start.wpe.weight.detach()
     out = pretrain(config)
     meta = json.loads((out / CONFIG_NAME).read_text())
-    assert meta["partial"] == "adapter" and meta["base"]["name"] == SMALL and meta["grown"]["wpe"][0] == 0
+    assert meta["partial"] == "adapter" and meta["base"]["name"] == SMALL
+    assert meta["positions"] == "interpolate" and meta["grown"] == {} and meta["block_size"] == start.config.block_size > 64
     assert (out / WEIGHTS_NAME).stat().st_size < 200_000  # the adapter alone, not a copy of the model
+    assert not any(k.startswith("new_rows") for k in load_file(out / WEIGHTS_NAME))
     parent = load_file(resolve(SMALL) / WEIGHTS_NAME)
     adapted = load_adapter(out, device="cpu", merge=False)
     state = {k.replace(".base_layer", ""): v for k, v in adapted.state_dict().items() if "lora_" not in k}
     for name, weights in parent.items():
         if name != "wpe.weight":
-            assert torch.equal(state[name][: weights.size(0)], weights), f"{name} moved"
-    rows = load_file(out / WEIGHTS_NAME)["new_rows.wpe"]
-    assert torch.equal(state["wpe.weight"], rows)  # the adapter's table is the one loaded
-    assert not torch.allclose(rows, start)  # and it trained from the interpolated start
+            assert torch.equal(state[name], weights), f"{name} moved"
+    assert torch.equal(state["wpe.weight"], start.wpe.weight)  # rebuilt from the base on loading
     assert any(v.abs().sum() > 0 for k, v in adapted.state_dict().items() if "lora_B" in k)
 
 

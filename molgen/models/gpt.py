@@ -531,8 +531,10 @@ class SmilesGPT(nn.Module):
         embedding is resized for larger images (Dosovitskiy et al. 2021, section 3.2; Chen et al. 2023
         do the same for rotary positions): every position, the new ones too, then holds a vector the
         blocks know how to read, and neighbours stay distinct. Every row changes, so the model reads
-        short molecules a little differently until fine-tuning settles it, and the whole table counts
-        as new (it trains under every freeze policy, and an adapter stores it). Fine-tuning
+        short molecules a little differently until fine-tuning settles it. The table is a function of
+        the parent's: it trains where the freeze policy trains the position embedding (``none``,
+        ``first_k``), stays as built under ``head_only`` and ``lora``, and an adapter records how to
+        rebuild it rather than storing it. Fine-tuning
         ``smiles-gpt-moses-small`` on 100 molecules of chembl2321810 (64 -> 96 tokens,
         ``scripts/configs/finetune_gpt_chembl2321810.toml``, 1,000 samples) gave valid 0.953 and FCD
         to the held-out 917 7.2, against 0.920 and 12.0 with ``"mean"``; the samples that ``"mean"``

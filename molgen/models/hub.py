@@ -417,7 +417,7 @@ def is_adapter(directory: str | os.PathLike) -> bool:
 
 
 def save_adapter(model, directory: str | os.PathLike, base, spec, first_new: dict[str, int] | None = None,
-                 provenance: dict | None = None) -> Path:  # fmt: skip
+                 provenance: dict | None = None, positions: str = "mean") -> Path:  # fmt: skip
     """Write a SmilesGPT's LoRA adapter (:mod:`molgen.models.lora`) as its own small folder.
 
     ``model.safetensors`` holds the adapter's tensors and the embedding rows fine-tuning added
@@ -430,6 +430,8 @@ def save_adapter(model, directory: str | os.PathLike, base, spec, first_new: dic
         base: the base it was trained on: a shipped name, a folder, or a model loaded from one.
         spec: its :class:`~molgen.models.lora.LoraSpec`.
         first_new: the first added row of each grown table (``{"wte": ..., "wpe": ...}``).
+        positions: how the context grew (:meth:`~molgen.models.gpt.SmilesGPT.extend_context`): with
+            ``"interpolate"`` the position table is rebuilt from the base's on loading, not stored.
     """
     from safetensors.torch import save_file
 
@@ -444,7 +446,7 @@ def save_adapter(model, directory: str | os.PathLike, base, spec, first_new: dic
             tensors[_NEW_ROWS[table]] = weight[first:].contiguous()
             grown[table] = [first, int(weight.size(0))]
     meta = {"partial": "adapter", "adapter": "lora", "molgen_version": __version__, "lora": spec.to_dict(),
-            "block_size": model.config.block_size, "grown": grown, "base": _base_record(base),
+            "block_size": model.config.block_size, "positions": positions, "grown": grown, "base": _base_record(base),
             "provenance": provenance or {}}  # fmt: skip
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -486,11 +488,11 @@ def load_adapter(directory: str | os.PathLike, base=None, device: str = "auto", 
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
         with torch.no_grad():
+            if meta.get("block_size", model.config.block_size) > model.config.block_size:  # the context grew
+                model.extend_context(meta["block_size"], meta.get("positions", "mean"))
             for table, (first, size) in meta.get("grown", {}).items():
                 if table == "wte":
                     model.resize_vocab(size)
-                else:
-                    model.extend_context(size - (model.wpe.num_embeddings - model.config.block_size))
                 getattr(model, table).weight[first:] = state.pop(_NEW_ROWS[table])
         if model.config.block_size != meta.get("block_size", model.config.block_size):
             raise ConfigError(f"block_size {model.config.block_size}, the adapter says {meta['block_size']}")

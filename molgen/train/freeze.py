@@ -31,7 +31,9 @@ Rows that fine-tuning adds on purpose (new tokens of the target set, a longer co
 pretrained value to keep: whatever the policy, a table whose weight the policy freezes still trains
 its new rows (``first_new`` of :func:`apply_freeze`), the old rows staying bit-identical
 (:func:`molgen.models.lora.train_new_rows`). ``head_only`` thus trains new position rows too, and
-``lora`` the new token and position rows beside the adapters.
+``lora`` the new token and position rows beside the adapters. A context grown by interpolation
+(``[finetune] context_positions = "interpolate"``, the default) adds no rows: its table is rebuilt from
+the parent's and trains only where the policy trains the position embedding.
 """
 
 from __future__ import annotations

@@ -624,8 +624,8 @@ class GPTTask(PretrainModule):
             self.context = fit_context(self.model, int(lengths.max(initial=0)), config.finetune.max_block_size,
                                        config.finetune.context_positions)  # fmt: skip
             if self.context is not None:
-                if self.context["positions"] == "interpolate":  # every position row moved: all of them are new
-                    parent_rows["wpe"] = 0
+                if self.context["positions"] == "interpolate":  # no new rows: a table rebuilt from the parent's
+                    parent_rows["wpe"] = self.model.wpe.num_embeddings
                 self.context["rows_longer"] = int((lengths > parent_block).sum())
                 print(f"context extended from {parent_block} to {self.context['to']} tokens: "
                       f"{self.context['rows_longer']} of {len(lengths)} training and validation molecules are longer "
@@ -703,7 +703,7 @@ class GPTTask(PretrainModule):
         from molgen.models.hub import save_adapter
 
         return save_adapter(self.model.eval(), directory, self.config.init_from, policy.lora, self.first_new,
-                            self.provenance())  # fmt: skip
+                            self.provenance(), positions=(self.context or {}).get("positions", "mean"))  # fmt: skip
 
     def provenance(self) -> dict:
         prov = super().provenance()
