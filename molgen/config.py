@@ -162,6 +162,11 @@ class FinetuneConfig(Section):
         0.0, ge=0, lt=1,
         description="GPT: this share of every training batch is MOSES train molecules (seeded), against forgetting",
     )
+    rehearsal_tag: bool = Field(
+        False,
+        description="GPT, with rehearsal: the MOSES rows carry a condition 'moses' = 1 that the target rows leave "
+        "unset, so the child samples the target set by default and MOSES when asked (condition={'moses': 1})",
+    )
     anchor: Literal["l2sp", "ewc"] | None = Field(
         None,
         description="pull the weights towards the parent's: 'l2sp' (Li et al. 2018) or 'ewc' (Kirkpatrick et al. "

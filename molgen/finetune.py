@@ -18,7 +18,9 @@ grown to the target's molecules) and measure the parent and the child the same w
   seeded ``forgetting_molecules`` MOSES test molecules); ``forgetting`` in the report is after minus
   before for both and for ``valid``. Rehearsal and the L2-SP/EWC anchor (``[finetune] rehearsal``,
   ``anchor``) are there to keep these small; ``trainable`` says how much of the model trained
-  (a LoRA run: its adapters and the rows it added).
+  (a LoRA run: its adapters and the rows it added). A child trained with ``rehearsal_tag`` writes
+  the target's molecules by default and MOSES's when asked (``condition={"moses": 1}``): its
+  ``moses_FCD`` and ``moses_nll`` are measured so asked, its other figures by default.
 - property-guided fine-tuning (``[finetune] weight_by``: training molecules drawn by their measured
   property, :func:`molgen.data.property_weights`): ``property_mean`` and the quartiles
   ``property_q25`` / ``property_median`` / ``property_q75`` of the valid samples' property as a
@@ -227,7 +229,7 @@ def finetune_config(config) -> tuple:
         "n_molecules": len(smiles), "n_train": len(train), "n_held_out": len(held),
         "invalid_skipped": int((~df["valid"]).sum()), "too_long_skipped": prov["data"].get("too_long_skipped", 0),
         "freeze": done.get("freeze"), "lora": done.get("lora"), "trainable": done.get("trainable"),
-        "rehearsal": done.get("rehearsal"), "anchor": done.get("anchor"),
+        "rehearsal": done.get("rehearsal"), "rehearsal_tag": done.get("rehearsal_tag"), "anchor": done.get("anchor"),
         "context": done.get("context"), "new_tokens": done.get("new_tokens"),
         "steps": prov["steps"], "validation": prov.get("validation"), "early_stopping": prov.get("early_stopping"),
         "eval_samples": ft.eval_samples, "forgetting_molecules": len(moses or []), "seed": seed,
@@ -307,8 +309,14 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
         nll, unreadable, per = _nll(model, held_out)
         out.update({"held_out_nll": nll, "held_out_unreadable": unreadable, "_per_molecule": per})
     if moses:
-        out["moses_FCD"] = _moses_fcd(valid)
-        out["moses_nll"], out["moses_unreadable"], _ = _nll(model, moses)
+        tag = _rehearsal_tag(model)  # a tagged child writes MOSES molecules when asked: its forgetting is measured so
+        if tag is not None:
+            again = sample(model, n, seed=seed, condition=tag)
+            tagged = [to_smiles(s) for s in again.loc[again["valid"], "smiles"]]
+            out["moses_FCD"] = _moses_fcd([s for s in tagged if s is not None])
+        else:
+            out["moses_FCD"] = _moses_fcd(valid)
+        out["moses_nll"], out["moses_unreadable"], _ = _nll(model, moses, tag)
     if property_model is not None and valid:
         pred = property_model.predict(valid)["mean"].to_numpy()
         pred = pred[np.isfinite(pred)]
@@ -418,9 +426,17 @@ def _forgetting(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in ("valid", "moses_FCD", "moses_nll") if k in before and k in after}
 
 
-def _nll(model, smiles: list[str]) -> tuple[float, int, dict]:
-    """Nats per token of the molecules the model can read, how many it cannot, and per molecule
-    ``(nats, tokens)``."""
+def _rehearsal_tag(model) -> dict | None:
+    """``{"moses": 1}`` for a model fine-tuned with ``[finetune] rehearsal_tag``, else ``None``."""
+    from molgen.train.gpt import REHEARSAL_TAG
+
+    names = (getattr(model.config, "condition", None) or {}).get("names") or []
+    return {REHEARSAL_TAG: 1.0} if REHEARSAL_TAG in names else None
+
+
+def _nll(model, smiles: list[str], condition: dict | None = None) -> tuple[float, int, dict]:
+    """Nats per token of the molecules the model can read (under ``condition``), how many it cannot,
+    and per molecule ``(nats, tokens)``."""
     tok, block = model.tokenizer, model.config.block_size
     readable, lengths = [], []
     for s in smiles:
@@ -428,7 +444,7 @@ def _nll(model, smiles: list[str]) -> tuple[float, int, dict]:
         if len(tokens) + 2 <= block and all(t in tok.stoi for t in tokens):
             readable.append(s)
             lengths.append(len(tokens) + 1)  # scored: every token after <bos>, <eos> included
-    ll = model.log_likelihood(readable, batch_size=128) if readable else np.zeros(0)
+    ll = model.log_likelihood(readable, batch_size=128, condition=condition) if readable else np.zeros(0)
     per = {s: (-float(v), n) for s, v, n in zip(readable, ll, lengths, strict=True)}  # (nats, tokens)
     return float(-ll.sum() / sum(lengths)) if readable else math.nan, len(smiles) - len(readable), per
 
@@ -456,7 +472,8 @@ def markdown(report: dict) -> str:
                if share else "")  # fmt: skip
     lora = report.get("lora")
     freeze = f"{report['freeze']} (r {lora['r']}, alpha {lora['alpha']:g})" if lora else report["freeze"]
-    keep = [f"rehearsal {report['rehearsal']:g}" if report.get("rehearsal") else "",
+    tagged = " (tagged: MOSES figures with condition moses = 1)" if report.get("rehearsal_tag") else ""
+    keep = [f"rehearsal {report['rehearsal']:g}{tagged}" if report.get("rehearsal") else "",
             f"anchor {report['anchor']['kind']} {report['anchor']['weight']:g}" if report.get("anchor") else ""]
     w = report.get("weights")
     if w:

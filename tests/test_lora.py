@@ -191,6 +191,37 @@ def test_rehearsal_mixes_the_asked_share_of_moses_into_every_batch(tmp_path, ser
     assert sizes[:3] == [(26, 6)] * 3 and sizes[3] == (12, 3) and len(sampler) == 4
 
 
+def test_tagged_rehearsal_marks_the_moses_rows_and_the_child_writes_the_target_by_default(tmp_path, series):
+    from molgen.finetune import _rehearsal_tag
+    from molgen.train.gpt import build
+
+    config = parse_config(raw_config(tmp_path, series, rehearsal=0.25, rehearsal_tag=True), "tag")
+    module, dm = build(config)
+    assert module.model.config.condition["names"] == ["moses"] and module.model.config.condition["partial"]
+    tokenizer = module.model.tokenizer
+    pool = {tokenizer.decode(r) for r in dm.rehearsal_ids}
+    for ids, cond in dm.train_dataloader():
+        moses = torch.tensor([tokenizer.decode(r.numpy()) in pool for r in ids])
+        assert moses.any() and torch.equal(cond[moses], torch.ones(int(moses.sum()), 2))  # value 1, given
+        assert torch.equal(cond[~moses], torch.zeros(int((~moses).sum()), 2))  # the target's rows: not given
+    ids, cond = next(iter(dm.val_dataloader()))
+    assert not cond.any()  # validation is the target's: tag unset
+    # the tag starts as nothing (zero projection): the parent's logits with and without it
+    model = module.model.eval()
+    x = torch.as_tensor(tokenizer.encode_batch(["CCO", "c1ccccc1"]), dtype=torch.long)
+    on, off = torch.tensor([[1.0, 1.0]] * 2), torch.zeros(2, 2)
+    torch.testing.assert_close(model(x, condition=on)[0], model(x, condition=off)[0])
+    out = pretrain(config)
+    child = mg.load_pretrained(out, device="cpu")
+    assert _rehearsal_tag(child) == {"moses": 1.0}
+    plain, asked = mg.sample(child, 16, seed=0, workers=1), mg.sample(child, 16, seed=0, workers=1, condition={"moses": 1})
+    assert len(plain) == len(asked) == 16 and plain["valid"].any() and asked["valid"].any()
+    with pytest.raises(ConfigError, match="rehearsal_tag marks the rehearsal rows"):
+        parse_config(raw_config(tmp_path, series, rehearsal_tag=True), "tag")
+    with pytest.raises(ConfigError, match="rehearsal_tag cannot be combined with finetune.anchor"):
+        parse_config(raw_config(tmp_path, series, rehearsal=0.2, rehearsal_tag=True, anchor="l2sp"), "tag")
+
+
 # --- anchors -------------------------------------------------------------------------------------
 
 

@@ -62,6 +62,17 @@ class GPTRunConfig(RunConfig):
         return self
 
     @model_validator(mode="after")
+    def _tag_fits(self):
+        if self.finetune.rehearsal_tag and not self.finetune.rehearsal:
+            raise ValueError("finetune.rehearsal_tag marks the rehearsal rows: set finetune.rehearsal > 0 too")
+        if self.finetune.rehearsal_tag and self.finetune.iterate:
+            raise ValueError("finetune.rehearsal_tag cannot be combined with finetune.iterate yet; leave one of them out")
+        if self.finetune.rehearsal_tag and self.finetune.anchor:
+            raise ValueError("finetune.rehearsal_tag cannot be combined with finetune.anchor (the anchor's Fisher "
+                             "information is the untagged parent's); leave one of them out")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _condition_fits(self):
         if not self.condition.properties:
             return self
@@ -217,19 +228,26 @@ class _Conditioned(Dataset):
 
 class _Mixed(Dataset):
     """Target rows (indices ``[0, n_target)``, augmented as configured) then rehearsal rows (MOSES,
-    as they are), both right-padded to one width so a batch of both stacks."""
+    as they are), both right-padded to one width so a batch of both stacks. With ``tag`` the target
+    rows come conditioned (``(row, condition)``, the tag unset) and each rehearsal row carries ``tag``,
+    the condition "this is a MOSES molecule" (``[finetune] rehearsal_tag``)."""
 
-    def __init__(self, target: _Rows, rehearsal: np.ndarray):
-        self.target, self.rehearsal = target, rehearsal
-        self.width = max(target.ids.shape[1], rehearsal.shape[1])
+    def __init__(self, target: _Rows | _Conditioned, rehearsal: np.ndarray, tag: np.ndarray | None = None):
+        self.target, self.rehearsal, self.tag = target, rehearsal, tag
+        ids = target.rows.ids if isinstance(target, _Conditioned) else target.ids
+        self.width = max(ids.shape[1], rehearsal.shape[1])
 
     def __len__(self) -> int:
         return len(self.target) + len(self.rehearsal)
 
     def __getitem__(self, i):
         n = len(self.target)
-        row = self.target[i] if i < n else np.asarray(self.rehearsal[i - n], dtype=np.int64)
-        return np.pad(row, (0, self.width - len(row)))  # <pad> is id 0
+        item = self.target[i] if i < n else np.asarray(self.rehearsal[i - n], dtype=np.int64)
+        cond = None
+        if self.tag is not None:
+            item, cond = item if i < n else (item, self.tag)
+        row = np.pad(item, (0, self.width - len(item)))  # <pad> is id 0
+        return row if cond is None else (row, cond)
 
 
 class RehearsalBatches(Sampler):
@@ -264,6 +282,10 @@ class RehearsalBatches(Sampler):
             m = round(len(chunk) * self.fraction / (1 - self.fraction))
             pool = torch.randint(self.n_pool, (m,), generator=self.generator) + self.n_target
             yield chunk + pool.tolist()
+
+
+#: the condition ``[finetune] rehearsal_tag`` sets on rehearsal rows: ``sample(..., condition={"moses": 1})``
+REHEARSAL_TAG = "moses"
 
 
 def moses_rows(tokenizer: SmilesTokenizer, n: int, seed: int, limit: int) -> np.ndarray:
@@ -318,6 +340,9 @@ class GPTDataModule(L.LightningDataModule):
         self.condition: dict | None = None  # the model's names, mean and std; set by build() once the model exists
         if config.condition.properties:
             self._compute_conditions(config.condition)
+        elif config.finetune.rehearsal_tag:  # the target rows leave the tag unset (NaN: not given)
+            self.train_values = np.full((len(self.train_ids), 1), np.nan)
+            self.val_values = np.full((len(self.val_ids), 1), np.nan)
 
     def _compute_conditions(self, c: ConditionConfig) -> None:
         """The raw ``[condition]`` properties of every training and validation row: RDKit's computed from
@@ -477,7 +502,8 @@ class GPTDataModule(L.LightningDataModule):
             pool = 0 if self.rehearsal_ids is None else len(self.rehearsal_ids)
             batches = RehearsalBatches(len(rows), pool, self.config.trainer.batch_size, self.config.finetune.rehearsal,
                                        shuffle_generator(self), self.train_weights)  # fmt: skip
-            data = rows if self.rehearsal_ids is None else _Mixed(rows, self.rehearsal_ids)
+            tag = np.array([1.0, 1.0], np.float32) if self.config.finetune.rehearsal_tag else None  # moses = 1, given
+            data = rows if self.rehearsal_ids is None else _Mixed(rows, self.rehearsal_ids, tag)
             return DataLoader(data, batch_sampler=batches, collate_fn=collate,
                               num_workers=d.num_workers, persistent_workers=d.num_workers > 0)  # fmt: skip
         return DataLoader(
@@ -614,6 +640,9 @@ class GPTTask(PretrainModule):
                                       f"= {names or '(names it does not have)'}")  # fmt: skip
             else:
                 self._add_condition(config, condition_stats)
+                if config.finetune.rehearsal_tag:  # a flag, given only on the rehearsal rows (0 and 1 as they are)
+                    self.model.add_condition([REHEARSAL_TAG], [0.0], [1.0], partial=True)
+                    print(f"rehearsal rows tagged: condition {REHEARSAL_TAG!r} = 1 on MOSES rows, unset on the target's")
             parent_rows = {"wte": self.model.config.vocab_size, "wpe": self.model.wpe.num_embeddings}
             if len(tokenizer) > self.model.config.vocab_size:
                 first_new = self.model.config.vocab_size
@@ -710,7 +739,7 @@ class GPTTask(PretrainModule):
         if self.config.init_from:
             ft = self.config.finetune
             prov["finetune"] = {**FreezePolicy.parse(ft).record(), "context": self.context, "new_tokens": self.new_tokens,
-                                "trainable": self.trainable, "rehearsal": ft.rehearsal,
+                                "trainable": self.trainable, "rehearsal": ft.rehearsal, "rehearsal_tag": ft.rehearsal_tag,
                                 "anchor": {"kind": ft.anchor, "weight": ft.anchor_weight} if ft.anchor else None}  # fmt: skip
         if self.teacher is not None:  # a name like "smiles-gpt-moses" may later hold other weights
             prov["teacher"] = self.teacher_info
