@@ -52,10 +52,10 @@ def _lora():
     from molgen.models.lora import LoraSpec
     from molgen.train.freeze import FreezePolicy
 
-    return FreezePolicy("lora", lora=LoraSpec(r=4, alpha=16))
+    return FreezePolicy("lora", lora=LoraSpec(r=5, alpha=16))
 
 
-#: learning rates as in scripts/configs/finetune_gpt_chembl2321810*.toml (full: 5e-4; LoRA r 4 alpha 16:
+#: learning rates as in scripts/configs/finetune_gpt_chembl2321810*.toml (full: 5e-4; LoRA r 5 alpha 16:
 #: 1e-2, adapters start at zero); the few weights of head_only take a larger step; a model from
 #: random weights takes pretraining's
 GEN_METHODS: dict[str, GenMethod | Callable[[], GenMethod]] = {
