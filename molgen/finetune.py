@@ -279,7 +279,7 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
     ``moses`` (MOSES test molecules) adds the forgetting figures ``moses_FCD`` and ``moses_nll``;
     ``property_model`` (``smiles -> DataFrame(mean, ...)``, a PropertyModel) the predicted property's
     mean and quartiles over the valid samples; ``save``: a CSV file for the samples measured."""
-    from molgen.chem import scaffold, to_smiles
+    from molgen.chem import scaffold
     from molgen.metrics import evaluate, novelty
     from molgen.metrics.features import smiles_hashes
     from molgen.metrics.reference import moses_train_hashes
@@ -290,8 +290,7 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
         from molgen.io import write_table
 
         write_table(samples, save)
-    valid = [to_smiles(s) for s in samples.loc[samples["valid"], "smiles"]]
-    valid = [s for s in valid if s is not None]
+    valid = _valid_canonical(samples)
     out: dict = {"valid": len(valid) / n, "unique": len(set(valid)) / len(valid) if valid else math.nan,
                  "novel_moses": novelty(valid, moses_train_hashes()),
                  "novel_target": novelty(valid, smiles_hashes(train))}  # fmt: skip
@@ -311,9 +310,7 @@ def assess(model, train: list[str], held_out: list[str], n: int = 1000, seed: in
     if moses:
         tag = _rehearsal_tag(model)  # a tagged child writes MOSES molecules when asked: its forgetting is measured so
         if tag is not None:
-            again = sample(model, n, seed=seed, condition=tag)
-            tagged = [to_smiles(s) for s in again.loc[again["valid"], "smiles"]]
-            out["moses_FCD"] = _moses_fcd([s for s in tagged if s is not None])
+            out["moses_FCD"] = _moses_fcd(_valid_canonical(sample(model, n, seed=seed, condition=tag)))
         else:
             out["moses_FCD"] = _moses_fcd(valid)
         out["moses_nll"], out["moses_unreadable"], _ = _nll(model, moses, tag)
@@ -424,6 +421,14 @@ def _moses_fcd(valid: list[str]) -> float:
 def _forgetting(before: dict, after: dict) -> dict:
     """After minus before for what the parent could do: validity, FCD to MOSES test, MOSES test NLL."""
     return {k: after[k] - before[k] for k in ("valid", "moses_FCD", "moses_nll") if k in before and k in after}
+
+
+def _valid_canonical(samples: pd.DataFrame) -> list[str]:
+    """Canonical SMILES of a sample table's valid rows (those RDKit also reads)."""
+    from molgen.chem import to_smiles
+
+    canon = [to_smiles(s) for s in samples.loc[samples["valid"], "smiles"]]
+    return [s for s in canon if s is not None]
 
 
 def _rehearsal_tag(model) -> dict | None:
